@@ -1,0 +1,231 @@
+"""Pydantic schemas for every engine configuration: descriptor, network, training, exploration, selection.
+
+The same classes validate AiiDA ports at submit time and ``annpot`` input files on a cluster node, so a typo fails
+before anything is queued. Every model forbids unknown keys. Units: Å, eV, fs, K, GPa.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+__all__ = [
+    "BehlerParrinelloConfig",
+    "ChebyshevConfig",
+    "ConfigError",
+    "DescriptorConfig",
+    "ExplorationConfig",
+    "ExplorationStage",
+    "LossConfig",
+    "NetworkConfig",
+    "SelectionConfig",
+    "TrainingConfig",
+    "load_config",
+]
+
+
+class ConfigError(ValueError):
+    """A configuration file or mapping that does not match its schema; the message names the offending fields."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ChebyshevConfig(_Strict):
+    """Chebyshev radial and angular expansion (Artrith, Urban & Ceder, PRB 96, 014112, 2017)."""
+
+    type: Literal["chebyshev"] = "chebyshev"
+    radial_order: int = Field(10, ge=0, le=40, description="Highest Chebyshev order of the radial expansion.")
+    radial_cutoff: float = Field(5.5, gt=0.5, le=20.0, description="Radial cutoff R_c in Å.")
+    angular_order: int = Field(4, ge=0, le=10, description="Highest Chebyshev order in cos(theta).")
+    angular_cutoff: float = Field(4.0, gt=0.5, le=20.0, description="Angular cutoff in Å (at most the radial one).")
+    type_weights: dict[str, float] | None = Field(
+        None,
+        description="Per-element weights of the second, type-weighted channel (several species only). "
+        "Default: the aenet typespin sequence 0, ±1, ±2, ... centred over the sorted elements.",
+    )
+
+    @model_validator(mode="after")
+    def _angular_within_radial(self) -> ChebyshevConfig:
+        if self.angular_cutoff > self.radial_cutoff:
+            raise ValueError(
+                f"angular_cutoff ({self.angular_cutoff} Å) must not exceed radial_cutoff ({self.radial_cutoff} Å)"
+            )
+        return self
+
+
+class G2(_Strict):
+    eta: float = Field(..., ge=0.0, description="Gaussian width parameter in 1/Å².")
+    r_s: float = Field(0.0, ge=0.0, description="Gaussian centre in Å.")
+
+
+class G4(_Strict):
+    eta: float = Field(..., ge=0.0, description="Gaussian width parameter in 1/Å².")
+    zeta: float = Field(..., ge=1.0, description="Angular resolution exponent.")
+    lambda_: Literal[-1, 1] = Field(..., alias="lambda", description="+1 or -1: which side of cos(theta) peaks.")
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+def _default_g2() -> list[G2]:
+    return [G2(eta=eta) for eta in (0.003, 0.02, 0.06, 0.15, 0.3, 0.6, 1.2, 2.5)]
+
+
+def _default_g4() -> list[G4]:
+    return [G4(eta=eta, zeta=zeta, lambda_=lam) for eta in (0.003, 0.03) for zeta in (1.0, 4.0) for lam in (-1, 1)]
+
+
+class BehlerParrinelloConfig(_Strict):
+    """Behler–Parrinello radial G2 and angular G4 symmetry functions, resolved by neighbour species."""
+
+    type: Literal["behler_parrinello"] = "behler_parrinello"
+    cutoff: float = Field(5.5, gt=0.5, le=20.0, description="Cutoff radius in Å for G2 and G4.")
+    g2: list[G2] = Field(default_factory=_default_g2, min_length=1)
+    g4: list[G4] = Field(default_factory=_default_g4)
+
+
+DescriptorConfig = Annotated[ChebyshevConfig | BehlerParrinelloConfig, Field(discriminator="type")]
+
+
+class NetworkConfig(_Strict):
+    """One feed-forward network per element, the same architecture for all elements."""
+
+    hidden: list[int] = Field([16, 16], min_length=1, description="Hidden layer widths.")
+    activation: Literal["tanh", "silu", "softplus", "gelu"] = "tanh"
+
+    @model_validator(mode="after")
+    def _positive_widths(self) -> NetworkConfig:
+        if any(width < 1 for width in self.hidden):
+            raise ValueError(f"hidden layer widths must be positive, got {self.hidden}")
+        return self
+
+
+class LossConfig(_Strict):
+    """Weights of the squared errors: energy per atom (eV/atom)², force components (eV/Å)², stress (GPa)²."""
+
+    energy_weight: float = Field(1.0, ge=0.0)
+    force_weight: float = Field(1.0, ge=0.0)
+    stress_weight: float = Field(0.0, ge=0.0)
+
+    @model_validator(mode="after")
+    def _something_to_fit(self) -> LossConfig:
+        if self.energy_weight == 0 and self.force_weight == 0 and self.stress_weight == 0:
+            raise ValueError("at least one of energy_weight, force_weight, stress_weight must be positive")
+        return self
+
+
+class TrainingConfig(_Strict):
+    """Everything ``annpot train`` needs; paths are relative to the configuration file's folder."""
+
+    dataset: str = Field(..., description="Labelled frames (extxyz with energy, forces, optionally stress).")
+    validation_dataset: str | None = Field(None, description="Fixed validation frames; else a seeded split.")
+    elements: list[str] | None = Field(None, description="Elements the model covers (default: those in the data).")
+    descriptor: DescriptorConfig = Field(default_factory=ChebyshevConfig)
+    network: NetworkConfig = Field(default_factory=NetworkConfig)
+    loss: LossConfig = Field(default_factory=LossConfig)
+    seed: int = Field(0, ge=0, description="Seeds the split, the initial weights and the batch order.")
+    validation_fraction: float = Field(0.1, gt=0.0, lt=1.0)
+    training_fraction: float = Field(
+        1.0, gt=0.0, le=1.0, description="Share of the training split actually used (learning curves)."
+    )
+    batch_size: int = Field(16, ge=1, description="Structures per optimisation step.")
+    learning_rate: float = Field(3e-3, gt=0.0)
+    lr_schedule: Literal["plateau", "exponential", "constant"] = "plateau"
+    lr_decay: float = Field(0.5, gt=0.0, le=1.0, description="Factor applied by the schedule.")
+    lr_patience: int = Field(10, ge=1, description="Epochs without improvement before a plateau decay.")
+    min_learning_rate: float = Field(1e-5, gt=0.0)
+    max_epochs: int = Field(500, ge=1)
+    early_stopping_patience: int = Field(40, ge=1, description="Epochs without validation improvement.")
+    wall_time: float | None = Field(None, gt=0.0, description="Seconds; then checkpoint and exit with code 75.")
+    checkpoint_interval: int = Field(10, ge=1, description="Epochs between checkpoints.")
+    init_model: str | None = Field(None, description="Model file to warm-start from (fine-tuning).")
+    dtype: Literal["float32", "float64"] = "float64"
+    threads: int | None = Field(None, ge=1, description="torch intra-op threads (default: torch's choice).")
+
+    @model_validator(mode="after")
+    def _lr_bounds(self) -> TrainingConfig:
+        if self.min_learning_rate > self.learning_rate:
+            raise ValueError(
+                f"min_learning_rate ({self.min_learning_rate}) exceeds learning_rate ({self.learning_rate})"
+            )
+        return self
+
+
+class ExplorationStage(_Strict):
+    """One MD stage: every start structure is run at this temperature (and pressure, for NPT)."""
+
+    temperature: float = Field(..., gt=0.0, description="K.")
+    pressure: float | None = Field(None, description="GPa; given means NPT, absent means NVT.")
+    steps: int = Field(1000, ge=1)
+    timestep: float = Field(2.0, gt=0.0, le=10.0, description="fs.")
+    sample_interval: int = Field(10, ge=1, description="Steps between sampled frames.")
+
+
+class SelectionConfig(_Strict):
+    """Which explored frames become new DFT labels (see :mod:`aiida_annpot.core.selection`)."""
+
+    trust_lo: float = Field(0.05, ge=0.0, description="eV/Å: below, the committee agrees (accurate).")
+    trust_hi: float = Field(0.35, gt=0.0, description="eV/Å: above, the frame is likely unphysical (failed).")
+    min_distance: float = Field(1.0, gt=0.0, description="Å: frames with closer atoms are rejected.")
+    duplicate_threshold: float = Field(
+        0.0, ge=0.0, description="Fingerprint distance below which a candidate duplicates the reference set."
+    )
+    max_candidates: int = Field(20, ge=0, description="Cap per iteration; farthest-point sampling picks them.")
+    seed: int = Field(0, ge=0)
+
+    @model_validator(mode="after")
+    def _ordered_window(self) -> SelectionConfig:
+        if not self.trust_lo < self.trust_hi:
+            raise ValueError(f"trust_lo ({self.trust_lo}) must be below trust_hi ({self.trust_hi})")
+        return self
+
+
+class ExplorationConfig(_Strict):
+    """Everything ``annpot explore`` needs; paths are relative to the configuration file's folder."""
+
+    models: list[str] = Field(..., min_length=1, description="Committee member model files.")
+    structures: str = Field(..., description="Start structures (extxyz).")
+    stages: list[ExplorationStage] = Field(..., min_length=1)
+    friction: float = Field(0.01, gt=0.0, description="Langevin friction in 1/fs.")
+    barostat_time: float = Field(500.0, gt=0.0, description="fs, NPT pressure coupling time.")
+    break_deviation: float | None = Field(
+        None, gt=0.0, description="eV/Å: stop a trajectory when the max force deviation passes this."
+    )
+    min_distance: float = Field(0.7, gt=0.0, description="Å: stop a trajectory when atoms come closer.")
+    selection: SelectionConfig = Field(default_factory=SelectionConfig)
+    reference_structures: str | None = Field(
+        None, description="Training structures (extxyz): their fingerprints feed the duplicate filter."
+    )
+    dtype: Literal["float32", "float64"] = Field("float32", description="float32 is fast enough for MD.")
+    skin: float = Field(0.5, ge=0.0, description="Verlet skin (Å) of the neighbour list reused across steps.")
+    seed: int = Field(0, ge=0)
+    threads: int | None = Field(None, ge=1)
+
+
+def load_config(source: str | Path | dict, schema: type[BaseModel]) -> BaseModel:
+    """Validate a YAML file (or an already-parsed mapping) against ``schema``.
+
+    :raises ConfigError: unreadable file, not a mapping, or schema violations (each field path and reason listed).
+    """
+    if isinstance(source, dict):
+        data, origin = source, "configuration"
+    else:
+        path = Path(source)
+        try:
+            data = yaml.safe_load(path.read_text())
+        except (OSError, yaml.YAMLError) as exc:
+            raise ConfigError(f"cannot read configuration {path}: {exc}") from exc
+        origin = str(path)
+    if not isinstance(data, dict):
+        raise ConfigError(f"{origin}: expected a mapping of settings, got {type(data).__name__}")
+    try:
+        return schema.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}" for err in exc.errors()
+        )
+        raise ConfigError(f"{origin}: invalid {schema.__name__}: {problems}") from exc

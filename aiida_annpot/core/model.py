@@ -1,0 +1,218 @@
+"""The energy model: E = Σ_i [ε_{Z_i} + s·NN_{Z_i}((G_i - μ_{Z_i}) / σ_{Z_i})], for K committee members at once.
+
+One :class:`Potential` holds K ≥ 1 members that share a descriptor (so features and their Jacobian are computed
+once) and differ in weights, standardisation and reference energies. A single model is a committee of one. Each
+member's per-element network weights are stacked along a leading K axis so all members run as one batched matmul.
+
+Forces and stress come from the descriptor Jacobian J = ∂G_i/∂r_ij: with g = ∂E/∂G from autograd through the small
+networks, ∂E/∂r_p = g_{i_p}·J_p; forces scatter it to both atoms of each pair, and the virial Σ_p r_p ⊗ ∂E/∂r_p
+over the volume is the strain derivative of the energy (ASE's stress sign convention).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from ase.data import atomic_numbers, chemical_symbols
+
+from ..common.config import BehlerParrinelloConfig, ChebyshevConfig, NetworkConfig
+from .descriptors import make_descriptor
+from .errors import UnknownElementError
+from .geometry import NeighborPairs
+
+ACTIVATIONS = {"tanh": torch.tanh, "silu": torch.nn.functional.silu, "softplus": torch.nn.functional.softplus,
+               "gelu": torch.nn.functional.gelu}  # fmt: skip
+
+
+@dataclass
+class Prediction:
+    """Per-member results. K members, S structures, N atoms.
+
+    :param energy: (K, S) eV.
+    :param forces: (K, N, 3) eV/Å, or None.
+    :param stress: (K, S, 3, 3) eV/Å³, or None.
+    :param atomic_energies: (K, N) eV.
+    :param features: (N, D) descriptor features, when computed from geometry.
+    """
+
+    energy: torch.Tensor
+    forces: torch.Tensor | None
+    stress: torch.Tensor | None
+    atomic_energies: torch.Tensor
+    features: torch.Tensor | None = None
+
+
+class ElementNetworks(torch.nn.Module):
+    """For every element, K feed-forward networks D → hidden… → 1 stored as stacked (K, in, out) weights."""
+
+    def __init__(self, n_members: int, n_elements: int, n_features: int, config: NetworkConfig):
+        super().__init__()
+        self.activation = ACTIVATIONS[config.activation]
+        sizes = [n_features, *config.hidden, 1]
+        self.n_layers = len(sizes) - 1
+        self.weights = torch.nn.ParameterList()
+        self.biases = torch.nn.ParameterList()
+        for _ in range(n_elements):
+            for fan_in, fan_out in zip(sizes[:-1], sizes[1:], strict=True):
+                self.weights.append(torch.nn.Parameter(torch.empty(n_members, fan_in, fan_out)))
+                self.biases.append(torch.nn.Parameter(torch.zeros(n_members, 1, fan_out)))
+
+    def reset_parameters(self, generator: torch.Generator) -> None:
+        """Xavier-normal hidden layers; a small output layer so training starts near the reference energies."""
+        for index, weight in enumerate(self.weights):
+            fan_in, fan_out = weight.shape[1:]
+            std = (2.0 / (fan_in + fan_out)) ** 0.5
+            if index % self.n_layers == self.n_layers - 1:
+                std *= 0.1
+            with torch.no_grad():
+                weight.copy_(torch.randn(weight.shape, generator=generator, dtype=weight.dtype) * std)
+                self.biases[index].zero_()
+
+    def forward(self, x: torch.Tensor, element: int) -> torch.Tensor:
+        """(K, n, D) standardised features of atoms of one element → (K, n) network outputs."""
+        start = element * self.n_layers
+        for layer in range(self.n_layers):
+            x = torch.baddbmm(self.biases[start + layer], x, self.weights[start + layer])
+            if layer < self.n_layers - 1:
+                x = self.activation(x)
+        return x.squeeze(-1)
+
+
+class Potential(torch.nn.Module):
+    """A committee of K ænet-style models sharing one descriptor.
+
+    :param elements: element symbols the model covers.
+    :param descriptor_config: descriptor family and parameters.
+    :param network_config: hidden layers and activation (the same for every element).
+    :param n_members: committee size K.
+    """
+
+    def __init__(
+        self,
+        elements: list[str],
+        descriptor_config: ChebyshevConfig | BehlerParrinelloConfig,
+        network_config: NetworkConfig,
+        n_members: int = 1,
+    ):
+        super().__init__()
+        self.elements = sorted(elements)
+        unknown = [e for e in self.elements if e not in atomic_numbers]
+        if unknown:
+            raise UnknownElementError(f"not chemical elements: {', '.join(unknown)}")
+        self.descriptor_config = descriptor_config
+        self.network_config = network_config
+        self.n_members = n_members
+        self.descriptor = make_descriptor(self.elements, descriptor_config)
+        n_elements, n_features = len(self.elements), self.descriptor.n_features
+        self.networks = ElementNetworks(n_members, n_elements, n_features, network_config)
+        self.register_buffer("feature_mean", torch.zeros(n_members, n_elements, n_features))
+        self.register_buffer("feature_std", torch.ones(n_members, n_elements, n_features))
+        self.register_buffer("reference_energy", torch.zeros(n_members, n_elements))
+        self.register_buffer("energy_scale", torch.ones(n_members))
+        lookup = torch.full((len(chemical_symbols),), -1, dtype=torch.long)
+        lookup[[atomic_numbers[e] for e in self.elements]] = torch.arange(n_elements)
+        self.register_buffer("species_lookup", lookup, persistent=False)
+        self.metadata: list[dict] = []  # one entry per member, filled when loaded from model files
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.feature_mean.dtype
+
+    def species(self, numbers) -> torch.Tensor:
+        """(N,) element indices for atomic numbers; raises for an element the model does not cover."""
+        numbers = torch.as_tensor(numbers, dtype=torch.long)
+        species = self.species_lookup[numbers]
+        if bool((species < 0).any()):
+            missing = sorted({chemical_symbols[int(z)] for z in numbers[species < 0]})
+            raise UnknownElementError(
+                f"element(s) {', '.join(missing)} not covered by this model (elements: {', '.join(self.elements)})"
+            )
+        return species
+
+    def atomic_energies(self, features: torch.Tensor, species: torch.Tensor) -> torch.Tensor:
+        """(N, D) or per-member (K, N, D) features → (K, N) atomic energies."""
+        if features.dim() == 2:
+            features = features.unsqueeze(0).expand(self.n_members, -1, -1)
+        energies = self.reference_energy[:, species].clone()
+        for element in range(len(self.elements)):
+            index = (species == element).nonzero().squeeze(1)
+            if index.numel() == 0:
+                continue
+            x = (features[:, index] - self.feature_mean[:, element, None]) / self.feature_std[:, element, None]
+            output = self.networks(x, element) * self.energy_scale[:, None]
+            energies = energies.index_add(1, index, output)
+        return energies
+
+    def predict_from_features(
+        self,
+        features: torch.Tensor,
+        jacobian: torch.Tensor | None,
+        species: torch.Tensor,
+        pairs: NeighborPairs,
+        structure_index: torch.Tensor,
+        n_structures: int,
+        volumes: torch.Tensor | None = None,
+        create_graph: bool = False,
+    ) -> Prediction:
+        """Energies, forces and stress of a batch of structures from precomputed features.
+
+        :param features: (N, D); ``jacobian`` (P, D, 3) or None for energies only.
+        :param structure_index: (N,) which structure each atom belongs to.
+        :param volumes: (S,) cell volumes; stress is returned when given.
+        :param create_graph: keep the graph of the forces (training on forces).
+        """
+        per_member = features.unsqueeze(0).expand(self.n_members, -1, -1)
+        if jacobian is not None:
+            per_member = per_member.detach().requires_grad_(True)
+        with torch.set_grad_enabled(torch.is_grad_enabled() or jacobian is not None):
+            atomic = self.atomic_energies(per_member, species)
+            energy = atomic.new_zeros((self.n_members, n_structures)).index_add(1, structure_index, atomic)
+            if jacobian is None:
+                return Prediction(energy, None, None, atomic)
+            (dE_dG,) = torch.autograd.grad(atomic.sum(), per_member, create_graph=create_graph)
+        dE_dr = pair_gradients(dE_dG, jacobian, pairs.first)  # (K, P, 3)
+        forces = atomic.new_zeros((self.n_members, pairs.n_atoms, 3))
+        forces = forces.index_add(1, pairs.first, dE_dr).index_add(1, pairs.second, -dE_dr)
+        stress = None
+        if volumes is not None:
+            virial = torch.einsum("kpa,pb->kpab", dE_dr, pairs.vectors).reshape(self.n_members, -1, 9)
+            stress = atomic.new_zeros((self.n_members, n_structures, 9)).index_add(
+                1, structure_index[pairs.first], virial
+            )
+            stress = stress.reshape(self.n_members, n_structures, 3, 3) / volumes[None, :, None, None]
+        return Prediction(energy, forces, stress, atomic)
+
+    def forward(
+        self, numbers, pairs: NeighborPairs, volume: float | None = None, forces: bool = True
+    ) -> Prediction:
+        """One structure: energies (K, 1), forces (K, N, 3), stress (K, 1, 3, 3) when ``volume`` is given."""
+        species = self.species(numbers)
+        pairs = NeighborPairs(pairs.first, pairs.second, pairs.vectors.to(self.dtype), pairs.n_atoms)
+        if forces:
+            features, jacobian = self.descriptor.features_and_jacobian(species, pairs)
+        else:
+            features, jacobian = self.descriptor(species, pairs), None
+        structure_index = torch.zeros(pairs.n_atoms, dtype=torch.long)
+        volumes = None if volume is None else torch.tensor([volume], dtype=self.dtype)
+        prediction = self.predict_from_features(features, jacobian, species, pairs, structure_index, 1, volumes)
+        prediction.features = features
+        return prediction
+
+    def fingerprint(self, features: torch.Tensor, species: torch.Tensor) -> torch.Tensor:
+        """Per-element mean of standardised features, concatenated over elements: (E·D,), zeros for absent ones.
+
+        Standardisation uses the committee-mean statistics, so all members see one fingerprint space.
+        """
+        mean, std = self.feature_mean.mean(0), self.feature_std.mean(0)
+        blocks = []
+        for element in range(len(self.elements)):
+            rows = features[species == element]
+            blocks.append(((rows - mean[element]) / std[element]).mean(0) if rows.shape[0] else mean[element] * 0)
+        return torch.cat(blocks).detach()
+
+
+def pair_gradients(dE_dG: torch.Tensor, jacobian: torch.Tensor, first: torch.Tensor) -> torch.Tensor:
+    """∂E_k/∂r_p = Σ_d ∂E_k/∂G_{i_p d} J_{p d}: (K, N, D), (P, D, 3), (P,) → (K, P, 3)."""
+    per_pair = dE_dG[:, first]  # (K, P, D)
+    return torch.bmm(per_pair.transpose(0, 1), jacobian).transpose(0, 1)

@@ -1,0 +1,321 @@
+"""Training one committee member: seeded split, loss on energies per atom, forces and stress, Adam with a schedule,
+early stopping, checkpoints, ``--resume`` and a wall-time budget.
+
+Everything a run depends on (weights, optimiser and schedule state, the shuffling generator, the early-stopping
+counters and the learning curve so far) is in the checkpoint, so an interrupted run that is resumed ends exactly
+where an uninterrupted one does. Checkpoints are written at epoch boundaries; a wall-time or SIGTERM stop writes
+one and the process exits with :data:`~aiida_annpot.core.errors.EXIT_WALL_TIME`.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..common.config import TrainingConfig
+from .dataset import Batch, FeatureSet, dataset_hash, elements_of, read_frames, validate_labelled
+from .errors import InputDataError, ModelFileError, TrainingDivergedError, UnknownElementError
+from .metrics import EV_PER_A3_TO_GPA, parity
+from .model import Potential
+from .modelfile import load_potential, save_model
+
+CHECKPOINT = "checkpoint.pt"
+MODEL = "model.safetensors"
+METRICS = "metrics.json"
+CURVE = "learning_curve.csv"
+CURVE_FIELDS = ["epoch", "learning_rate", "train_loss", "train_energy_rmse", "train_force_rmse",
+                "validation_loss", "validation_energy_rmse", "validation_force_rmse", "elapsed"]  # fmt: skip
+
+
+@dataclass
+class TrainingOutcome:
+    """How a call to :func:`train` ended: ``finished`` or ``wall_time`` (checkpoint written, resume later)."""
+
+    status: str
+    epochs: int
+    metrics: dict = field(default_factory=dict)
+
+
+def split_indices(n_frames: int, config: TrainingConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded train/validation split; ``training_fraction`` takes a prefix, so smaller subsets nest."""
+    if n_frames < 2:
+        raise InputDataError(f"need at least 2 labelled frames for a train/validation split, got {n_frames}")
+    order = np.random.default_rng(config.seed).permutation(n_frames)
+    n_validation = min(n_frames - 1, max(1, round(config.validation_fraction * n_frames)))
+    train = order[n_validation:]
+    train = train[: max(1, math.ceil(config.training_fraction * len(train)))]
+    return np.sort(train), np.sort(order[:n_validation])
+
+
+def fit_reference_energies(frames, elements: list[str]) -> tuple[np.ndarray, float]:
+    """Least-squares ε_Z with E ≈ Σ_Z n_Z ε_Z, and the RMS per-atom residual (the networks' energy scale)."""
+    counts = np.array([[np.count_nonzero(f.numbers == _z(e)) for e in elements] for f in frames], dtype=float)
+    energies = np.array([f.get_potential_energy() for f in frames])
+    reference, *_ = np.linalg.lstsq(counts, energies, rcond=None)
+    residual = (energies - counts @ reference) / counts.sum(axis=1)
+    return reference, max(float(np.sqrt(np.mean(residual**2))), 0.01)
+
+
+def _z(symbol: str) -> int:
+    from ase.data import atomic_numbers
+
+    return atomic_numbers[symbol]
+
+
+def initialise(potential: Potential, features: FeatureSet, frames, seed: int) -> None:
+    """Standardisation from the training features, reference energies, and seeded initial weights."""
+    species = torch.cat([item.species for item in features.items])
+    stacked = torch.cat([item.features for item in features.items]).double()
+    for element in range(len(potential.elements)):
+        values = stacked[species == element]
+        if values.shape[0] == 0:
+            raise InputDataError(f"no atoms of {potential.elements[element]} in the training split")
+        std = values.std(0, unbiased=False) if values.shape[0] > 1 else torch.ones(values.shape[1])
+        potential.feature_mean[0, element] = values.mean(0)
+        potential.feature_std[0, element] = torch.where(std > 1e-6, std, torch.ones_like(std))
+    reference, scale = fit_reference_energies(frames, potential.elements)
+    potential.reference_energy[0] = torch.as_tensor(reference)
+    potential.energy_scale[0] = scale
+    potential.networks.reset_parameters(torch.Generator().manual_seed(seed))
+
+
+def batch_loss(potential: Potential, batch: Batch, config: TrainingConfig) -> tuple[torch.Tensor, dict]:
+    """Weighted squared errors of one batch; returns the loss and the batch's mean squared errors."""
+    weights = config.loss
+    use_stress = weights.stress_weight > 0 and batch.stress is not None
+    prediction = potential.predict_from_features(
+        batch.features, batch.jacobian if weights.force_weight > 0 or use_stress else None, batch.species,
+        batch.pairs, batch.structure_index, batch.n_structures, batch.volumes if use_stress else None,
+        create_graph=True,
+    )  # fmt: skip
+    n_atoms = batch.n_atoms.to(batch.energy.dtype)
+    energy_mse = (((prediction.energy[0] - batch.energy) / n_atoms) ** 2).mean()
+    loss = weights.energy_weight * energy_mse
+    errors = {"energy": energy_mse.item()}
+    if prediction.forces is not None:
+        finite = torch.isfinite(batch.forces)
+        force_mse = ((prediction.forces[0] - batch.forces)[finite] ** 2).mean()
+        loss = loss + weights.force_weight * force_mse
+        errors["forces"] = force_mse.item()
+    if use_stress:
+        stress_mse = (((prediction.stress[0] - batch.stress) * EV_PER_A3_TO_GPA) ** 2).mean()
+        loss = loss + weights.stress_weight * stress_mse
+    return loss, errors
+
+
+class _StopSignal:
+    """Turns SIGTERM (what Slurm sends at its time limit) into a request to checkpoint at the next epoch end."""
+
+    def __init__(self):
+        self.requested = False
+        try:
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+        except ValueError:  # not the main thread
+            self._previous = None
+
+    def _handle(self, signum, frame):
+        self.requested = True
+
+    def restore(self):
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+
+
+def _make_scheduler(optimizer, config: TrainingConfig):
+    if config.lr_schedule == "plateau":
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, factor=config.lr_decay, patience=config.lr_patience, min_lr=config.min_learning_rate
+        )
+    floor = config.min_learning_rate / config.learning_rate
+    decay = config.lr_decay if config.lr_schedule == "exponential" else 1.0
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: max(decay**epoch, floor))
+
+
+class Trainer:
+    """Trains one model of ``config`` in ``workdir`` (outputs and checkpoint go there).
+
+    :param log: called with one human-readable line per epoch.
+    """
+
+    def __init__(self, config: TrainingConfig, workdir: str | Path, log=print):
+        self.config, self.workdir, self.log = config, Path(workdir), log
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.dtype = getattr(torch, config.dtype)
+        if config.threads:
+            torch.set_num_threads(config.threads)
+        frames = read_frames(config.dataset)
+        validate_labelled(frames, source=config.dataset)
+        self.dataset_hash = dataset_hash(frames)
+        elements = config.elements or elements_of(frames)
+        missing = sorted(set(elements_of(frames)) - set(elements))
+        if missing:
+            raise UnknownElementError(f"dataset has element(s) {', '.join(missing)} not in elements {elements}")
+        if config.validation_dataset:
+            validation_frames = read_frames(config.validation_dataset)
+            validate_labelled(validation_frames, source=config.validation_dataset)
+            train_index = np.arange(len(frames))
+            train_index = train_index[: max(1, math.ceil(config.training_fraction * len(frames)))]
+        else:
+            train_index, validation_index = split_indices(len(frames), config)
+            validation_frames = [frames[i] for i in validation_index]
+        self.train_frames = [frames[i] for i in train_index]
+        self.potential = self._build_potential(elements)
+        self.train_set = FeatureSet(self.train_frames, self.potential, self.dtype)
+        self.validation_set = FeatureSet(validation_frames, self.potential, self.dtype)
+        if not config.init_model:
+            initialise(self.potential, self.train_set, self.train_frames, config.seed)
+        self.optimizer = torch.optim.Adam(self.potential.networks.parameters(), lr=config.learning_rate)
+        self.scheduler = _make_scheduler(self.optimizer, config)
+        self.generator = torch.Generator().manual_seed(config.seed)
+        self.epoch, self.best_loss, self.stale_epochs, self.elapsed = 0, math.inf, 0, 0.0
+        self.best_state = None
+        self.curve: list[dict] = []
+
+    def _build_potential(self, elements: list[str]) -> Potential:
+        potential = Potential(elements, self.config.descriptor, self.config.network).to(self.dtype)
+        if self.config.init_model:
+            parent = load_potential(self.config.init_model, dtype=self.dtype)
+            if (parent.elements, parent.descriptor_config, parent.network_config) != (
+                potential.elements, potential.descriptor_config, potential.network_config
+            ):
+                raise ModelFileError(
+                    f"init_model {self.config.init_model} has a different architecture (elements, descriptor or "
+                    "network) than this training configuration"
+                )
+            potential.load_state_dict(parent.state_dict())
+        return potential
+
+    def run(self, resume: bool = False) -> TrainingOutcome:
+        """Train until early stopping or ``max_epochs``; returns ``wall_time`` after a budget or SIGTERM stop."""
+        if resume and (self.workdir / CHECKPOINT).is_file():
+            self._load_checkpoint()
+            self.log(f"resumed from {CHECKPOINT} at epoch {self.epoch}")
+        stop = _StopSignal()
+        started = time.perf_counter()
+        try:
+            while self.epoch < self.config.max_epochs and self.stale_epochs < self.config.early_stopping_patience:
+                epoch_started = time.perf_counter()
+                self._epoch()
+                now = time.perf_counter()
+                budget_left = None if self.config.wall_time is None else self.config.wall_time - (now - started)
+                if stop.requested or (budget_left is not None and budget_left < 1.5 * (now - epoch_started)):
+                    self.elapsed += now - started
+                    self._save_checkpoint()
+                    self.log(f"wall time: checkpoint written at epoch {self.epoch}")
+                    return TrainingOutcome("wall_time", self.epoch)
+                if self.epoch % self.config.checkpoint_interval == 0:
+                    self._save_checkpoint(elapsed=self.elapsed + now - started)
+        finally:
+            stop.restore()
+        self.elapsed += time.perf_counter() - started
+        return TrainingOutcome("finished", self.epoch, self._finish())
+
+    def _epoch(self) -> None:
+        self.potential.train()
+        order = torch.randperm(len(self.train_set), generator=self.generator)
+        totals = {"loss": 0.0, "energy": 0.0, "forces": 0.0}
+        for start in range(0, len(order), self.config.batch_size):
+            batch = self.train_set.batch(order[start : start + self.config.batch_size])
+            loss, errors = batch_loss(self.potential, batch, self.config)
+            if not torch.isfinite(loss):
+                raise TrainingDivergedError(
+                    f"loss became {loss.item()} at epoch {self.epoch + 1} (learning rate "
+                    f"{self.optimizer.param_groups[0]['lr']:.3g}); resume from the last checkpoint with a lower one"
+                )
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            weight = batch.n_structures / len(order)
+            totals["loss"] += loss.item() * weight
+            totals["energy"] += errors["energy"] * weight
+            totals["forces"] += errors.get("forces", float("nan")) * weight
+        self.epoch += 1
+        self._validate(totals)
+
+    def _validation_loss(self) -> tuple[float, dict]:
+        metrics = parity(self.potential, self.validation_set).metrics()
+        weights = self.config.loss
+        loss = weights.energy_weight * (metrics["energy_rmse"] / 1000.0) ** 2
+        if weights.force_weight > 0 and math.isfinite(metrics["force_rmse"]):
+            loss += weights.force_weight * metrics["force_rmse"] ** 2
+        if weights.stress_weight > 0 and math.isfinite(metrics["stress_rmse"]):
+            loss += weights.stress_weight * metrics["stress_rmse"] ** 2
+        return loss, metrics
+
+    def _validate(self, totals: dict) -> None:
+        loss, metrics = self._validation_loss()
+        lr = self.optimizer.param_groups[0]["lr"]
+        if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            self.scheduler.step(loss)
+        else:
+            self.scheduler.step()
+        if loss < self.best_loss:
+            self.best_loss, self.stale_epochs = loss, 0
+            self.best_state = {k: v.detach().clone() for k, v in self.potential.state_dict().items()}
+        else:
+            self.stale_epochs += 1
+        row = {"epoch": self.epoch, "learning_rate": lr, "train_loss": totals["loss"],
+               "train_energy_rmse": 1000.0 * math.sqrt(totals["energy"]),
+               "train_force_rmse": math.sqrt(totals["forces"]) if math.isfinite(totals["forces"]) else float("nan"),
+               "validation_loss": loss, "validation_energy_rmse": metrics["energy_rmse"],
+               "validation_force_rmse": metrics["force_rmse"], "elapsed": self.elapsed}  # fmt: skip
+        self.curve.append(row)
+        self.log(
+            f"epoch {self.epoch:4d}  lr {lr:.2e}  validation: energy {metrics['energy_rmse']:.3f} meV/atom, "
+            f"forces {metrics['force_rmse']:.4f} eV/Å"
+        )
+
+    def _save_checkpoint(self, elapsed: float | None = None) -> None:
+        state = {
+            "model": self.potential.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(), "generator": self.generator.get_state(),
+            "epoch": self.epoch, "best_loss": self.best_loss, "stale_epochs": self.stale_epochs,
+            "best_state": self.best_state, "elapsed": self.elapsed if elapsed is None else elapsed,
+            "curve": json.dumps(self.curve), "dataset_hash": self.dataset_hash,
+            "learning_rate": self.config.learning_rate,
+        }  # fmt: skip
+        temporary = self.workdir / (CHECKPOINT + ".tmp")
+        torch.save(state, temporary)
+        temporary.replace(self.workdir / CHECKPOINT)  # atomic: a kill mid-write leaves the previous checkpoint
+
+    def _load_checkpoint(self) -> None:
+        state = torch.load(self.workdir / CHECKPOINT, weights_only=True)
+        if state["dataset_hash"] != self.dataset_hash:
+            raise InputDataError(f"{CHECKPOINT} was written for a different dataset; cannot resume on this one")
+        self.potential.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.generator.set_state(state["generator"])
+        self.epoch, self.best_loss, self.stale_epochs = state["epoch"], state["best_loss"], state["stale_epochs"]
+        self.best_state, self.elapsed, self.curve = state["best_state"], state["elapsed"], json.loads(state["curve"])
+        if state["learning_rate"] != self.config.learning_rate:  # a restart after divergence lowers the rate
+            for group in self.optimizer.param_groups:
+                group["lr"] = self.config.learning_rate
+            self.log(f"learning rate reset to {self.config.learning_rate:g} (was {state['learning_rate']:g})")
+
+    def _finish(self) -> dict:
+        if self.best_state is not None:
+            self.potential.load_state_dict(self.best_state)
+        metrics = {
+            "train": parity(self.potential, self.train_set).metrics(),
+            "validation": parity(self.potential, self.validation_set).metrics(),
+            "epochs": self.epoch,
+            "best_validation_loss": self.best_loss,
+            "wall_time": self.elapsed,
+        }
+        save_model(self.potential, self.workdir / MODEL, dataset_hash=self.dataset_hash, metrics=metrics,
+                   training=self.config.model_dump(mode="json", by_alias=True))  # fmt: skip
+        (self.workdir / METRICS).write_text(json.dumps(metrics, indent=2))
+        with (self.workdir / CURVE).open("w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=CURVE_FIELDS)
+            writer.writeheader()
+            writer.writerows(self.curve)
+        return metrics
