@@ -1,0 +1,255 @@
+"""The ``annpot`` command: train, explore, evaluate and inspect models on a cluster node, without AiiDA.
+
+Exit codes (see :mod:`aiida_annpot.core.errors`): 0 success, 2 bad input (configuration, structures, model files),
+3 training diverged, 75 wall time reached (a checkpoint was written; rerun with ``--resume``). Bad input is reported
+as ``annpot: error: <message>`` on stderr, never as a traceback; any other exception is a bug and propagates.
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import json
+import math
+from collections.abc import Callable
+from pathlib import Path
+
+import click
+
+from .. import __version__
+from ..common.config import ConfigError, ExplorationConfig, TrainingConfig, load_config
+from .errors import EXIT_WALL_TIME, AnnpotError
+
+__all__ = ["main"]
+
+#: Rows of the ``evaluate`` table: metric key, label, unit.
+METRIC_ROWS = [
+    ("energy_rmse", "energy RMSE", "meV/atom"),
+    ("energy_mae", "energy MAE", "meV/atom"),
+    ("force_rmse", "force RMSE", "eV/Å"),
+    ("force_mae", "force MAE", "eV/Å"),
+    ("stress_rmse", "stress RMSE", "GPa"),
+]
+
+
+class AnnpotCliError(click.ClickException):
+    """Bad input reported as ``annpot: error: <message>`` with the engine's exit code."""
+
+    def __init__(self, message: str, exit_code: int):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+    def show(self, file=None) -> None:
+        click.echo(f"annpot: error: {self.format_message()}", err=True)
+
+
+def _reports_input_errors(command: Callable) -> Callable:
+    """Turn :class:`AnnpotError` and :class:`ConfigError` raised by ``command`` into :class:`AnnpotCliError`."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except AnnpotError as exc:
+            raise AnnpotCliError(str(exc), exc.exit_code) from exc
+        except ConfigError as exc:
+            raise AnnpotCliError(str(exc), AnnpotError.exit_code) from exc
+
+    return wrapper
+
+
+def _resolve(value: str | None, base: Path) -> str | None:
+    """``value`` as a path relative to ``base`` unless it is absolute (``None`` stays ``None``)."""
+    if value is None:
+        return None
+    path = Path(value).expanduser()
+    return str(path if path.is_absolute() else base / path)
+
+
+def _format_value(value: float | None, digits: int = 4) -> str:
+    return "n/a" if value is None or not math.isfinite(value) else f"{value:.{digits}g}"
+
+
+def _metrics_table(columns: dict[str, dict]) -> list[str]:
+    """Lines of a table with one row per metric and one column per entry of ``columns`` (name → metrics dict)."""
+    names = list(columns)
+    width = max(12, *(len(name) for name in names))
+    lines = [f"{'metric':<14}{'unit':<10}" + "".join(f"{name:>{width + 2}}" for name in names)]
+    for key, label, unit in METRIC_ROWS:
+        cells = "".join(f"{_format_value(columns[name].get(key)):>{width + 2}}" for name in names)
+        lines.append(f"{label:<14}{unit:<10}{cells}")
+    return lines
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", prog_name="annpot", message="%(prog)s %(version)s")
+def cli() -> None:
+    """aenet-style neural-network potentials: train, explore, evaluate, inspect."""
+
+
+@cli.command()
+@click.argument("config_file", metavar="CONFIG.yaml", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), default=Path("."), show_default=True,
+              help="Folder for the model, metrics, learning curve and checkpoint.")  # fmt: skip
+@click.option("--resume", is_flag=True, help="Continue from the checkpoint in WORKDIR, if there is one.")
+@_reports_input_errors
+def train(config_file: Path, workdir: Path, resume: bool) -> None:
+    """Train one model as described by CONFIG.yaml (paths in it are relative to its folder)."""
+    config = load_config(config_file, TrainingConfig)
+    base = config_file.parent
+    config = config.model_copy(
+        update={key: _resolve(getattr(config, key), base) for key in ("dataset", "validation_dataset", "init_model")}
+    )
+    from .training import CHECKPOINT, METRICS, MODEL, Trainer  # after the config check: a typo fails fast
+
+    outcome = Trainer(config, workdir, log=click.echo).run(resume=resume)
+    if outcome.status == "wall_time":
+        click.echo(f"wall time reached after epoch {outcome.epochs}: checkpoint written to {workdir / CHECKPOINT}")
+        click.echo(f"resume with: annpot train {config_file} --workdir {workdir} --resume")
+        click.get_current_context().exit(EXIT_WALL_TIME)
+    validation = outcome.metrics.get("validation", {})
+    click.echo(
+        f"finished after {outcome.epochs} epochs: validation energy RMSE "
+        f"{_format_value(validation.get('energy_rmse'))} meV/atom, force RMSE "
+        f"{_format_value(validation.get('force_rmse'))} eV/Å"
+    )
+    click.echo(f"wrote {workdir / MODEL} and {workdir / METRICS}")
+
+
+@cli.command()
+@click.argument("config_file", metavar="CONFIG.yaml", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), default=Path("."), show_default=True,
+              help="Folder for trajectories, selected frames and the summary.")  # fmt: skip
+@click.option("--resume", is_flag=True, help="Continue an interrupted exploration in WORKDIR.")
+@_reports_input_errors
+def explore(config_file: Path, workdir: Path, resume: bool) -> None:
+    """Run committee MD as described by CONFIG.yaml and select frames for labelling."""
+    config = load_config(config_file, ExplorationConfig)
+    base = config_file.parent
+    config = config.model_copy(
+        update={
+            "models": [_resolve(model, base) for model in config.models],
+            "structures": _resolve(config.structures, base),
+            "reference_structures": _resolve(config.reference_structures, base),
+        }
+    )
+    from .exploration import run_exploration  # lazy: torch-heavy, and only this command needs it
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    result = run_exploration(config, workdir, resume=resume, log=click.echo)
+    ratios = result.get("ratios", {})
+    shown = ", ".join(f"{kind} {ratios[kind]:.3f}" for kind in ("accurate", "candidate", "failed") if kind in ratios)
+    selected = result.get("selection", {}).get("selected")
+    click.echo(
+        f"explored {result.get('frames', '?')} frames: {shown or 'no ratios reported'}"
+        + ("" if selected is None else f"; {len(selected)} selected for labelling")
+    )
+
+
+def _load_data(data: Path, potential):
+    """Labelled frames of ``data`` as a FeatureSet for ``potential``, validated first."""
+    from .dataset import FeatureSet, read_frames, validate_labelled
+
+    frames = read_frames(data)
+    validate_labelled(frames, source=str(data), require_forces=False)
+    return FeatureSet(frames, potential, potential.dtype)
+
+
+def _parity_rows(parity) -> list[tuple[str, float, float]]:
+    """(kind, reference, predicted) rows of a Parity, skipping components without a finite reference."""
+    rows = []
+    for kind, reference, predicted in (
+        ("energy_per_atom", parity.energy_ref, parity.energy_pred),
+        ("force", parity.forces_ref, parity.forces_pred),
+        ("stress", parity.stress_ref, parity.stress_pred),
+    ):
+        rows.extend((kind, float(r), float(p)) for r, p in zip(reference, predicted, strict=True) if math.isfinite(r))
+    return rows
+
+
+def _write_evaluation(output: Path, summary: dict, parity) -> None:
+    output.mkdir(parents=True, exist_ok=True)
+    (output / "metrics.json").write_text(json.dumps(summary, indent=2))
+    with (output / "parity.csv").open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["kind", "reference", "predicted"])
+        writer.writerows((kind, repr(r), repr(p)) for kind, r, p in _parity_rows(parity))
+
+
+@cli.command()
+@click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("data", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--member", "members", multiple=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Another committee member's model file (repeatable).")  # fmt: skip
+@click.option("--output", type=click.Path(file_okay=False, path_type=Path),
+              help="Folder to write metrics.json and parity.csv to.")  # fmt: skip
+@_reports_input_errors
+def evaluate(model: Path, data: Path, members: tuple[Path, ...], output: Path | None) -> None:
+    """Errors of MODEL (with any --member files, as a committee mean) on the labelled frames of DATA."""
+    from .metrics import parity
+    from .modelfile import load_potential
+
+    paths = [model, *members]
+    potential = load_potential(paths)
+    potential.eval()
+    features = _load_data(data, potential)
+    mean = parity(potential, features)
+    members_metrics = [parity(potential, features, member=k).metrics() for k in range(len(paths))] if members else []
+    columns = {"committee mean" if members else "model": mean.metrics()}
+    columns.update({f"member {k}": values for k, values in enumerate(members_metrics)})
+    click.echo(f"{len(features)} structures from {data}, {len(paths)} model file(s)")
+    for line in _metrics_table(columns):
+        click.echo(line)
+    if output is not None:
+        summary = {"models": [str(p) for p in paths], "data": str(data), "n_structures": len(features),
+                   "committee_mean": mean.metrics(), "members": members_metrics}  # fmt: skip
+        _write_evaluation(output, summary, mean)
+        click.echo(f"wrote {output / 'metrics.json'} and {output / 'parity.csv'}")
+
+
+def _info_lines(metadata: dict) -> list[str]:
+    """Human-readable summary of a model file's metadata."""
+    descriptor = {key: value for key, value in metadata.get("descriptor", {}).items() if value is not None}
+    network = metadata.get("network", {})
+    lines = [
+        f"elements:     {', '.join(metadata.get('elements', []))}",
+        f"descriptor:   {descriptor.pop('type', '?')} ({', '.join(f'{k}={v}' for k, v in descriptor.items())})",
+        f"network:      hidden {network.get('hidden')}, activation {network.get('activation')}",
+        f"dtype:        {metadata.get('dtype', '?')}",
+        f"dataset hash: {metadata.get('dataset_hash', 'n/a')}",
+    ]
+    versions = metadata.get("versions", {})
+    lines.append("versions:     " + ", ".join(f"{name} {version}" for name, version in versions.items()))
+    metrics = {name: values for name, values in metadata.get("metrics", {}).items() if isinstance(values, dict)}
+    if metrics:
+        lines.append("metrics:")
+        lines.extend("  " + line for line in _metrics_table(metrics))
+    if "epochs" in metadata.get("metrics", {}):
+        lines.append(f"epochs:       {metadata['metrics']['epochs']}")
+    return lines
+
+
+@cli.command()
+@click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the raw metadata as JSON.")
+@_reports_input_errors
+def info(model: Path, as_json: bool) -> None:
+    """Print the metadata of a model file: elements, descriptor, network, dataset hash, metrics, versions."""
+    from .modelfile import read_metadata
+
+    metadata = read_metadata(model)
+    if as_json:
+        click.echo(json.dumps(metadata, indent=2))
+        return
+    click.echo(f"model:        {model}")
+    for line in _info_lines(metadata):
+        click.echo(line)
+
+
+def main() -> None:
+    """Entry point of the ``annpot`` console script."""
+    cli(prog_name="annpot")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,136 @@
+"""Shared test fixtures: labelled EMT frames, extxyz and YAML writers, quick training settings, a trained model.
+
+The fixtures are session-scoped factories (pure functions), so tests and fixtures of any scope can use them and each
+states the data it needs.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import ase.io
+import numpy as np
+import pytest
+import yaml
+from ase import Atoms
+from ase.build import bulk
+from ase.calculators.emt import EMT
+from ase.calculators.singlepoint import SinglePointCalculator
+
+#: Lattice constants (Å) of the fcc metals ASE's EMT describes.
+FCC_LATTICE = {"Cu": 3.61, "Au": 4.08, "Ag": 4.09, "Ni": 3.52, "Pd": 3.89, "Pt": 3.92, "Al": 4.05}
+
+#: A fast training setup: small Chebyshev descriptor, one narrow hidden layer, a few epochs, float64.
+QUICK_SETTINGS = {
+    "descriptor": {"type": "chebyshev", "radial_order": 4, "angular_order": 2, "radial_cutoff": 4.0,
+                   "angular_cutoff": 3.0},
+    "network": {"hidden": [8]},
+    "max_epochs": 4,
+    "batch_size": 4,
+    "learning_rate": 0.01,
+    "min_learning_rate": 1e-5,
+    "dtype": "float64",
+    "seed": 0,
+}  # fmt: skip
+
+
+def make_emt_frames(
+    n: int = 8,
+    size: int | tuple[int, int, int] = 1,
+    seed: int = 0,
+    strain: float = 0.03,
+    rattle: float = 0.1,
+    element: str = "Cu",
+) -> list[Atoms]:
+    """``n`` fcc frames (cubic cell repeated ``size``), each uniformly strained by up to ±``strain`` and rattled
+    with a Gaussian of width up to ``rattle`` Å, labelled by EMT (energy, forces, stress) in a SinglePointCalculator.
+    """
+    rng = np.random.default_rng(seed)
+    repeat = (size,) * 3 if isinstance(size, int) else tuple(size)
+    frames = []
+    for _ in range(n):
+        lattice = FCC_LATTICE[element] * rng.uniform(1.0 - strain, 1.0 + strain)
+        atoms = bulk(element, "fcc", a=lattice, cubic=True).repeat(repeat)
+        atoms.positions += rng.normal(scale=rng.uniform(0.3, 1.0) * rattle, size=atoms.positions.shape)
+        atoms.calc = EMT()
+        energy, forces, stress = atoms.get_potential_energy(), atoms.get_forces(), atoms.get_stress()
+        atoms.calc = SinglePointCalculator(atoms, energy=energy, forces=forces, stress=stress)
+        frames.append(atoms)
+    return frames
+
+
+def write_extxyz(path: str | Path, frames: list[Atoms]) -> Path:
+    """Write ``frames`` (with their labels) as extxyz; an empty list gives an empty file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if frames:
+        ase.io.write(path, frames, format="extxyz")
+    else:
+        path.write_text("")
+    return path
+
+
+def quick_settings(**overrides) -> dict:
+    """A copy of :data:`QUICK_SETTINGS` with top-level ``overrides`` applied (``None`` removes a key)."""
+    settings = copy.deepcopy(QUICK_SETTINGS)
+    for key, value in overrides.items():
+        if value is None:
+            settings.pop(key, None)
+        else:
+            settings[key] = value
+    return settings
+
+
+def write_yaml(path: str | Path, mapping: dict) -> Path:
+    """Dump ``mapping`` as YAML to ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(mapping, sort_keys=False))
+    return path
+
+
+@pytest.fixture(scope="session")
+def emt_frames():
+    """Factory ``emt_frames(n=8, size=1, seed=0, strain=0.03, rattle=0.1, element="Cu")`` of labelled frames."""
+    return make_emt_frames
+
+
+@pytest.fixture(scope="session")
+def write_frames():
+    """Factory ``write_frames(path, frames) -> Path`` writing extxyz."""
+    return write_extxyz
+
+
+@pytest.fixture(scope="session")
+def training_settings():
+    """Factory ``training_settings(**overrides) -> dict``: quick TrainingConfig settings without ``dataset``."""
+    return quick_settings
+
+
+@pytest.fixture(scope="session")
+def write_config():
+    """Factory ``write_config(path, mapping) -> Path`` writing YAML."""
+    return write_yaml
+
+
+@pytest.fixture(scope="session")
+def trained_model(tmp_path_factory) -> Path:
+    """A quickly trained Cu model file (float64), shared by the whole session; treat it as read-only.
+
+    Its folder also holds the training data ``train.extxyz`` (all of it used for training), ``validation.extxyz``,
+    ``train.yaml`` and the trainer's ``metrics.json``.
+    """
+    from aiida_annpot.common.config import TrainingConfig, load_config
+    from aiida_annpot.core.training import MODEL, Trainer
+
+    folder = tmp_path_factory.mktemp("trained_model")
+    write_extxyz(folder / "train.extxyz", make_emt_frames(n=12, seed=1))
+    write_extxyz(folder / "validation.extxyz", make_emt_frames(n=4, seed=2))
+    settings = quick_settings(
+        dataset=str(folder / "train.extxyz"), validation_dataset=str(folder / "validation.extxyz")
+    )
+    config = load_config(write_yaml(folder / "train.yaml", settings), TrainingConfig)
+    outcome = Trainer(config, folder, log=lambda line: None).run()
+    assert outcome.status == "finished"
+    return folder / MODEL
