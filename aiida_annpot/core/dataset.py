@@ -130,28 +130,47 @@ class FeatureSet:
     :param potential: provides the descriptor and the element lookup (features do not depend on weights).
     """
 
-    def __init__(self, frames: list[Atoms], potential, dtype: torch.dtype = torch.float32):
+    def __init__(self, frames: list[Atoms], potential, dtype: torch.dtype = torch.float32, chunk_pairs: int = 200_000):
         self.dtype = dtype
         search = NeighborSearch(potential.descriptor.cutoff)
         self.items: list[StructureFeatures] = []
+        chunk: list[tuple[Atoms, torch.Tensor, NeighborPairs]] = []
+        for index, frame in enumerate(frames):
+            species = potential.species(frame.numbers)
+            pairs = search(frame.positions, frame.cell.array, frame.pbc, dtype=torch.float64, label=f"frame {index}")
+            chunk.append((frame, species, pairs))
+            if sum(p.first.shape[0] for _, _, p in chunk) >= chunk_pairs or index == len(frames) - 1:
+                self._add_chunk(chunk, potential)
+                chunk = []
+
+    def _add_chunk(self, chunk, potential) -> None:
+        """One descriptor call for many structures (per-call overhead dominates for small cells)."""
+        species = torch.cat([s for _, s, _ in chunk])
+        atom_counts = [s.shape[0] for _, s, _ in chunk]
+        pair_counts = [p.first.shape[0] for _, _, p in chunk]
+        offsets = torch.cumsum(torch.tensor([0, *atom_counts[:-1]]), 0)
+        joined = NeighborPairs(
+            torch.cat([p.first + off for (_, _, p), off in zip(chunk, offsets, strict=True)]),
+            torch.cat([p.second + off for (_, _, p), off in zip(chunk, offsets, strict=True)]),
+            torch.cat([p.vectors for _, _, p in chunk]),
+            int(sum(atom_counts)),
+        )
         with torch.no_grad():
-            for index, frame in enumerate(frames):
-                species = potential.species(frame.numbers)
-                pairs = search(frame.positions, frame.cell.array, frame.pbc, dtype=torch.float64,
-                               label=f"frame {index}")
-                features, jacobian = potential.descriptor.features_and_jacobian(species, pairs)
-                stress = _label(frame, "stress")
-                forces = _label(frame, "forces")
-                self.items.append(StructureFeatures(
-                    species=species,
-                    features=features.to(dtype),
-                    jacobian=jacobian.to(dtype),
-                    pairs=NeighborPairs(pairs.first, pairs.second, pairs.vectors.to(dtype), pairs.n_atoms),
-                    volume=float(frame.get_volume()) if frame.pbc.all() else float("nan"),
-                    energy=_label(frame, "energy"),
-                    forces=None if forces is None else torch.as_tensor(forces, dtype=dtype),
-                    stress=None if stress is None else torch.as_tensor(_voigt_to_matrix(stress), dtype=dtype),
-                ))  # fmt: skip
+            features, jacobian = potential.descriptor.features_and_jacobian(species, joined)
+        features = features.detach().to(self.dtype).split(atom_counts)
+        jacobian = jacobian.detach().to(self.dtype).split(pair_counts)
+        for (frame, species_i, pairs), g, j in zip(chunk, features, jacobian, strict=True):
+            stress, forces = _label(frame, "stress"), _label(frame, "forces")
+            self.items.append(StructureFeatures(
+                species=species_i,
+                features=g,
+                jacobian=j,
+                pairs=NeighborPairs(pairs.first, pairs.second, pairs.vectors.to(self.dtype), pairs.n_atoms),
+                volume=float(frame.get_volume()) if frame.pbc.all() else float("nan"),
+                energy=_label(frame, "energy"),
+                forces=None if forces is None else torch.as_tensor(forces, dtype=self.dtype),
+                stress=None if stress is None else torch.as_tensor(_voigt_to_matrix(stress), dtype=self.dtype),
+            ))  # fmt: skip
 
     def __len__(self) -> int:
         return len(self.items)

@@ -54,8 +54,10 @@ def save_model(potential: Potential, path: str | Path, member: int = 0, **extra)
 def read_metadata(path: str | Path) -> dict:
     """The JSON metadata of a model file. :raises ModelFileError: missing, not safetensors, or not an annpot model."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise ModelFileError(f"model file {path} does not exist")
+    if not path.is_file():
+        raise ModelFileError(f"model file {path} is not a file")
     try:
         with safe_open(str(path), framework="pt") as handle:
             header = handle.metadata() or {}

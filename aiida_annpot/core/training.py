@@ -61,7 +61,8 @@ def fit_reference_energies(frames, elements: list[str]) -> tuple[np.ndarray, flo
     energies = np.array([f.get_potential_energy() for f in frames])
     reference, *_ = np.linalg.lstsq(counts, energies, rcond=None)
     residual = (energies - counts @ reference) / counts.sum(axis=1)
-    return reference, max(float(np.sqrt(np.mean(residual**2))), 0.01)
+    with np.errstate(over="ignore"):  # absurd labels overflow here; the loss then reports the divergence
+        return reference, max(float(np.sqrt(np.mean(residual**2))), 0.01)
 
 
 def _z(symbol: str) -> int:
@@ -204,6 +205,8 @@ class Trainer:
             while self.epoch < self.config.max_epochs and self.stale_epochs < self.config.early_stopping_patience:
                 epoch_started = time.perf_counter()
                 self._epoch()
+                if self.epoch >= self.config.max_epochs or self.stale_epochs >= self.config.early_stopping_patience:
+                    break  # finished: no checkpoint-and-exit even if the budget is nearly spent
                 now = time.perf_counter()
                 budget_left = None if self.config.wall_time is None else self.config.wall_time - (now - started)
                 if stop.requested or (budget_left is not None and budget_left < 1.5 * (now - epoch_started)):
@@ -287,12 +290,21 @@ class Trainer:
         temporary.replace(self.workdir / CHECKPOINT)  # atomic: a kill mid-write leaves the previous checkpoint
 
     def _load_checkpoint(self) -> None:
-        state = torch.load(self.workdir / CHECKPOINT, weights_only=True)
-        if state["dataset_hash"] != self.dataset_hash:
+        path = self.workdir / CHECKPOINT
+        try:
+            state = torch.load(path, weights_only=True)
+        except Exception as exc:  # torch raises several types for truncated or foreign files
+            raise InputDataError(f"cannot resume: {path} is not a readable checkpoint ({exc})") from exc
+        if state.get("dataset_hash") != self.dataset_hash:
             raise InputDataError(f"{CHECKPOINT} was written for a different dataset; cannot resume on this one")
-        self.potential.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
+        try:
+            self.potential.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+        except (RuntimeError, KeyError, ValueError) as exc:
+            raise InputDataError(
+                f"cannot resume: {path} was written for a different model architecture or optimiser ({exc})"
+            ) from exc
         self.generator.set_state(state["generator"])
         self.epoch, self.best_loss, self.stale_epochs = state["epoch"], state["best_loss"], state["stale_epochs"]
         self.best_state, self.elapsed, self.curve = state["best_state"], state["elapsed"], json.loads(state["curve"])
