@@ -1,0 +1,19 @@
+# `make test` is the project's test command (README, .ci/run): it installs what is missing, then runs pytest.
+VENV ?= .venv
+PYTEST_ARGS ?=
+
+.PHONY: install test lint bench
+
+install:
+	bash scripts/setup.sh
+
+test: install
+	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+
+lint: install
+	$(VENV)/bin/ruff check aiida_annpot tests bench
+	$(VENV)/bin/ruff format --check aiida_annpot tests bench
+
+bench: install
+	$(VENV)/bin/python bench/inference.py
+	$(VENV)/bin/python bench/training.py

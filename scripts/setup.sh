@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Idempotent developer/CI setup: a virtual environment in .venv with torch 2.13.0 (CPU) installed FIRST (an
+# unpinned torch would pull gigabytes of CUDA wheels), then aiida-annpot with its dev extras, editable.
+# Re-running is cheap: the install is skipped while pyproject.toml is unchanged.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV=${VENV:-.venv}
+PYTHON=${PYTHON:-python3}
+
+if [ ! -x "$VENV/bin/python" ]; then
+    if ! "$PYTHON" -m venv "$VENV" 2>/dev/null; then
+        # Debian's python3 ships venv separately
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -qq && apt-get install -y -qq --no-upgrade python3-venv >/dev/null
+        rm -rf "$VENV" && "$PYTHON" -m venv "$VENV"
+    fi
+fi
+stamp="$VENV/.annpot-installed"
+wanted=$(sha256sum pyproject.toml | cut -d' ' -f1)
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$wanted" ]; then
+    exit 0
+fi
+"$VENV/bin/python" -m pip install -q --upgrade pip 2>&1 | grep -v '^WARNING: Location' || true
+if ! "$VENV/bin/python" -c 'import torch' 2>/dev/null; then
+    "$VENV/bin/python" -m pip install -q torch==2.13.0 2>&1 | grep -v '^WARNING: Location' || true
+fi
+"$VENV/bin/python" -m pip install -q -e '.[dev]' 2>&1 | grep -v '^WARNING: Location' || true
+"$VENV/bin/python" -c 'import torch, ase, vesin, safetensors, aiida_annpot.core.model' # fail loudly if incomplete
+echo "$wanted" > "$stamp"
