@@ -1,0 +1,366 @@
+"""``annpot explore``: committee-driven molecular dynamics that looks for structures the potential does not know.
+
+Every start structure is run through every stage (one trajectory per pair, seeded from ``config.seed`` and the two
+indices, so reruns are reproducible). NVT stages use ASE's ``Langevin``; NPT stages use ASE's ``LangevinBAOAB``
+with a hydrostatic Langevin–Hoover barostat (``externalstress = -pressure``): it scales the cell isotropically, so
+it works for any triclinic cell without rotating it to upper-triangular form, it shares the stochastic thermostat
+of the NVT stages, and it needs only the temperature, the friction (``T_tau = 1/friction``) and the barostat time
+(``P_tau``). Unlike ``ase.md.npt.NPT`` it does not require an upper-triangular cell, and unlike ``NPTBerendsen`` it
+samples the isothermal-isobaric ensemble.
+
+After every MD step the committee deviation, the finiteness of energy and forces and the closest pair of atoms are
+checked (the committee statistics come with the forces, so this is free); a trajectory stops early with reason
+"deviation", "too_close" or "non_finite", else ends "completed". Every ``sample_interval`` steps, and at an early
+stop, a frame is appended to ``frames.extxyz`` with its committee energy, deviations, temperature, smallest
+interatomic distance, per-atom ``forces_std`` and fingerprint. ``progress.json`` lists finished trajectories, so
+``resume=True`` skips them and restarts an unfinished one from its last recorded frame (positions, cell, momenta;
+the barostat momentum restarts at zero). Finally every frame is classified by the trust window, candidates are
+picked with :func:`~aiida_annpot.core.selection.select_candidates`, and ``summary.json`` and ``selected.extxyz`` are
+written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import math
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import ase.io
+import numpy as np
+import torch
+import vesin
+from ase import Atoms, units
+from ase.md.langevin import Langevin
+from ase.md.langevinbaoab import LangevinBAOAB
+from ase.md.md import MolecularDynamics
+from ase.md.velocitydistribution import Stationary, thermalize_momenta
+
+from ..common.config import ExplorationConfig, ExplorationStage
+from .calculator import AnnCalculator
+from .dataset import dataset_hash, read_frames
+from .errors import InputDataError, UnknownElementError
+from .geometry import MIN_ALLOWED_DISTANCE, NeighborSearch
+from .selection import SelectionResult, classify, select_candidates
+
+__all__ = ["FRAMES", "PROGRESS", "SELECTED", "STOP_REASONS", "SUMMARY", "min_distance", "read_explored_frames",
+           "run_exploration"]  # fmt: skip
+
+FRAMES = "frames.extxyz"
+PROGRESS = "progress.json"
+SUMMARY = "summary.json"
+SELECTED = "selected.extxyz"
+#: Why a trajectory ended.
+STOP_REASONS = ("completed", "deviation", "too_close", "non_finite")
+_CLASSES = ("accurate", "candidate", "failed")
+#: Settings that do not change the trajectories (a resume may change them).
+_NOT_IN_DIGEST = {"models", "structures", "reference_structures", "selection", "threads"}
+
+
+@dataclass
+class _Context:
+    """What every trajectory needs: settings, the committee calculator, and where frames go."""
+
+    config: ExplorationConfig
+    calc: AnnCalculator
+    cutoff: float  # range (Å) of the recorded smallest distance: the model cutoff
+    dim: int  # fingerprint length
+    write: Callable[[Atoms], None]
+
+
+def min_distance(atoms: Atoms, cutoff: float) -> float:
+    """Smallest interatomic distance in Å, periodic images included; ``inf`` when no pair is closer than ``cutoff``."""
+    pbc = np.asarray(atoms.pbc, dtype=bool)
+    box = atoms.cell.array if pbc.any() else np.zeros((3, 3))
+    (distances,) = vesin.NeighborList(cutoff=cutoff, full_list=False).compute(
+        points=np.ascontiguousarray(atoms.positions, dtype=np.float64), box=box, periodic=pbc.copy(), quantities="d"
+    )
+    return float(distances.min()) if distances.size else math.inf
+
+
+def read_explored_frames(path: str | Path) -> tuple[list[Atoms], np.ndarray]:
+    """Frames of a ``frames.extxyz`` and their (F, D) fingerprints (shape (0, 0) for an empty file).
+
+    ASE's extxyz reader turns ``energy`` into a calculator result; it is moved back to ``info`` and the calculator
+    dropped, so committee predictions are never mistaken for reference labels.
+    """
+    path = Path(path)
+    frames = ase.io.read(path, index=":", format="extxyz") if path.stat().st_size else []
+    for frame in frames:
+        if frame.calc is not None:
+            frame.info["energy"] = float(frame.calc.results.get("energy", math.nan))
+            frame.calc = None
+        frame.info["fingerprint"] = np.atleast_1d(np.asarray(frame.info["fingerprint"], dtype=float))
+    fingerprints = np.stack([f.info["fingerprint"] for f in frames]) if frames else np.empty((0, 0))
+    return frames, fingerprints
+
+
+def _load_structures(config: ExplorationConfig, calc: AnnCalculator) -> list[Atoms]:
+    """Start structures, checked: elements covered by the model, no atoms closer than 0.5 Å, periodic for NPT."""
+    structures = read_frames(config.structures)
+    search = NeighborSearch(MIN_ALLOWED_DISTANCE)
+    npt = any(stage.pressure is not None for stage in config.stages)
+    for index, atoms in enumerate(structures):
+        label = f"start structure {index} of {config.structures}"
+        try:
+            calc.potential.species(atoms.numbers)
+        except UnknownElementError as exc:
+            raise UnknownElementError(f"{label}: {exc}") from exc
+        search(atoms.positions, atoms.cell.array, atoms.pbc, label=label)
+        if npt and not atoms.pbc.all():
+            raise InputDataError(f"{label} is not periodic in all three directions, which NPT stages need")
+    return structures
+
+
+def _fingerprints(calc: AnnCalculator, structures: list[Atoms], source: str) -> np.ndarray:
+    """(S, D) committee fingerprints of ``structures``; an element the model lacks names the structure."""
+    rows = []
+    for index, atoms in enumerate(structures):
+        try:
+            rows.append(calc.get_property("fingerprint", atoms.copy()))
+        except InputDataError as exc:
+            raise type(exc)(f"structure {index} of {source}: {exc}") from exc
+    return np.stack(rows)
+
+
+def _digest(config: ExplorationConfig, structures: list[Atoms]) -> str:
+    """Identifies what the trajectories depend on, so a resume with other settings is refused."""
+    settings = json.dumps(config.model_dump(mode="json", exclude=_NOT_IN_DIGEST), sort_keys=True)
+    return hashlib.sha256((settings + dataset_hash(structures)).encode()).hexdigest()
+
+
+def _write_json(path: Path, data: dict) -> None:
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(json.dumps(data, indent=2))
+    temporary.replace(path)  # atomic: a kill mid-write leaves the previous file
+
+
+def _recover_frames(path: Path) -> list[Atoms]:
+    """Frames written so far; a partly written last frame (a kill mid-write) is cut off the file."""
+    frames: list[Atoms] = []
+    if not path.is_file():
+        return frames
+    try:
+        for frame in ase.io.iread(path, index=":", format="extxyz"):
+            frames.append(frame)
+    except Exception:  # ASE raises several types for a truncated frame
+        ase.io.write(path, frames, format="extxyz")
+    return frames
+
+
+def _prepare(workdir: Path, digest: str, resume: bool, log) -> tuple[dict, dict]:
+    """Finished trajectories {"s/k": record} and the last recorded frame of each unfinished one {(s, k): Atoms}."""
+    progress_path = workdir / PROGRESS
+    if not (resume and progress_path.is_file()):
+        for name in (FRAMES, PROGRESS, SUMMARY, SELECTED):
+            (workdir / name).unlink(missing_ok=True)
+        _write_json(progress_path, {"digest": digest, "finished": {}})
+        return {}, {}
+    progress = json.loads(progress_path.read_text())
+    if progress.get("digest") != digest:
+        raise InputDataError(
+            f"{progress_path} was written for other exploration settings or start structures; cannot resume"
+        )
+    last = {(int(f.info["structure"]), int(f.info["stage"])): f for f in _recover_frames(workdir / FRAMES)}
+    finished = progress["finished"]
+    log(f"resuming: {len(finished)} trajectories finished, {len(set(last) - _keys(finished))} to continue")
+    return finished, last
+
+
+def _keys(finished: dict) -> set:
+    return {(record["structure"], record["stage"]) for record in finished.values()}
+
+
+def _initial_state(start: Atoms, config: ExplorationConfig, ids: tuple[int, int], last: Atoms | None):
+    """(atoms, first step, thermostat generator): seeded Maxwell–Boltzmann velocities, or the last recorded frame."""
+    structure, stage = ids
+    source = start if last is None else last
+    atoms = Atoms(numbers=source.numbers, positions=source.positions, cell=source.cell.array, pbc=source.pbc)
+    step = 0 if last is None else int(last.info["step"])
+    rng = np.random.default_rng([config.seed, structure, stage, step])
+    if last is None:
+        thermalize_momenta(atoms, temperature_K=config.stages[stage].temperature, rng=rng)
+        Stationary(atoms)
+    else:
+        atoms.set_momenta(last.get_momenta())
+    return atoms, step, rng
+
+
+def _integrator(atoms: Atoms, stage: ExplorationStage, config: ExplorationConfig, rng) -> MolecularDynamics:
+    """Langevin NVT, or hydrostatic Langevin–Hoover NPT (LangevinBAOAB) when the stage has a pressure."""
+    dt = stage.timestep * units.fs
+    if stage.pressure is None:
+        return Langevin(atoms, dt, temperature_K=stage.temperature, friction=config.friction / units.fs,
+                        fixcm=False, rng=rng)  # fmt: skip
+    with warnings.catch_warnings():  # LangevinBAOAB announces its heuristic barostat mass
+        warnings.simplefilter("ignore", UserWarning)
+        return LangevinBAOAB(atoms, dt, temperature_K=stage.temperature, externalstress=-stage.pressure * units.GPa,
+                             hydrostatic=True, T_tau=units.fs / config.friction, P_tau=config.barostat_time * units.fs,
+                             rng=rng)  # fmt: skip
+
+
+def _evaluate(atoms: Atoms, dim: int) -> dict:
+    """Committee quantities at the current positions; NaN where the model cannot be evaluated."""
+    state = {"energy": math.nan, "energy_std": math.nan, "max_force_std": math.nan,
+             "forces_std": np.full(len(atoms), math.nan), "fingerprint": np.full(dim, math.nan),
+             "finite": False, "too_close": False}  # fmt: skip
+    if not (np.isfinite(atoms.positions).all() and np.isfinite(atoms.cell.array).all()):
+        return state
+    try:
+        atoms.get_forces()  # cached when the integrator just computed them
+    except InputDataError:  # the calculator refuses atoms closer than MIN_ALLOWED_DISTANCE
+        state["too_close"] = True
+        return state
+    results = atoms.calc.results
+    state.update({name: results[name] for name in ("energy", "energy_std", "max_force_std", "forces_std")})
+    state["fingerprint"] = results["fingerprint"]
+    state["finite"] = bool(np.isfinite(results["energy"]) and np.isfinite(results["forces"]).all())
+    return state
+
+
+def _stop_reason(atoms: Atoms, state: dict, config: ExplorationConfig) -> str | None:
+    if state["too_close"]:
+        return "too_close"
+    if not state["finite"]:
+        return "non_finite"
+    if min_distance(atoms, config.min_distance) < config.min_distance:
+        return "too_close"
+    if config.break_deviation is not None and state["max_force_std"] > config.break_deviation:
+        return "deviation"
+    return None
+
+
+def _record(atoms: Atoms, state: dict, ids: tuple[int, int], step: int, cutoff: float) -> Atoms:
+    """The sampled frame: structure, momenta, and committee quantities in ``info`` / ``arrays``."""
+    frame = Atoms(numbers=atoms.numbers, positions=atoms.positions, cell=atoms.cell.array, pbc=atoms.pbc,
+                  momenta=atoms.get_momenta())  # fmt: skip
+    finite = bool(np.isfinite(atoms.positions).all())
+    frame.info.update({
+        "structure": ids[0], "stage": ids[1], "step": step, "temperature": float(atoms.get_temperature()),
+        "energy": float(state["energy"]), "energy_std": float(state["energy_std"]),
+        "max_force_std": float(state["max_force_std"]),
+        "min_distance": min_distance(atoms, cutoff) if finite else math.nan,
+        "fingerprint": np.asarray(state["fingerprint"], dtype=float),
+    })  # fmt: skip
+    frame.arrays["forces_std"] = np.asarray(state["forces_std"], dtype=float)
+    return frame
+
+
+def _run_trajectory(ctx: _Context, atoms: Atoms, ids: tuple[int, int], step: int, rng) -> tuple[str, int]:
+    """MD from ``step`` to the stage's end or an early stop; returns (stop reason, steps run)."""
+    stage = ctx.config.stages[ids[1]]
+    atoms.calc = ctx.calc
+    # a resumed trajectory whose last recorded frame already ended it stops right there
+    reason = _stop_reason(atoms, _evaluate(atoms, ctx.dim), ctx.config) if step else None
+    dyn = _integrator(atoms, stage, ctx.config, rng) if reason is None and step < stage.steps else None
+    while reason is None and step < stage.steps:
+        with contextlib.suppress(InputDataError):  # overlapping atoms or non-finite positions: see _evaluate
+            dyn.step()
+        step += 1
+        state = _evaluate(atoms, ctx.dim)
+        reason = _stop_reason(atoms, state, ctx.config)
+        if reason is not None or step % stage.sample_interval == 0:
+            ctx.write(_record(atoms, state, ids, step, ctx.cutoff))
+    return reason or "completed", step
+
+
+def _append_frame(handle, frame: Atoms) -> None:
+    text = io.StringIO()
+    ase.io.write(text, frame, format="extxyz")
+    handle.write(text.getvalue())  # one write per frame, flushed: a kill loses at most the frame being written
+    handle.flush()
+
+
+def _class_counts(status: np.ndarray) -> dict:
+    counts = {name: int(np.count_nonzero(status == name)) for name in _CLASSES}
+    total = len(status)
+    return {"frames": total, "counts": counts,
+            "ratios": {name: (n / total if total else 0.0) for name, n in counts.items()}}  # fmt: skip
+
+
+def _summarize(frames: list[Atoms], fingerprints: np.ndarray, finished: dict, config: ExplorationConfig,
+               reference: np.ndarray | None) -> tuple[dict, SelectionResult]:  # fmt: skip
+    """The summary (classification overall and per stage, trajectories, selection) and the selection result."""
+    info = {key: np.array([f.info[key] for f in frames], dtype=float) for key in ("max_force_std", "min_distance",
+                                                                                  "stage")}  # fmt: skip
+    status = classify(info["max_force_std"], config.selection.trust_lo, config.selection.trust_hi)
+    result = select_candidates(info["max_force_std"], info["min_distance"], fingerprints, config.selection, reference)
+    trajectories = sorted(finished.values(), key=lambda r: (r["structure"], r["stage"]))
+    stages = [{"stage": k, "temperature": stage.temperature, "pressure": stage.pressure,
+               **_class_counts(status[info["stage"] == k])} for k, stage in enumerate(config.stages)]  # fmt: skip
+    selected = [{"frame": int(i), **{key: frames[i].info[key] for key in ("structure", "stage", "step")},
+                 "max_force_std": float(info["max_force_std"][i])} for i in result.selected]  # fmt: skip
+    summary = {
+        **_class_counts(status),
+        "stages": stages,
+        "trajectories": trajectories,
+        "stop_reasons": {r: sum(t["reason"] == r for t in trajectories) for r in STOP_REASONS},
+        "selection": {"counts": result.counts, "ratios": result.ratios, "selected": selected},
+    }
+    return json.loads(json.dumps(summary, default=int)), result  # numpy integers from extxyz become ints
+
+
+def _write_selected(path: Path, frames: list[Atoms], result: SelectionResult) -> None:
+    """Selected frames as bare structures with their origin, ready for reference calculations."""
+    picked = []
+    for index in result.selected:
+        frame = frames[int(index)]
+        atoms = Atoms(numbers=frame.numbers, positions=frame.positions, cell=frame.cell.array, pbc=frame.pbc)
+        atoms.info.update({key: frame.info[key] for key in ("structure", "stage", "step", "max_force_std")})
+        atoms.info["frame"] = int(index)
+        picked.append(atoms)
+    path.write_text("")
+    if picked:
+        ase.io.write(path, picked, format="extxyz")
+
+
+def run_exploration(config: ExplorationConfig, workdir: str | Path, resume: bool = False, log=print) -> dict:
+    """Run (or resume) every start structure through every stage in ``workdir``; returns the summary.
+
+    :param config: exploration settings; paths already resolved.
+    :param resume: continue from ``progress.json`` and ``frames.extxyz`` instead of starting over.
+    :param log: called with one line per finished trajectory.
+    :raises InputDataError: no start structures, an element the model lacks, overlapping atoms, or a resume with
+        other settings.
+    """
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    calc = AnnCalculator(config.models, dtype=config.dtype, skin=config.skin)
+    single = AnnCalculator(calc.potential, dtype=config.dtype)  # no Verlet cache: unrelated structures
+    structures = _load_structures(config, calc)
+    dim = _fingerprints(single, structures[:1], config.structures).shape[1]
+    digest = _digest(config, structures)
+    finished, last = _prepare(workdir, digest, resume, log)
+    with (workdir / FRAMES).open("a") as handle:
+        ctx = _Context(config, calc, calc.potential.descriptor.cutoff, dim, lambda frame: _append_frame(handle, frame))
+        for s, start in enumerate(structures):
+            for k in range(len(config.stages)):
+                if f"{s}/{k}" in finished:
+                    continue
+                atoms, step, rng = _initial_state(start, config, (s, k), last.get((s, k)))
+                reason, steps = _run_trajectory(ctx, atoms, (s, k), step, rng)
+                finished[f"{s}/{k}"] = {"structure": s, "stage": k, "reason": reason, "steps": steps}
+                _write_json(workdir / PROGRESS, {"digest": digest, "finished": finished})
+                log(f"structure {s} stage {k}: {reason} after {steps} steps")
+    return _finish(workdir, config, single, finished, dim)
+
+
+def _finish(workdir: Path, config: ExplorationConfig, calc: AnnCalculator, finished: dict, dim: int) -> dict:
+    """Classify and select over all recorded frames; write ``summary.json`` and ``selected.extxyz``."""
+    frames, fingerprints = read_explored_frames(workdir / FRAMES)
+    if not frames:
+        fingerprints = np.empty((0, dim))
+    reference = None
+    if config.reference_structures:
+        reference = _fingerprints(calc, read_frames(config.reference_structures), config.reference_structures)
+    summary, result = _summarize(frames, fingerprints, finished, config, reference)
+    _write_json(workdir / SUMMARY, summary)
+    _write_selected(workdir / SELECTED, frames, result)
+    return summary

@@ -1,0 +1,297 @@
+"""Tests for committee-driven exploration (:mod:`aiida_annpot.core.exploration`) with a tiny trained Cu committee."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from types import SimpleNamespace
+
+import ase.io
+import numpy as np
+import pytest
+import torch
+from ase.build import bulk
+from ase.calculators.emt import EMT
+from ase.calculators.singlepoint import SinglePointCalculator
+
+from aiida_annpot.common.config import ExplorationConfig, TrainingConfig
+from aiida_annpot.core.calculator import AnnCalculator
+from aiida_annpot.core.errors import InputDataError, UnknownElementError
+from aiida_annpot.core.exploration import (
+    FRAMES,
+    PROGRESS,
+    SELECTED,
+    _evaluate,
+    _stop_reason,
+    min_distance,
+    read_explored_frames,
+    run_exploration,
+)
+from aiida_annpot.core.selection import classify
+from aiida_annpot.core.training import Trainer
+
+QUIET = {"log": lambda message: None}
+
+
+def _cu(a: float = 3.61, rattle: float = 0.03, seed: int = 0):
+    atoms = bulk("Cu", "fcc", a=a, cubic=True).repeat((2, 2, 2))
+    atoms.rattle(rattle, seed=seed)
+    return atoms
+
+
+def _training_data(path: Path, n_frames: int = 30) -> None:
+    rng = np.random.default_rng(0)
+    frames = []
+    for k in range(n_frames):
+        atoms = _cu(3.61 * rng.uniform(0.97, 1.03), rng.uniform(0.02, 0.15), seed=k)
+        atoms.calc = EMT()
+        labels = {"energy": atoms.get_potential_energy(), "forces": atoms.get_forces(), "stress": atoms.get_stress()}
+        atoms.calc = SinglePointCalculator(atoms, **labels)
+        frames.append(atoms)
+    ase.io.write(path, frames)
+
+
+@pytest.fixture(scope="session")
+def committee(tmp_path_factory):
+    """Two members trained with seeds 0 and 1 on EMT Cu, and two rattled start structures."""
+    threads = torch.get_num_threads()
+    root = tmp_path_factory.mktemp("explore")
+    _training_data(root / "cu.extxyz")
+    members = []
+    for seed in (0, 1):
+        config = TrainingConfig(
+            dataset=str(root / "cu.extxyz"), network={"hidden": [8, 8]}, max_epochs=12, batch_size=8, seed=seed,
+            descriptor={"type": "chebyshev", "radial_order": 6, "angular_order": 2, "radial_cutoff": 4.5,
+                        "angular_cutoff": 3.5}, dtype="float32", threads=1,
+        )  # fmt: skip
+        Trainer(config, root / f"member{seed}", **QUIET).run()
+        members.append(str(root / f"member{seed}" / "model.safetensors"))
+    ase.io.write(root / "start.extxyz", [_cu(3.61, seed=0), _cu(3.64, seed=1)])
+    yield SimpleNamespace(root=root, members=members, same=[members[0]] * 2, starts=str(root / "start.extxyz"))
+    torch.set_num_threads(threads)
+
+
+def _config(committee, models=None, **overrides) -> ExplorationConfig:
+    settings = {"models": models or committee.members, "structures": committee.starts, "threads": 1,
+                "stages": [{"temperature": 300.0, "steps": 20, "sample_interval": 5}]}  # fmt: skip
+    settings.update(overrides)
+    return ExplorationConfig(**settings)
+
+
+def _nvt_stages() -> list[dict]:
+    return [{"temperature": t, "steps": 20, "sample_interval": 5} for t in (300.0, 600.0)]
+
+
+@pytest.fixture(scope="module")
+def nvt_run(committee, tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("nvt")
+    config = _config(committee, stages=_nvt_stages())
+    summary = run_exploration(config, workdir, **QUIET)
+    return SimpleNamespace(config=config, workdir=workdir, summary=summary)
+
+
+def _frames(workdir: Path):
+    return read_explored_frames(workdir / FRAMES)
+
+
+def test_min_distance_matches_brute_force():
+    atoms = _cu(rattle=0.2, seed=3)
+    expected = atoms.get_all_distances(mic=True)[np.triu_indices(len(atoms), 1)].min()
+    assert min_distance(atoms, 5.0) == pytest.approx(expected, abs=1e-10)
+    assert min_distance(atoms, 0.5) == np.inf
+    single = bulk("Cu", "fcc", a=3.61)  # one atom: the closest "pair" is an atom and its own periodic image
+    assert min_distance(single, 5.0) == pytest.approx(3.61 / np.sqrt(2))
+
+
+def test_identical_members_make_every_frame_accurate(committee, tmp_path):
+    summary = run_exploration(_config(committee, models=committee.same), tmp_path, **QUIET)
+    frames, _ = _frames(tmp_path)
+    assert len(frames) == 2 * 4
+    assert all(f.info["energy_std"] == 0.0 and f.info["max_force_std"] == 0.0 for f in frames)
+    assert all(np.all(f.arrays["forces_std"] == 0.0) for f in frames)
+    assert summary["counts"] == {"accurate": 8, "candidate": 0, "failed": 0}
+    assert summary["selection"]["selected"] == []
+    assert (tmp_path / SELECTED).read_text() == ""
+
+
+def test_nvt_frames_count_info_and_fixed_cell(committee, nvt_run):
+    frames, fingerprints = _frames(nvt_run.workdir)
+    assert len(frames) == 2 * 2 * 4  # structures × stages × steps / sample_interval
+    ids = [(f.info["structure"], f.info["stage"], f.info["step"]) for f in frames]
+    assert ids == [(s, k, step) for s in range(2) for k in range(2) for step in (5, 10, 15, 20)]
+    starts = ase.io.read(committee.starts, ":")
+    for frame in frames:
+        assert np.array_equal(frame.cell.array, starts[frame.info["structure"]].cell.array)
+        assert 1.5 < frame.info["min_distance"] < 2.6
+        assert frame.info["temperature"] > 0 and np.isfinite(frame.info["energy"])
+        assert frame.info["max_force_std"] == pytest.approx(frame.arrays["forces_std"].max())
+    assert fingerprints.shape == (16, 10) and np.isfinite(fingerprints).all()
+    assert [t["reason"] for t in nvt_run.summary["trajectories"]] == ["completed"] * 4
+    assert {t["steps"] for t in nvt_run.summary["trajectories"]} == {20}
+
+
+def test_frames_round_trip_through_plain_ase_read(nvt_run):
+    frames, fingerprints = _frames(nvt_run.workdir)
+    plain = ase.io.read(nvt_run.workdir / FRAMES, ":")
+    assert len(plain) == len(frames)
+    for raw, frame, fingerprint in zip(plain, frames, fingerprints, strict=True):
+        for key in ("structure", "stage", "step", "temperature", "energy_std", "max_force_std", "min_distance"):
+            assert raw.info[key] == frame.info[key]
+        np.testing.assert_array_equal(raw.info["fingerprint"], fingerprint)
+        assert raw.get_potential_energy() == frame.info["energy"]  # extxyz reads "energy" into a calculator
+        assert raw.arrays["forces_std"].shape == (len(raw),)
+        assert np.abs(raw.get_momenta()).max() > 0
+        assert frame.calc is None  # committee predictions are not presented as labels
+
+
+def test_summary_matches_classification_and_stages(nvt_run):
+    frames, _ = _frames(nvt_run.workdir)
+    sigma = np.array([f.info["max_force_std"] for f in frames])
+    stage = np.array([f.info["stage"] for f in frames])
+    window = (nvt_run.config.selection.trust_lo, nvt_run.config.selection.trust_hi)
+    status = classify(sigma, *window)
+    summary = nvt_run.summary
+    assert summary["frames"] == sum(summary["counts"].values()) == len(frames)
+    assert summary["counts"] == {name: int(np.sum(status == name)) for name in ("accurate", "candidate", "failed")}
+    for entry in summary["stages"]:
+        assert entry["counts"] == {n: int(np.sum(status[stage == entry["stage"]] == n)) for n in entry["counts"]}
+    assert sum(entry["frames"] for entry in summary["stages"]) == len(frames)
+    assert summary["stop_reasons"] == {"completed": 4, "deviation": 0, "too_close": 0, "non_finite": 0}
+
+
+def test_reselection_on_resume_respects_window_cap_and_reference(committee, nvt_run, tmp_path):
+    workdir = tmp_path / "copy"
+    shutil.copytree(nvt_run.workdir, workdir)
+    frames, _ = _frames(workdir)
+    sigma = np.array([f.info["max_force_std"] for f in frames])
+    lo, hi = np.quantile(sigma, [0.25, 0.9])
+    selection = {"trust_lo": lo, "trust_hi": hi, "max_candidates": 3}
+    messages = []
+    summary = run_exploration(_config(committee, stages=_nvt_stages(), selection=selection), workdir, resume=True,
+                              log=messages.append)  # fmt: skip
+    assert messages == ["resuming: 4 trajectories finished, 0 to continue"]  # no trajectory re-run
+    status = classify(sigma, lo, hi)
+    assert summary["counts"]["accurate"] > 0 and summary["counts"]["candidate"] > 3
+    picked = [entry["frame"] for entry in summary["selection"]["selected"]]
+    assert len(picked) == 3 and all(status[i] == "candidate" for i in picked)
+    selected = ase.io.read(workdir / SELECTED, ":")
+    assert [(a.info["structure"], a.info["step"]) for a in selected] == [
+        (frames[i].info["structure"], frames[i].info["step"]) for i in picked
+    ]
+    assert all(a.calc is None and "momenta" not in a.arrays for a in selected)
+    duplicate = {**selection, "duplicate_threshold": 1e6}
+    config = _config(committee, stages=_nvt_stages(), selection=duplicate, reference_structures=committee.starts)
+    summary = run_exploration(config, workdir, resume=True, **QUIET)
+    assert summary["selection"]["selected"] == []
+    assert summary["selection"]["counts"]["duplicate"] == summary["counts"]["candidate"]
+
+
+def test_reruns_are_deterministic(committee, nvt_run, tmp_path):
+    run_exploration(nvt_run.config, tmp_path, **QUIET)
+    for again, first in zip(_frames(tmp_path)[0], _frames(nvt_run.workdir)[0], strict=True):
+        assert np.array_equal(again.positions, first.positions) and np.array_equal(again.cell, first.cell)
+        assert np.array_equal(again.get_momenta(), first.get_momenta())
+
+
+def test_break_deviation_stops_each_trajectory_at_once(committee, tmp_path):
+    summary = run_exploration(_config(committee, break_deviation=1e-6), tmp_path, **QUIET)
+    frames, _ = _frames(tmp_path)
+    assert [(t["reason"], t["steps"]) for t in summary["trajectories"]] == [("deviation", 1)] * 2
+    assert [(f.info["structure"], f.info["step"]) for f in frames] == [(0, 1), (1, 1)]  # the offending frame
+    assert all(f.info["max_force_std"] > 1e-6 for f in frames)
+
+
+def test_close_atoms_stop_a_trajectory(committee, tmp_path):
+    stages = [{"temperature": 1500.0, "steps": 200, "sample_interval": 50}]
+    summary = run_exploration(_config(committee, min_distance=2.4, stages=stages), tmp_path, **QUIET)
+    frames, _ = _frames(tmp_path)
+    for trajectory in summary["trajectories"]:
+        assert trajectory["reason"] == "too_close" and trajectory["steps"] < 200
+        last = [f for f in frames if f.info["structure"] == trajectory["structure"]][-1]
+        assert last.info["step"] == trajectory["steps"] and last.info["min_distance"] < 2.4
+
+
+def test_npt_changes_volume_and_nvt_keeps_it(committee, tmp_path):
+    stages = [{"temperature": 300.0, "steps": 40, "sample_interval": 10, "pressure": p} for p in (None, 3.0, -3.0)]
+    ase.io.write(tmp_path / "one.extxyz", _cu(3.61))
+    config = _config(committee, structures=str(tmp_path / "one.extxyz"), stages=stages, barostat_time=100.0)
+    run_exploration(config, tmp_path / "run", **QUIET)
+    frames, _ = _frames(tmp_path / "run")
+    start = _cu(3.61).get_volume()
+    volumes = {k: np.array([f.get_volume() for f in frames if f.info["stage"] == k]) for k in range(3)}
+    np.testing.assert_allclose(volumes[0], start, rtol=1e-12)
+    for k in (1, 2):
+        assert len(volumes[k]) == 4 and np.isfinite(volumes[k]).all()
+        assert np.abs(volumes[k] / start - 1).min() > 1e-3
+    assert volumes[1].mean() < volumes[2].mean()  # compression under positive pressure
+
+
+def test_resume_continues_a_partial_trajectory(committee, nvt_run, tmp_path):
+    shutil.copytree(nvt_run.workdir, tmp_path, dirs_exist_ok=True)
+    progress = json.loads((tmp_path / PROGRESS).read_text())
+    del progress["finished"]["1/1"]  # the last trajectory was killed after 2 of its 4 frames, mid-write of a third
+    (tmp_path / PROGRESS).write_text(json.dumps(progress))
+    text = (tmp_path / FRAMES).read_text().splitlines(keepends=True)
+    frame_lines = len(text) // 16
+    (tmp_path / FRAMES).write_text("".join(text[: 14 * frame_lines + frame_lines // 2]))
+    messages = []
+    summary = run_exploration(nvt_run.config, tmp_path, resume=True, log=messages.append)
+    assert messages == [
+        "resuming: 3 trajectories finished, 1 to continue",
+        "structure 1 stage 1: completed after 20 steps",
+    ]
+    frames, _ = _frames(tmp_path)
+    original, _ = _frames(nvt_run.workdir)
+    assert len(frames) == len(original) == summary["frames"]
+    assert [f.info["step"] for f in frames[12:]] == [5, 10, 15, 20]
+    for resumed, first in zip(frames[:14], original[:14], strict=True):
+        assert np.array_equal(resumed.positions, first.positions)
+
+
+def test_resume_after_an_interruption_between_trajectories(committee, tmp_path):
+    config = _config(committee, stages=_nvt_stages())
+
+    def interrupt(message):
+        if message.startswith("structure 0 stage 1"):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_exploration(config, tmp_path, log=interrupt)
+    messages = []
+    summary = run_exploration(config, tmp_path, resume=True, log=messages.append)
+    assert [m.split(":")[0] for m in messages] == ["resuming", "structure 1 stage 0", "structure 1 stage 1"]
+    assert summary["frames"] == 16 and len(summary["trajectories"]) == 4
+    with pytest.raises(InputDataError, match="cannot resume"):
+        run_exploration(config.model_copy(update={"seed": 7}), tmp_path, resume=True, **QUIET)
+
+
+def test_non_finite_and_overlapping_states_stop(committee):
+    config = _config(committee)
+    atoms = _cu()
+    atoms.calc = AnnCalculator(committee.members)
+    assert _stop_reason(atoms, _evaluate(atoms, 10), config) is None
+    atoms.positions[1] = atoms.positions[0] + 0.2  # the calculator refuses atoms this close
+    assert _stop_reason(atoms, _evaluate(atoms, 10), config) == "too_close"
+    atoms.positions[1] = np.nan
+    state = _evaluate(atoms, 10)
+    assert _stop_reason(atoms, state, config) == "non_finite" and np.isnan(state["fingerprint"]).all()
+
+
+def test_start_structure_with_unknown_element(committee, tmp_path):
+    gold = _cu()
+    gold.symbols[3] = "Au"
+    ase.io.write(tmp_path / "gold.extxyz", [_cu(), gold])
+    with pytest.raises(UnknownElementError, match=r"start structure 1 .*Au"):
+        run_exploration(_config(committee, structures=str(tmp_path / "gold.extxyz")), tmp_path / "run", **QUIET)
+
+
+def test_empty_or_overlapping_start_structures(committee, tmp_path):
+    (tmp_path / "empty.extxyz").write_text("")
+    with pytest.raises(InputDataError, match=r"no structures|cannot read"):
+        run_exploration(_config(committee, structures=str(tmp_path / "empty.extxyz")), tmp_path / "run", **QUIET)
+    close = _cu()
+    close.positions[5] = close.positions[4] + [0.3, 0.0, 0.0]
+    ase.io.write(tmp_path / "close.extxyz", close)
+    with pytest.raises(InputDataError, match=r"start structure 0 .*0\.300 Å apart"):
+        run_exploration(_config(committee, structures=str(tmp_path / "close.extxyz")), tmp_path / "run", **QUIET)
