@@ -2,7 +2,7 @@
 VENV ?= .venv
 PYTEST_ARGS ?=
 
-.PHONY: install test lint bench
+.PHONY: install test lint bench demo
 
 install:
 	bash scripts/setup.sh
@@ -17,3 +17,6 @@ lint: install
 bench: install
 	$(VENV)/bin/python bench/inference.py
 	$(VENV)/bin/python bench/training.py
+
+demo: install
+	bash examples/cu_emt/run.sh
