@@ -31,6 +31,9 @@ CHECKPOINT = "checkpoint.pt"
 MODEL = "model.safetensors"
 METRICS = "metrics.json"
 CURVE = "learning_curve.csv"
+#: A validation loss this many times that of the starting model means the optimisation blew up (a finite loss can
+#: still be absurd in float64, where nothing overflows).
+DIVERGENCE_FACTOR = 1e4
 CURVE_FIELDS = ["epoch", "learning_rate", "train_loss", "train_energy_rmse", "train_force_rmse",
                 "validation_loss", "validation_energy_rmse", "validation_force_rmse", "elapsed"]  # fmt: skip
 
@@ -178,6 +181,7 @@ class Trainer:
         self.generator = torch.Generator().manual_seed(config.seed)
         self.epoch, self.best_loss, self.stale_epochs, self.elapsed = 0, math.inf, 0, 0.0
         self.best_state = None
+        self.initial_loss: float | None = None
         self.curve: list[dict] = []
 
     def _build_potential(self, elements: list[str]) -> Potential:
@@ -199,6 +203,8 @@ class Trainer:
         if resume and (self.workdir / CHECKPOINT).is_file():
             self._load_checkpoint()
             self.log(f"resumed from {CHECKPOINT} at epoch {self.epoch}")
+        if self.initial_loss is None:
+            self.initial_loss = self._validation_loss()[0]
         stop = _StopSignal()
         started = time.perf_counter()
         try:
@@ -256,6 +262,12 @@ class Trainer:
     def _validate(self, totals: dict) -> None:
         loss, metrics = self._validation_loss()
         lr = self.optimizer.param_groups[0]["lr"]
+        if not math.isfinite(loss) or loss > DIVERGENCE_FACTOR * self.initial_loss:
+            raise TrainingDivergedError(
+                f"validation loss {loss:.3g} at epoch {self.epoch} is over {DIVERGENCE_FACTOR:g} times the starting "
+                f"model's ({self.initial_loss:.3g}) at learning rate {lr:.3g}; resume from the last checkpoint with a "
+                "lower one"
+            )
         if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
             self.scheduler.step(loss)
         else:
@@ -283,7 +295,7 @@ class Trainer:
             "epoch": self.epoch, "best_loss": self.best_loss, "stale_epochs": self.stale_epochs,
             "best_state": self.best_state, "elapsed": self.elapsed if elapsed is None else elapsed,
             "curve": json.dumps(self.curve), "dataset_hash": self.dataset_hash,
-            "learning_rate": self.config.learning_rate,
+            "learning_rate": self.config.learning_rate, "initial_loss": self.initial_loss,
         }  # fmt: skip
         temporary = self.workdir / (CHECKPOINT + ".tmp")
         torch.save(state, temporary)
@@ -308,6 +320,7 @@ class Trainer:
         self.generator.set_state(state["generator"])
         self.epoch, self.best_loss, self.stale_epochs = state["epoch"], state["best_loss"], state["stale_epochs"]
         self.best_state, self.elapsed, self.curve = state["best_state"], state["elapsed"], json.loads(state["curve"])
+        self.initial_loss = state["initial_loss"]
         if state["learning_rate"] != self.config.learning_rate:  # a restart after divergence lowers the rate
             for group in self.optimizer.param_groups:
                 group["lr"] = self.config.learning_rate
