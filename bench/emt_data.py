@@ -74,7 +74,9 @@ def md(rng, temperature, n_frames, interval=20, vacancy=False, equilibration=200
         del atoms[0]
     atoms.calc = EMT()
     thermalize_momenta(atoms, temperature_K=temperature, rng=rng)
-    dynamics = Langevin(atoms, 2.0 * units.fs, temperature_K=temperature, friction=0.02 / units.fs, fixcm=False, rng=rng)
+    dynamics = Langevin(
+        atoms, 2.0 * units.fs, temperature_K=temperature, friction=0.02 / units.fs, fixcm=False, rng=rng
+    )
     dynamics.run(equilibration)
     frames = []
     for _ in range(n_frames):

@@ -10,19 +10,19 @@ Run: ``python bench/training.py [--threads 2] [--budget 600]``
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import platform
 import time
 from pathlib import Path
 
+import emt_data  # bench/ is the script's folder, hence on sys.path
 import torch
 
 from aiida_annpot.common.config import TrainingConfig
 from aiida_annpot.core.dataset import FeatureSet
 from aiida_annpot.core.metrics import parity
 from aiida_annpot.core.training import Trainer
-
-import emt_data  # noqa: E402  (bench/ is the script's folder)
 
 CONFIG = {
     "descriptor": {"type": "chebyshev", "radial_order": 12, "angular_order": 4, "radial_cutoff": 5.2,
@@ -45,7 +45,7 @@ TARGET_FORCE_RMSE = 0.025
 MARKS = (300.0, 600.0)
 
 
-class _BudgetSpent(Exception):
+class _BudgetSpentError(Exception):
     pass
 
 
@@ -77,13 +77,11 @@ def main() -> None:
         history.append((elapsed, trainer.epoch, metrics["force_rmse"], metrics["energy_rmse"]))
         paused += time.perf_counter() - pause
         if elapsed > args.budget:
-            raise _BudgetSpent
+            raise _BudgetSpentError
 
     trainer.log = on_epoch
-    try:
+    with contextlib.suppress(_BudgetSpentError):
         trainer.run()
-    except _BudgetSpent:
-        pass
     print(f"setup (read + features + Jacobians): {setup:.1f} s; epochs run: {history[-1][1]}; "
           f"train structures {len(trainer.train_set)}, held-out frames {len(test_set)}")  # fmt: skip
     reached = next((h for h in history if h[2] <= TARGET_FORCE_RMSE), None)
@@ -92,7 +90,7 @@ def main() -> None:
     for mark in MARKS:
         before = [h for h in history if h[0] <= mark]
         if before:
-            elapsed, epoch, force, energy = before[-1]
+            _, epoch, force, energy = before[-1]
             print(f"after {mark:.0f} s (epoch {epoch}): held-out force RMSE {force:.4f} eV/Å, "
                   f"energy RMSE {energy:.3f} meV/atom")  # fmt: skip
     best = min(history, key=lambda h: h[2])

@@ -189,7 +189,9 @@ class Trainer:
         if self.config.init_model:
             parent = load_potential(self.config.init_model, dtype=self.dtype)
             if (parent.elements, parent.descriptor_config, parent.network_config) != (
-                potential.elements, potential.descriptor_config, potential.network_config
+                potential.elements,
+                potential.descriptor_config,
+                potential.network_config,
             ):
                 raise ModelFileError(
                     f"init_model {self.config.init_model} has a different architecture (elements, descriptor or "
