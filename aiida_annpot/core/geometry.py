@@ -20,6 +20,24 @@ from .errors import InputDataError
 MIN_ALLOWED_DISTANCE = 0.5
 #: Cells whose volume is below this (Å³) count as degenerate.
 MIN_CELL_VOLUME = 1e-6
+#: Size of the block :func:`raise_allocator_thresholds` frees once: just below glibc's 32 MiB cap for its dynamic
+#: mmap threshold.
+_ALLOCATOR_BLOCK = 31 << 20
+_allocator_ready = False
+
+
+def raise_allocator_thresholds() -> None:
+    """Allocate and free one 31 MiB block, once per process.
+
+    glibc returns large freed blocks to the OS (munmap, heap trimming) until it has freed one of that size: its mmap
+    threshold then rises to the block size and its trim threshold to twice that. Below those thresholds each
+    energy/force step re-faults the pages of its buffers (the Jacobian alone is 21 MB for 2000 atoms), which costs
+    a third of the step in virtual machines. Elsewhere this is an allocation and nothing more.
+    """
+    global _allocator_ready
+    if not _allocator_ready:
+        _allocator_ready = True
+        torch.empty(_ALLOCATOR_BLOCK, dtype=torch.uint8)  # freed at once; never touched, so no pages are faulted
 
 
 @dataclass
@@ -60,8 +78,28 @@ def check_structure(positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray, la
             raise InputDataError(f"{label} is periodic but its cell has zero volume ({volume:.3g} Å³)")
 
 
+@dataclass
+class _VerletList:
+    """Pairs within cutoff + skin of the reference positions, sorted by central atom (stable).
+
+    :param shifts: (P, 3) lattice translations S·cell of the neighbours, in Å.
+    """
+
+    positions: np.ndarray
+    cell: np.ndarray
+    pbc: np.ndarray
+    first: torch.Tensor
+    second: torch.Tensor
+    shifts: torch.Tensor
+
+
 class NeighborSearch:
-    """Vesin neighbour lists, optionally with a Verlet skin that reuses the list across MD steps.
+    """Neighbour lists (vesin), optionally with a Verlet skin that reuses the list across MD steps.
+
+    The list holds the pairs within cutoff + skin; it stays valid while no atom has moved more than skin/2 since it
+    was built (and the cell is unchanged). Each call recomputes r_ij = x_j - x_i + S·cell for the listed pairs and
+    keeps those within the cutoff, so the list is built only now and then. Pairs are returned sorted by central atom,
+    so per-atom sums over pairs can be sparse row products.
 
     :param cutoff: pairs up to this distance (Å) are returned.
     :param skin: Verlet skin in Å (0 disables caching; MD benefits from ~0.5).
@@ -70,7 +108,8 @@ class NeighborSearch:
     def __init__(self, cutoff: float, skin: float = 0.0):
         self.cutoff = float(cutoff)
         self.skin = float(skin)
-        self._list = vesin.NeighborList(cutoff=self.cutoff, full_list=True, skin=self.skin)
+        self._list = vesin.NeighborList(cutoff=self.cutoff + self.skin, full_list=True)
+        self._verlet: _VerletList | None = None
 
     def __call__(
         self,
@@ -88,22 +127,48 @@ class NeighborSearch:
         check_structure(positions, cell, pbc, label)
         if not np.any(pbc):
             cell = np.zeros((3, 3))
-        first, second, shifts, vectors = self._list.compute(
-            points=positions, box=cell, periodic=pbc.copy(), quantities="ijSD"
-        )
-        distances = np.linalg.norm(vectors, axis=1)
-        if self.skin > 0.0:  # the cached list holds pairs up to cutoff + skin
-            keep = distances < self.cutoff
-            first, second, vectors, distances = first[keep], second[keep], vectors[keep], distances[keep]
-        if check_distance and distances.size and distances.min() < MIN_ALLOWED_DISTANCE:
-            k = int(distances.argmin())
+        if not self._valid(positions, cell, pbc):
+            self._verlet = self._build(positions, cell, pbc)
+        listed = self._verlet
+        x = torch.from_numpy(positions)
+        vectors = (x.index_select(0, listed.second) - x.index_select(0, listed.first)).add_(listed.shifts)  # (P', 3)
+        squares = vectors[:, 0] * vectors[:, 0] + vectors[:, 1] * vectors[:, 1] + vectors[:, 2] * vectors[:, 2]
+        kept = squares < self.cutoff**2
+        if bool(kept.all()):
+            first, second = listed.first.clone(), listed.second.clone()  # callers own what they get
+        else:  # a skin list holds more pairs; keeping a subsequence keeps them sorted
+            kept = kept.nonzero().squeeze(1)
+            first, second, vectors, squares = (t.index_select(0, kept) for t in (listed.first, listed.second, vectors,
+                                                                                 squares))  # fmt: skip
+        if check_distance and squares.shape[0] and float(squares.min()) < MIN_ALLOWED_DISTANCE**2:
+            k = int(squares.argmin())
             raise InputDataError(
-                f"{label}: atoms {first[k]} and {second[k]} are {distances[k]:.3f} Å apart "
+                f"{label}: atoms {int(first[k])} and {int(second[k])} are {float(squares[k]) ** 0.5:.3f} Å apart "
                 f"(below {MIN_ALLOWED_DISTANCE} Å)"
             )
-        return NeighborPairs(
-            first=torch.from_numpy(first.astype(np.int64)),
-            second=torch.from_numpy(second.astype(np.int64)),
-            vectors=torch.from_numpy(vectors).to(dtype),
-            n_atoms=positions.shape[0],
+        return NeighborPairs(first=first, second=second, vectors=vectors.to(dtype), n_atoms=positions.shape[0])
+
+    def _valid(self, positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray) -> bool:
+        """Whether the current list covers ``positions``: same cell, and no atom moved by more than skin/2."""
+        listed = self._verlet
+        if (listed is None or listed.positions.shape != positions.shape or not np.array_equal(listed.cell, cell)
+                or not np.array_equal(listed.pbc, pbc)):  # fmt: skip
+            return False
+        drift = positions - listed.positions
+        return float(np.einsum("ij,ij->i", drift, drift).max(initial=0.0)) <= (0.5 * self.skin) ** 2
+
+    def _build(self, positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray) -> _VerletList:
+        """Pairs within cutoff + skin (vesin), sorted by central atom: numpy's stable sort is a radix sort for
+        16-bit keys."""
+        ij, shifts = self._list.compute(points=positions, box=cell, periodic=pbc.copy(), quantities="PS", copy=False)
+        ij = ij.view(np.int64)  # size_t indices, far below 2**63
+        key = ij[:, 0].astype(np.uint16 if positions.shape[0] <= 1 << 16 else np.int64)
+        order = np.argsort(key, kind="stable")
+        return _VerletList(
+            positions=positions.copy(),
+            cell=cell.copy(),
+            pbc=pbc.copy(),
+            first=torch.from_numpy(ij[:, 0].take(order)),
+            second=torch.from_numpy(ij[:, 1].take(order)),
+            shifts=torch.from_numpy(shifts.take(order, axis=0).astype(np.float64) @ cell),
         )

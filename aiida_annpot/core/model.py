@@ -172,15 +172,19 @@ class Potential(torch.nn.Module):
                 return Prediction(energy, None, None, atomic)
             (dE_dG,) = torch.autograd.grad(atomic.sum(), per_member, create_graph=create_graph)
         dE_dr = pair_gradients(dE_dG, jacobian, pairs.first)  # (K, P, 3)
-        forces = atomic.new_zeros((self.n_members, pairs.n_atoms, 3))
-        forces = forces.index_add(1, pairs.first, dE_dr).index_add(1, pairs.second, -dE_dr)
+        per_pair = dE_dr.transpose(0, 1).reshape(-1, 3 * self.n_members)  # (P, 3K): rows scatter fast (dim 0)
+        zeros = per_pair.new_zeros((pairs.n_atoms, per_pair.shape[1]))  # (index_add with alpha=-1 is 10x slower)
+        forces = zeros.index_add(0, pairs.first, per_pair) - zeros.index_add(0, pairs.second, per_pair)
+        forces = forces.view(-1, self.n_members, 3).transpose(0, 1).contiguous()  # (K, N, 3)
         stress = None
-        if volumes is not None:
-            virial = torch.einsum("kpa,pb->kpab", dE_dr, pairs.vectors).reshape(self.n_members, -1, 9)
-            stress = atomic.new_zeros((self.n_members, n_structures, 9)).index_add(
-                1, structure_index[pairs.first], virial
-            )
-            stress = stress.reshape(self.n_members, n_structures, 3, 3) / volumes[None, :, None, None]
+        if volumes is not None:  # virial Σ_p ∂E/∂r_p ⊗ r_p per structure, (S, 3K, 3)
+            if n_structures == 1:
+                virial = (per_pair.T @ pairs.vectors).unsqueeze(0)
+            else:
+                virial = per_pair.new_zeros((n_structures, per_pair.shape[1], 3)).index_add_(
+                    0, structure_index[pairs.first], per_pair.unsqueeze(2) * pairs.vectors.unsqueeze(1)
+                )
+            stress = virial.view(n_structures, self.n_members, 3, 3).transpose(0, 1) / volumes[None, :, None, None]
         return Prediction(energy, forces, stress, atomic)
 
     def forward(
@@ -213,6 +217,10 @@ class Potential(torch.nn.Module):
 
 
 def pair_gradients(dE_dG: torch.Tensor, jacobian: torch.Tensor, first: torch.Tensor) -> torch.Tensor:
-    """∂E_k/∂r_p = Σ_d ∂E_k/∂G_{i_p d} J_{p d}: (K, N, D), (P, D, 3), (P,) → (K, P, 3)."""
-    per_pair = dE_dG[:, first]  # (K, P, D)
-    return torch.bmm(per_pair.transpose(0, 1), jacobian).transpose(0, 1)
+    """∂E_k/∂r_p = Σ_d ∂E_k/∂G_{i_p d} J_{p d}: (K, N, D), (P, D, 3), (P,) → (K, P, 3).
+
+    Pair-major: rows of the (N, K, D) gradient are gathered per pair (fast on dim 0) and contracted in one batched
+    product (P, K, D) @ (P, D, 3); the result is a (K, P, 3) view of that (P, K, 3) tensor.
+    """
+    per_pair = dE_dG.transpose(0, 1).contiguous().index_select(0, first)  # (P, K, D)
+    return torch.bmm(per_pair, jacobian).transpose(0, 1)

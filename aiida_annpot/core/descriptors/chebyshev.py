@@ -8,15 +8,36 @@ u = r/|r| and the multinomial expansion (u_j·u_k)^n = Σ_{|m|=n} μ_m u_j^m u_k
 
     Σ_{j,k} w_j w_k (u_j·u_k)^n = Σ_{|m|=n} μ_m S_m²,   S_m = Σ_j w_j u_j^m,
 
-and the j = k terms are Σ_j w_j² because u·u = 1. T_a(x) = Σ_n C_an x^n then gives d_a. For several species a
-second copy of both expansions weights each neighbour by its element's type weight t_Z (pairs by t_j t_k).
-Chebyshev polynomials use the three-term recurrence (torch.special's version has no gradient).
+and the j = k terms are Σ_j w_j² because u·u = 1. With T_a(x) = Σ_n C_an x^n and T_a(1) = 1,
+
+    d_a = ½ Σ_m Q_ma S_m² - ½ Σ_j w_j²,   Q_ma = μ_m C_{a,|m|}.
+
+For several species a second copy of both expansions (a "channel") weights each neighbour by its element's type
+weight t_Z (pairs by t_j t_k).
+
+Jacobian of the angular block with respect to the pair vector r_p of atom i (w = w_p, w' = dw/dr, r = |r_p|), from
+∂u^m/∂r = (∇_u u^m - |m| u^m u)/r and μ_{m'+e_α} (m'_α + 1) = |m'+e_α| μ_{m'}:
+
+    ∂d_a/∂r_p = [Σ_m (w' - |m| w/r) Q_ma S_{i,m} u_p^m - w w'] u_p + (w/r) CB_pa,
+    CB_paα = Σ_{|m'|<A} C_{a,|m'|+1} (|m'| + 1) μ_{m'} S_{i,m'+e_α} u_p^{m'}.
+
+S_m and S_{m'+e_α} are per-atom tables: each pair gathers its central atom's rows and contracts them with its own
+monomials u_p^m by small matrix products, in blocks of pairs. Sums over the pairs of an atom are sparse (CSR/CSC)
+products when the pairs are sorted by central atom, as :class:`~aiida_annpot.core.geometry.NeighborSearch` returns
+them. The monomials are ordered so that each degree is built from the previous one with contiguous slices:
+deg n = [deg(n-1)·u_x, (deg(n-1) without x)·u_y, z^(n-1)·u_z], the x-free monomials being the last n of degree n-1.
+Chebyshev polynomials use the three-term recurrence (torch.special's version has no gradient), and
+dT_a/dx = a U_{a-1}(x) with U the polynomials of the second kind.
+
+Layout matters more than arithmetic here: per-pair arrays are pair-major for gathers and sparse sums, the radial
+basis is order-major, small contractions write their long axis contiguously, and the Jacobian (P, D, 3) is filled
+with 2-D operations, since TensorIterator is slow at broadcasting over short last axes.
 """
 
 from __future__ import annotations
 
-import itertools
 import math
+import warnings
 
 import numpy as np
 import torch
@@ -26,14 +47,38 @@ from ..geometry import NeighborPairs
 from .base import Descriptor, cosine_cutoff, typespin_weights
 
 
-def chebyshev_series(x: torch.Tensor, order: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """T_0..T_order at ``x`` (shape (..., order+1)) and their derivatives dT_a/dx, by the recurrence."""
-    values = [torch.ones_like(x), x]
-    slopes = [torch.zeros_like(x), torch.ones_like(x)]
+def _consume_sparse_beta_warning() -> None:
+    """torch warns once per process that sparse compressed tensors are in beta (the products used here are long
+    established): build one of each layout quietly, without touching the global warning filters."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        offsets, empty = torch.zeros(2, dtype=torch.long), torch.zeros(0, dtype=torch.long)
+        torch.sparse_csr_tensor(offsets, empty, torch.zeros(0), (1, 1), check_invariants=False)
+        torch.sparse_csc_tensor(offsets, empty, torch.zeros(0), (1, 1), check_invariants=False)
+
+
+_consume_sparse_beta_warning()
+
+
+def chebyshev_kinds(x: torch.Tensor, order: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """T_a(x) and U_{a-1}(x) (second kind, U_{-1} = 0) for a = 0..order, each of shape (order+1, ...).
+
+    Both obey V_a = 2x V_{a-1} - V_{a-2}, so one recurrence on stacked pairs gives both. The order axis leads: rows
+    of contiguous values are far cheaper to write than an interleaved last axis.
+    """
+    ones = torch.ones_like(x)
+    terms = [torch.stack([ones, torch.zeros_like(x)]), torch.stack([x, ones])]  # [T_a, U_{a-1}] for a = 0, 1
+    twice = 2.0 * x
     for _ in range(2, order + 1):
-        values.append(2.0 * x * values[-1] - values[-2])
-        slopes.append(2.0 * values[-2] + 2.0 * x * slopes[-1] - slopes[-2])
-    return torch.stack(values[: order + 1], dim=-1), torch.stack(slopes[: order + 1], dim=-1)
+        terms.append(twice * terms[-1] - terms[-2])
+    both = torch.stack(terms[: order + 1], dim=1)  # (2, order+1, ...)
+    return both[0], both[1]
+
+
+def chebyshev_series(x: torch.Tensor, order: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """T_0..T_order at ``x`` (shape (..., order+1)) and their derivatives dT_a/dx = a U_{a-1}(x)."""
+    values, shifted = (t.movedim(0, -1) for t in chebyshev_kinds(x, order))
+    return values.contiguous(), shifted * torch.arange(order + 1, dtype=x.dtype)
 
 
 def chebyshev_power_coefficients(order: int) -> np.ndarray:
@@ -49,27 +94,107 @@ def chebyshev_power_coefficients(order: int) -> np.ndarray:
 
 
 class _Monomials:
-    """Index tables for the monomials u^m = u_x^m1 u_y^m2 u_z^m3 with |m| ≤ order, ordered by degree."""
+    """Exponents m of the monomials u^m with |m| ≤ order in the recursive order of the module docstring.
+
+    ``exponents`` (M, 3), ``degree`` (M,), ``multinomial`` μ_m (M,), and ``raised`` (3, M') with M' the number of
+    monomials of degree < order: the index of m' + e_α.
+    """
 
     def __init__(self, order: int):
-        exponents = [m for n in range(order + 1) for m in itertools.product(range(n + 1), repeat=3) if sum(m) == n]
-        self.exponents = np.array(exponents, dtype=np.int64)  # (M, 3)
+        levels = [[(0, 0, 0)]]
+        for n in range(1, order + 1):
+            previous = levels[-1]
+            levels.append([(a + 1, b, c) for a, b, c in previous] + [(a, b + 1, c) for a, b, c in previous[-n:]]
+                          + [(0, 0, n)])  # fmt: skip
+        exponents = [m for level in levels for m in level]
+        self.exponents = np.array(exponents, dtype=np.int64)
         self.degree = self.exponents.sum(axis=1)
-        factorial = np.vectorize(math.factorial)
-        self.multinomial = factorial(self.degree) / factorial(self.exponents).prod(axis=1)
-        lookup = {tuple(m): k for k, m in enumerate(exponents)}
-        # index of m - e_alpha (any valid index where m_alpha = 0: its coefficient m_alpha is zero then)
-        self.lowered = np.array(
-            [[lookup.get(tuple(np.array(m) - np.eye(3, dtype=np.int64)[a]), 0) for a in range(3)] for m in exponents]
-        )
-        self.degree_matrix = np.eye(order + 1)[self.degree]  # (M, order+1) sums monomials of equal degree
+        self.multinomial = np.array([math.factorial(sum(m)) / math.prod(map(math.factorial, m)) for m in exponents])
+        lookup = {m: k for k, m in enumerate(exponents)}
+        lower = exponents[: sum(1 for m in exponents if sum(m) < order)]
+        unit = ((1, 0, 0), (0, 1, 0), (0, 0, 1))
+        self.raised = np.array([[lookup[tuple(np.add(m, e))] for m in lower] for e in unit], dtype=np.int64)
+        self.raised = self.raised.reshape(3, len(lower))
+
+
+def monomials(u: torch.Tensor, order: int) -> torch.Tensor:
+    """(P, 3) unit vectors → (P, M) monomials u^m in :class:`_Monomials` order, degree by degree.
+
+    Degree n is [deg(n-1)·u_x, (last n of deg(n-1))·u_y, (last of deg(n-1))·u_z]. Without autograd the pieces are
+    written in place; with it they are concatenated.
+    """
+    x, y, z = u[:, 0:1], u[:, 1:2], u[:, 2:3]
+    if torch.is_grad_enabled() and u.requires_grad:
+        levels = [torch.ones_like(x)]
+        for n in range(1, order + 1):
+            previous = levels[-1]
+            levels.append(torch.cat([previous * x, previous[:, -n:] * y, previous[:, -1:] * z], dim=1))
+        return torch.cat(levels, dim=1)
+    out = u.new_empty((u.shape[0], (order + 1) * (order + 2) * (order + 3) // 6))
+    out[:, 0] = 1.0
+    start, end = 0, 1  # the previous degree's columns
+    for n in range(1, order + 1):
+        size = end - start
+        torch.mul(out[:, start:end], x, out=out[:, end : end + size])
+        torch.mul(out[:, end - n : end], y, out=out[:, end + size : end + size + n])
+        torch.mul(out[:, end - 1 : end], z, out=out[:, end + size + n : end + size + n + 1])
+        start, end = end, end + size + n + 1
+    return out
+
+
+class _AtomSums:
+    """Σ over the pairs of each central atom, weighted per pair: (P, F) → (N, F), or (F, P) → (F, N).
+
+    A sparse CSR (CSC) product when ``first`` is sorted (pairs grouped by central atom), ``index_add`` otherwise and
+    under autograd (batched gradients do not support sparse tensors).
+    """
+
+    def __init__(self, first: torch.Tensor, n_atoms: int):
+        self.first, self.n_atoms = first, n_atoms
+        self.sorted = first.shape[0] < 2 or bool((first[1:] >= first[:-1]).all())
+        if self.sorted:
+            self.offsets = torch.searchsorted(first, torch.arange(n_atoms + 1, dtype=first.dtype))
+            self.columns = torch.arange(first.shape[0], dtype=first.dtype)
+
+    def _sparse(self, values: torch.Tensor, weight: torch.Tensor) -> bool:
+        return self.sorted and not (torch.is_grad_enabled() and (values.requires_grad or weight.requires_grad))
+
+    def __call__(self, values: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        """(P, F) → (N, F)."""
+        if not self._sparse(values, weight):
+            summands = values * weight.unsqueeze(1)
+            return values.new_zeros((self.n_atoms, values.shape[1])).index_add_(0, self.first, summands)
+        shape = (self.n_atoms, values.shape[0])
+        return torch.sparse_csr_tensor(self.offsets, self.columns, weight, shape, check_invariants=False) @ values
+
+    def transposed(self, values: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        """(F, P) → (F, N)."""
+        if not self._sparse(values, weight):
+            summands = values * weight
+            return values.new_zeros((values.shape[0], self.n_atoms)).index_add_(1, self.first, summands)
+        shape = (values.shape[1], self.n_atoms)
+        return values @ torch.sparse_csc_tensor(self.offsets, self.columns, weight, shape, check_invariants=False)
+
+
+#: Buffers of earlier versions of :class:`ChebyshevDescriptor`, ignored when loading old state dicts.
+_LEGACY_BUFFERS = ("mono_exponents", "mono_lowered", "mono_multinomial", "mono_degree", "degree_matrix",
+                   "power_to_chebyshev")  # fmt: skip
+
+#: Pairs per block in the angular Jacobian loop: bounds the temporaries (fresh memory pages are expensive) and keeps a
+#: block's working set in cache.
+PAIR_BLOCK = 16384
+
+
+def _blocks(n_pairs: int) -> list[slice]:
+    """Consecutive slices of at most :data:`PAIR_BLOCK` covering range(n_pairs) (one empty slice for no pairs)."""
+    return [slice(start, min(start + PAIR_BLOCK, n_pairs)) for start in range(0, max(n_pairs, 1), PAIR_BLOCK)]
 
 
 class ChebyshevDescriptor(Descriptor):
     """Chebyshev descriptor of :class:`~aiida_annpot.common.config.ChebyshevConfig`.
 
     Feature layout: [radial (R+1), angular (A+1)] for one species; for several species the same block again,
-    type-weighted. D = (R + A + 2) × (1 or 2).
+    type-weighted. D = (R + A + 2) × (1 or 2). The analytic Jacobian is computed without autograd history.
     """
 
     def __init__(self, elements: list[str], config: ChebyshevConfig):
@@ -81,13 +206,30 @@ class ChebyshevDescriptor(Descriptor):
         if missing:
             raise ValueError(f"type_weights has no weight for {', '.join(missing)}")
         self.register_buffer("type_weight", torch.tensor([weights[e] for e in self.elements], dtype=torch.float64))
-        mono = _Monomials(config.angular_order)
-        self.register_buffer("mono_exponents", torch.from_numpy(mono.exponents))
-        self.register_buffer("mono_lowered", torch.from_numpy(mono.lowered))
-        self.register_buffer("mono_multinomial", torch.from_numpy(mono.multinomial))
-        self.register_buffer("mono_degree", torch.from_numpy(mono.degree).to(torch.float64))
-        self.register_buffer("degree_matrix", torch.from_numpy(mono.degree_matrix))
-        self.register_buffer("power_to_chebyshev", torch.from_numpy(chebyshev_power_coefficients(config.angular_order)))
+        order = config.angular_order
+        mono = _Monomials(order)
+        to_chebyshev = chebyshev_power_coefficients(order)  # (A+1, A+1)
+        n_lower = mono.raised.shape[1]
+        lower_degree = mono.degree[:n_lower]
+        # tangential part (M', A+1): (|m'| + 1) μ_m' C_{a,|m'|+1}
+        tangential = ((lower_degree + 1) * mono.multinomial[:n_lower])[:, None] * to_chebyshev.T[lower_degree + 1]
+        tables = {
+            "angular_square": mono.multinomial[:, None] * to_chebyshev.T[mono.degree],  # Q (M, A+1)
+            "angular_tangential": tangential,
+            "monomial_degree": mono.degree,
+        }
+        for name, table in tables.items():
+            tensor = torch.from_numpy(np.ascontiguousarray(table, dtype=np.float64))
+            self.register_buffer(name, tensor, persistent=False)
+        self.register_buffer("angular_raised", torch.from_numpy(mono.raised.reshape(-1)), persistent=False)
+        radial_slope = torch.arange(config.radial_order + 1, dtype=torch.float64) * (2.0 / config.radial_cutoff)
+        self.register_buffer("radial_slope", radial_slope, persistent=False)  # d(2r/R_c - 1)/dr · a
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        """Drop the index tables that older versions stored in the state dict (they follow from the config)."""
+        for name in _LEGACY_BUFFERS:
+            state_dict.pop(prefix + name, None)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     @property
     def n_block(self) -> int:
@@ -108,74 +250,105 @@ class ChebyshevDescriptor(Descriptor):
         self, species: torch.Tensor, pairs: NeighborPairs, jacobian: bool = True
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Features (N, D) and, if asked, the analytic Jacobian (P, D, 3) w.r.t. each pair vector."""
-        dtype = pairs.vectors.dtype
         r = pairs.distances
         u = pairs.vectors / r.unsqueeze(1)
-        channels = [torch.ones_like(r)]
-        if self.typed:
-            channels.append(self.type_weight.to(dtype)[species[pairs.second]])
+        weights = self.type_weight.to(r.dtype)[species[pairs.second]] if self.typed else None  # (P,) t_j
+        radial, jac = self._radial(r, u, pairs.first, pairs.n_atoms, weights, jacobian)
+        angular = (r < self.config.angular_cutoff).nonzero().squeeze(1)  # (P_ang,)
+        per_pair = (r, u, pairs.first, weights)
+        if angular.shape[0] == r.shape[0]:
+            angular = None  # every pair is angular
+        else:
+            per_pair = tuple(None if x is None else x.index_select(0, angular) for x in per_pair)
+        angular_features = self._angular(*per_pair, pairs.n_atoms, jac, angular)
+        return torch.cat([radial, angular_features], dim=2).flatten(1), jac  # (N, C·(R+A+2)), (P, D, 3)
 
-        radial = self._radial(r, u, pairs, channels, jacobian)
-        angular_pairs = r < self.config.angular_cutoff
-        angular = self._angular(r[angular_pairs], u[angular_pairs], pairs.first[angular_pairs], pairs.n_atoms,
-                                [w[angular_pairs] for w in channels], jacobian)
-        features = torch.cat([block for c in range(len(channels)) for block in (radial[0][c], angular[0][c])], dim=1)
-        if not jacobian:
-            return features, None
-        jac = r.new_zeros((r.shape[0], self.n_features, 3))
-        start = 0
-        for c in range(len(channels)):
-            jac[:, start : start + radial[1][c].shape[1]] = radial[1][c]
-            start += radial[1][c].shape[1]
-            jac[angular_pairs, start : start + angular[1][c].shape[1]] = angular[1][c]
-            start += angular[1][c].shape[1]
-        return features, jac
+    def _columns(self, channel: int, part: str) -> slice:
+        """The Jacobian/feature columns of the radial or angular block of one channel."""
+        n_radial, n_angular = self.config.radial_order + 1, self.config.angular_order + 1
+        start = channel * self.n_block + (0 if part == "radial" else n_radial)
+        return slice(start, start + (n_radial if part == "radial" else n_angular))
 
-    def _radial(self, r, u, pairs, channels, jacobian):
-        """Per channel: features (N, R+1) and Jacobian (P, R+1, 3)."""
+    def _channels(self, values: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
+        """(P, ...) per-pair values → (P, C, ...): as they are, and times the type weight t_j for several species."""
+        if weights is None:
+            return values.unsqueeze(1)
+        return torch.stack([values, values * weights.view(-1, *[1] * (values.dim() - 1))], dim=1)
+
+    def _radial(self, r, u, first, n_atoms, weights, jacobian):
+        """Radial features (N, C, R+1) and, if asked, a new Jacobian (P, D, 3) with its radial columns dφ/dr u."""
         cutoff = self.config.radial_cutoff
         fc, dfc = cosine_cutoff(r, cutoff)
-        T, dT = chebyshev_series(2.0 * r / cutoff - 1.0, self.config.radial_order)
-        phi = T * fc.unsqueeze(1)  # (P, R+1)
-        dphi = dT * (2.0 / cutoff) * fc.unsqueeze(1) + T * dfc.unsqueeze(1)
-        features, jacobians = [], []
-        for weight in channels:
-            features.append(r.new_zeros((pairs.n_atoms, phi.shape[1])).index_add_(0, pairs.first, phi * weight[:, None]))
-            if jacobian:
-                jacobians.append((dphi * weight[:, None]).unsqueeze(2) * u.unsqueeze(1))
-        return features, jacobians
+        T, shifted = chebyshev_kinds((2.0 / cutoff) * r - 1.0, self.config.radial_order)  # T_a, U_{a-1}: (R+1, P)
+        w = self._channels(fc, weights)  # (P, C)
+        sums = _AtomSums(first, n_atoms)
+        features = torch.stack([sums.transposed(T, w[:, c]) for c in range(w.shape[1])]).permute(2, 0, 1)
+        if not jacobian:
+            return features, None
+        with torch.no_grad():  # dφ_a/dr = T_a f_c' + (2/R_c) a U_{a-1} f_c
+            slopes = torch.addcmul(T * dfc, shifted, self.radial_slope.to(r.dtype).unsqueeze(1) * fc)  # (R+1, P)
+            jac = r.new_empty((r.shape[0], self.n_features, 3))
+            for c in range(w.shape[1]):
+                channel = (slopes if c == 0 else slopes * weights).T
+                for k in range(3):  # 2-D ops: broadcasting over a size-3 (or size-1) axis is several times slower
+                    torch.mul(channel, u[:, k, None], out=jac[:, self._columns(c, "radial"), k])
+        return features, jac
 
-    def _angular(self, r, u, first, n_atoms, channels, jacobian):
-        """Per channel: features (N, A+1) and Jacobian (P_ang, A+1, 3), by moments (see module docstring)."""
-        dtype = r.dtype
+    def _angular(self, r, u, first, weights, n_atoms, jac, jac_rows):
+        """Angular features (N, C, A+1) by moments; with ``jac`` given, also fills its angular columns.
+
+        ``jac_rows`` (P_ang,) are the pairs' rows in ``jac`` (None: all pairs are within the angular cutoff).
+        """
         fc, dfc = cosine_cutoff(r, self.config.angular_cutoff)
-        exponents = self.mono_exponents
-        order = self.config.angular_order
-        powers = torch.stack([u**n for n in range(order + 1)], dim=1)  # (P, A+1, 3)
-        monomials = powers[:, exponents[:, 0], 0] * powers[:, exponents[:, 1], 1] * powers[:, exponents[:, 2], 2]
-        multinomial = self.mono_multinomial.to(dtype)
-        degree_matrix = self.degree_matrix.to(dtype)
-        to_chebyshev = self.power_to_chebyshev.to(dtype)
-        features, jacobians = [], []
-        for weight in channels:
-            w, dw = fc * weight, dfc * weight
-            moments = r.new_zeros((n_atoms, monomials.shape[1])).index_add_(0, first, w[:, None] * monomials)
-            self_terms = r.new_zeros(n_atoms).index_add_(0, first, w * w)
-            full = (moments * moments * multinomial) @ degree_matrix  # Σ_{j,k} w_j w_k cos^n, (N, A+1)
-            features.append(0.5 * (full - self_terms[:, None]) @ to_chebyshev.T)
-            if not jacobian:
-                continue
-            # d(full_n)/dr_p = (w' - n w/r) A_pn u + (w/r) B_pn with
-            # A_pn = 2 Σ_{|m|=n} μ_m S_m u^m and B_pn = 2 Σ_{|m|=n} μ_m S_m ∇_u(u^m)
-            weighted = 2.0 * multinomial * moments[first]  # (P, M)
-            a_term = (weighted * monomials) @ degree_matrix  # (P, A+1)
-            b_term = torch.stack(
-                [(weighted * exponents[:, k].to(dtype) * monomials[:, self.mono_lowered[:, k]]) @ degree_matrix
-                 for k in range(3)],
-                dim=2,
-            )  # (P, A+1, 3)
-            n = torch.arange(order + 1, dtype=dtype)
-            radial_part = (dw[:, None] - n * (w / r)[:, None]) * a_term - 2.0 * (w * dw)[:, None]
-            d_power = 0.5 * (radial_part.unsqueeze(2) * u.unsqueeze(1) + (w / r)[:, None, None] * b_term)
-            jacobians.append(torch.einsum("an,pnk->pak", to_chebyshev, d_power))
-        return features, jacobians
+        w = self._channels(fc, weights)  # (P, C)
+        powers = monomials(u, self.config.angular_order)  # (P, M)
+        sums = _AtomSums(first, n_atoms)
+        moments = torch.stack([sums(powers, w[:, c]) for c in range(w.shape[1])], dim=1)  # S (N, C, M)
+        squares = w * w  # (P, C)
+        self_terms = squares.new_zeros((n_atoms, w.shape[1])).index_add_(0, first, squares)  # Σ w² (N, C)
+        square = self.angular_square.to(r.dtype)
+        features = 0.5 * ((moments * moments) @ square - self_terms.unsqueeze(2))
+        if jac is None:
+            return features
+        with torch.no_grad():
+            self._fill_angular(jac, jac_rows, r, u, first, powers, moments, w, self._channels(dfc, weights))
+        return features
+
+    def _fill_angular(self, jac, jac_rows, r, u, first, powers, moments, w, dw):
+        """Write the angular columns of ``jac`` in blocks of pairs; ``jac_rows`` (P_ang,) or None for all rows."""
+        raised = moments[:, :, self.angular_raised].flatten(1)  # S_{m'+e_α}: (N, C·3M')
+        moments = moments.flatten(1)  # S_m: (N, C·M)
+        columns = [self._columns(c, "angular") for c in range(w.shape[1])]
+        if jac_rows is not None:
+            for block_columns in columns:
+                jac[:, block_columns] = 0.0
+        for part in _blocks(r.shape[0]):
+            atoms = first[part]
+            block = self._angular_jacobian(r[part], u[part], moments.index_select(0, atoms),
+                                           raised.index_select(0, atoms), powers[part], w[part], dw[part])  # fmt: skip
+            for c, block_columns in enumerate(columns):
+                if jac_rows is None:
+                    jac[part, block_columns] = block[:, c]
+                else:
+                    jac[:, block_columns].index_copy_(0, jac_rows[part], block[:, c])
+
+    def _angular_jacobian(self, r, u, moments, raised, powers, w, dw):
+        """(P, C, A+1, 3) as in the module docstring, from each pair's central-atom moments S_m (P, C·M) and
+        S_{m'+e_α} (P, C·3M'), its monomials (P, M) and w, w' (P, C).
+
+        The small contractions are written (A+1, ...)-major, the layout in which MKL is fastest.
+        """
+        dtype = r.dtype
+        n_pairs, n_channels = w.shape
+        n_mono, n_angular = self.angular_square.shape
+        n_lower = self.angular_tangential.shape[0]
+        w_over_r = w / r.unsqueeze(1)  # (P, C)
+        scale = torch.addcmul(dw.unsqueeze(2), w_over_r.unsqueeze(2), self.monomial_degree.to(dtype), value=-1)
+        radial = moments.view(n_pairs, n_channels, n_mono) * scale.mul_(powers.unsqueeze(1))  # (w' - |m|w/r) S u^m
+        along_u = self.angular_square.to(dtype).T @ radial.view(n_pairs * n_channels, n_mono).T
+        along_u = along_u.view(n_angular, n_pairs, n_channels) - w * dw  # (A+1, P, C)
+        lower = powers[:, None, None, :n_lower] * w_over_r[:, :, None, None]  # (w/r) u^m', (P, C, 1, M')
+        tangential = raised.view(n_pairs, n_channels, 3, n_lower) * lower  # (P, C, 3, M')
+        jac = self.angular_tangential.to(dtype).T @ tangential.view(n_pairs * n_channels * 3, n_lower).T
+        jac = jac.view(n_angular, n_pairs, n_channels, 3)  # (A+1, P, C, 3)
+        return jac.addcmul_(along_u.unsqueeze(3), u[:, None, :]).permute(1, 2, 0, 3)
