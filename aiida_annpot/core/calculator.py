@@ -2,7 +2,8 @@
 
 Follows ASE's calculator contract: eV, eV/Å, Voigt stress in eV/Å³ (xx, yy, zz, yz, xz, xy), ``super().calculate``
 first. A committee returns the mean, plus ``energy_std`` (eV/atom), ``forces_std`` (N,) and ``max_force_std``
-(eV/Å), and every call a ``fingerprint`` (per-element mean of standardised features) for diversity selection.
+(eV/Å), and on request (``get_property('fingerprint')``) a per-element mean of standardised features for
+diversity selection.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import torch
 from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
 
 from .committee import committee_statistics
-from .geometry import NeighborSearch
+from .geometry import NeighborSearch, raise_allocator_thresholds
 from .model import Potential
 from .modelfile import load_potential
 
@@ -35,8 +36,13 @@ class AnnCalculator(Calculator):
         self.potential = model.to(torch_dtype) if isinstance(model, Potential) else load_potential(model, torch_dtype)
         self.potential.eval()
         self.neighbors = NeighborSearch(self.potential.descriptor.cutoff, skin=skin)
+        self._last = None  # the latest Prediction, kept for a fingerprint asked for later
+        raise_allocator_thresholds()  # MD calls this thousands of times: keep freed buffers mapped
 
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+        if not system_changes and self._last is not None and set(properties) <= {*self.results, "fingerprint"}:
+            self.results["fingerprint"] = self._fingerprint()  # only the fingerprint is new: no re-evaluation
+            return
         super().calculate(atoms, properties, system_changes)
         periodic = bool(self.atoms.pbc.all())
         if "stress" in properties and not periodic:
@@ -44,19 +50,28 @@ class AnnCalculator(Calculator):
         pairs = self.neighbors(self.atoms.positions, self.atoms.cell.array, self.atoms.pbc,
                                dtype=self.potential.dtype)  # fmt: skip
         prediction = self.potential(self.atoms.numbers, pairs, volume=self.atoms.get_volume() if periodic else None)
+        self._last = prediction
         stats = committee_statistics(prediction)
         self.results = {
             "energy": stats.energy,
             "free_energy": stats.energy,
-            "forces": stats.forces.detach().double().numpy(),
-            "energies": prediction.atomic_energies.mean(0).detach().double().numpy(),
+            "forces": stats.forces.double().numpy(),
+            "energies": prediction.atomic_energies.detach().mean(0).double().numpy(),
             "energy_std": stats.energy_std,
-            "forces_std": stats.forces_std.detach().double().numpy(),
+            "forces_std": stats.forces_std.double().numpy(),
             "max_force_std": stats.max_force_std,
-            "fingerprint": self.potential.fingerprint(prediction.features, self.potential.species(self.atoms.numbers))
-            .double()
-            .numpy(),
         }
         if stats.stress is not None:
-            s = stats.stress.detach().double().numpy()
+            s = stats.stress.double().numpy()
             self.results["stress"] = np.array([s[0, 0], s[1, 1], s[2, 2], s[1, 2], s[0, 2], s[0, 1]])
+        if "fingerprint" in properties:
+            self.results["fingerprint"] = self._fingerprint()
+
+    def reset(self):
+        super().reset()
+        self._last = None
+
+    def _fingerprint(self) -> np.ndarray:
+        """Computed on request only: MD needs it for sampled frames, not for every step."""
+        species = self.potential.species(self.atoms.numbers)
+        return self.potential.fingerprint(self._last.features, species).double().numpy()

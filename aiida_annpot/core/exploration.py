@@ -218,7 +218,6 @@ def _evaluate(atoms: Atoms, dim: int) -> dict:
         return state
     results = atoms.calc.results
     state.update({name: results[name] for name in ("energy", "energy_std", "max_force_std", "forces_std")})
-    state["fingerprint"] = results["fingerprint"]
     state["finite"] = bool(np.isfinite(results["energy"]) and np.isfinite(results["forces"]).all())
     return state
 
@@ -245,7 +244,9 @@ def _record(atoms: Atoms, state: dict, ids: tuple[int, int], step: int, cutoff: 
         "energy": float(state["energy"]), "energy_std": float(state["energy_std"]),
         "max_force_std": float(state["max_force_std"]),
         "min_distance": min_distance(atoms, cutoff) if finite else math.nan,
-        "fingerprint": np.asarray(state["fingerprint"], dtype=float),
+        # asked for here only: the calculator computes fingerprints on request, not at every MD step
+        "fingerprint": np.asarray(atoms.calc.get_property("fingerprint", atoms) if state["finite"]
+                                  else state["fingerprint"], dtype=float),
     })  # fmt: skip
     frame.arrays["forces_std"] = np.asarray(state["forces_std"], dtype=float)
     return frame

@@ -238,3 +238,26 @@ def test_nve_energy_conservation():
     assert np.ptp(kinetic) > 0.02  # energy does flow between kinetic and potential
     drift = np.abs(totals - totals[0]).max()
     assert drift < 0.01 * kinetic.mean(), (drift, kinetic.mean())
+
+
+def test_fingerprint_on_request_reuses_the_last_evaluation(monkeypatch):
+    """MD asks for the fingerprint only on sampled frames: it must not trigger a second model evaluation, and it
+    must equal the fingerprint of a fresh calculation of the same structure."""
+    potential = make_potential(n_members=2)
+    atoms = cuau()
+    atoms.calc = AnnCalculator(potential)
+    calls = []
+    original = Potential.forward
+    monkeypatch.setattr(Potential, "forward", lambda self, *a, **k: calls.append(1) or original(self, *a, **k))
+    atoms.get_forces()
+    assert "fingerprint" not in atoms.calc.results  # not computed at every step
+    lazy = atoms.calc.get_property("fingerprint", atoms)
+    assert len(calls) == 1
+    fresh = cuau()
+    fresh.calc = AnnCalculator(potential)
+    direct_fingerprint = fresh.calc.get_property("fingerprint", fresh)
+    np.testing.assert_allclose(lazy, direct_fingerprint, rtol=0, atol=1e-12)
+    assert lazy.shape == (2 * potential.descriptor.n_features,)
+    atoms.positions[0] += 0.1  # a moved atom invalidates both results and the cached evaluation
+    moved = atoms.calc.get_property("fingerprint", atoms)
+    assert len(calls) == 3 and not np.allclose(moved, lazy)
