@@ -23,8 +23,8 @@ from aiida_annpot.core.calculator import AnnCalculator
 from aiida_annpot.core.model import Potential
 
 # The architecture of the training benchmark (bench/training.py).
-DESCRIPTOR = ChebyshevConfig(radial_order=12, angular_order=4, radial_cutoff=5.2, angular_cutoff=4.0)
-NETWORK = NetworkConfig(hidden=[24, 24])
+DESCRIPTOR = ChebyshevConfig(radial_order=12, angular_order=4, radial_cutoff=5.5, angular_cutoff=4.0)
+NETWORK = NetworkConfig(hidden=[32, 32], activation="silu")
 
 
 def committee(size: int) -> Potential:

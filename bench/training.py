@@ -25,14 +25,14 @@ from aiida_annpot.core.metrics import parity
 from aiida_annpot.core.training import Trainer
 
 CONFIG = {
-    "descriptor": {"type": "chebyshev", "radial_order": 12, "angular_order": 4, "radial_cutoff": 5.2,
-                   "angular_cutoff": 4.0},
-    "network": {"hidden": [24, 24]},
-    "loss": {"energy_weight": 30.0, "force_weight": 1.0},
+    "descriptor": {"type": "chebyshev", "radial_order": 12, "angular_order": 4, "radial_cutoff": 5.5,
+                   "angular_cutoff": 4.0},  # EMT's Cu cutoff is 5.38 Å: a shorter radial cutoff stalls the error
+    "network": {"hidden": [32, 32], "activation": "silu"},
+    "loss": {"energy_weight": 10.0, "force_weight": 1.0},
     "batch_size": 8,
-    "learning_rate": 5e-3,
+    "learning_rate": 1e-2,
     "lr_schedule": "plateau",
-    "lr_patience": 8,
+    "lr_patience": 10,
     "lr_decay": 0.5,
     "min_learning_rate": 1e-5,
     "max_epochs": 100000,
