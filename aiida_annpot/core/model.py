@@ -11,6 +11,7 @@ over the volume is the strain derivative of the energy (ASE's stress sign conven
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import torch
@@ -54,7 +55,7 @@ class ElementNetworks(torch.nn.Module):
         self.weights = torch.nn.ParameterList()
         self.biases = torch.nn.ParameterList()
         for _ in range(n_elements):
-            for fan_in, fan_out in zip(sizes[:-1], sizes[1:], strict=True):
+            for fan_in, fan_out in itertools.pairwise(sizes):
                 self.weights.append(torch.nn.Parameter(torch.empty(n_members, fan_in, fan_out)))
                 self.biases.append(torch.nn.Parameter(torch.zeros(n_members, 1, fan_out)))
 
@@ -187,9 +188,7 @@ class Potential(torch.nn.Module):
             stress = virial.view(n_structures, self.n_members, 3, 3).transpose(0, 1) / volumes[None, :, None, None]
         return Prediction(energy, forces, stress, atomic)
 
-    def forward(
-        self, numbers, pairs: NeighborPairs, volume: float | None = None, forces: bool = True
-    ) -> Prediction:
+    def forward(self, numbers, pairs: NeighborPairs, volume: float | None = None, forces: bool = True) -> Prediction:
         """One structure: energies (K, 1), forces (K, N, 3), stress (K, 1, 3, 3) when ``volume`` is given."""
         species = self.species(numbers)
         pairs = NeighborPairs(pairs.first, pairs.second, pairs.vectors.to(self.dtype), pairs.n_atoms)
