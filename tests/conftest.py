@@ -12,6 +12,7 @@ from pathlib import Path
 import ase.io
 import numpy as np
 import pytest
+import torch
 import yaml
 from ase import Atoms
 from ase.build import bulk
@@ -33,6 +34,16 @@ QUICK_SETTINGS = {
     "dtype": "float64",
     "seed": 0,
 }  # fmt: skip
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_torch_thread():
+    """The tests use tiny tensors: one intra-op thread is faster than two, and several times faster when another
+    process loads the second core (two OpenMP threads then wait on each other)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def make_emt_frames(

@@ -24,15 +24,6 @@ DESCRIPTOR = ChebyshevConfig(radial_order=6, radial_cutoff=4.5, angular_order=4,
 NETWORK = NetworkConfig(hidden=[8, 6])
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """Tiny tensors: one intra-op thread is several times faster than two on a loaded 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def cuau(seed: int = 0) -> Atoms:
     """CuAu rocksalt cubic cell, slightly sheared and rattled (8 atoms)."""
     atoms = bulk("CuAu", "rocksalt", a=4.2, cubic=True)

@@ -28,15 +28,6 @@ CASE_IDS = [f"{family}-{''.join(elements)}" for family, elements in CASES]
 case_param = pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
 
 
-@pytest.fixture(autouse=True)
-def _single_thread():
-    """Tiny tensors: one thread is faster and immune to oversubscription by other processes."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def make(case) -> Descriptor:
     family, elements = case
     return make_descriptor(list(elements), CHEBYSHEV if family == "chebyshev" else BP)

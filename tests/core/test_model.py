@@ -107,15 +107,6 @@ def rotation(seed: int) -> np.ndarray:
     return q if np.linalg.det(q) > 0 else -q
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """Tiny tensors: one intra-op thread is several times faster than two on a loaded 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 # ------------------------------------------------------------------------------------------------ symmetries
 
 

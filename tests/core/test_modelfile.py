@@ -24,14 +24,6 @@ DESCRIPTOR = ChebyshevConfig(radial_order=5, radial_cutoff=4.5, angular_order=3,
 NETWORK = NetworkConfig(hidden=[7, 5], activation="silu")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def make_potential(n_members: int = 1, seed: int = 0, descriptor=DESCRIPTOR, network=NETWORK,
                    elements=("Cu", "Au")) -> Potential:  # fmt: skip
     """Random weights and random (non-trivial) standardisation, reference energies and scales for every member."""
