@@ -105,9 +105,13 @@ class NetworkConfig(_Strict):
 
 
 class LossConfig(_Strict):
-    """Weights of the squared errors: energy per atom (eV/atom)², force components (eV/Å)², stress (GPa)²."""
+    """Weights of the squared errors: energy per atom (eV/atom)², force components (eV/Å)², stress (GPa)².
 
-    energy_weight: float = Field(1.0, ge=0.0)
+    Energies per atom are ~100 times more precise than force components (meV/atom vs tens of meV/Å), so equal
+    weights would leave the energy underfitted; 10 : 1 was best on the EMT Cu benchmark (bench/RESULTS.md).
+    """
+
+    energy_weight: float = Field(10.0, ge=0.0)
     force_weight: float = Field(1.0, ge=0.0)
     stress_weight: float = Field(0.0, ge=0.0)
 
