@@ -204,6 +204,9 @@ class ExplorationConfig(_Strict):
     reference_structures: str | None = Field(
         None, description="Training structures (extxyz): their fingerprints feed the duplicate filter."
     )
+    wall_time: float | None = Field(
+        None, gt=0.0, description="Seconds; then stop after a recorded frame and exit with code 75 (resume later)."
+    )
     dtype: Literal["float32", "float64"] = Field("float32", description="float32 is fast enough for MD.")
     skin: float = Field(0.5, ge=0.0, description="Verlet skin (Å) of the neighbour list reused across steps.")
     seed: int = Field(0, ge=0)

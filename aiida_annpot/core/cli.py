@@ -137,6 +137,9 @@ def explore(config_file: Path, workdir: Path, resume: bool) -> None:
 
     workdir.mkdir(parents=True, exist_ok=True)
     result = run_exploration(config, workdir, resume=resume, log=click.echo)
+    if result.get("status") == "wall_time":
+        click.echo(f"resume with: annpot explore {config_file} --workdir {workdir} --resume")
+        click.get_current_context().exit(EXIT_WALL_TIME)
     ratios = result.get("ratios", {})
     shown = ", ".join(f"{kind} {ratios[kind]:.3f}" for kind in ("accurate", "candidate", "failed") if kind in ratios)
     selected = result.get("selection", {}).get("selected")

@@ -26,6 +26,7 @@ import hashlib
 import io
 import json
 import math
+import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -46,6 +47,7 @@ from .calculator import AnnCalculator
 from .dataset import dataset_hash, read_frames
 from .errors import InputDataError, UnknownElementError
 from .geometry import MIN_ALLOWED_DISTANCE, NeighborSearch
+from .interrupt import StopRequest
 from .selection import SelectionResult, classify, select_candidates
 
 __all__ = ["FRAMES", "PROGRESS", "SELECTED", "STOP_REASONS", "SUMMARY", "min_distance", "read_explored_frames",
@@ -59,7 +61,7 @@ SELECTED = "selected.extxyz"
 STOP_REASONS = ("completed", "deviation", "too_close", "non_finite")
 _CLASSES = ("accurate", "candidate", "failed")
 #: Settings that do not change the trajectories (a resume may change them).
-_NOT_IN_DIGEST = {"models", "structures", "reference_structures", "selection", "threads"}
+_NOT_IN_DIGEST = {"models", "structures", "reference_structures", "selection", "threads", "wall_time"}
 
 
 @dataclass
@@ -71,6 +73,11 @@ class _Context:
     cutoff: float  # range (Å) of the recorded smallest distance: the model cutoff
     dim: int  # fingerprint length
     write: Callable[[Atoms], None]
+    stop: StopRequest  # wall time or SIGTERM: checked after each recorded frame, the point a resume starts from
+
+
+class _InterruptedError(Exception):
+    """Raised after a recorded frame when the run must stop; the trajectory resumes from that frame."""
 
 
 def min_distance(atoms: Atoms, cutoff: float) -> float:
@@ -259,6 +266,7 @@ def _run_trajectory(ctx: _Context, atoms: Atoms, ids: tuple[int, int], step: int
     # a resumed trajectory whose last recorded frame already ended it stops right there
     reason = _stop_reason(atoms, _evaluate(atoms, ctx.dim), ctx.config) if step else None
     dyn = _integrator(atoms, stage, ctx.config, rng) if reason is None and step < stage.steps else None
+    since_record = time.perf_counter()
     while reason is None and step < stage.steps:
         with contextlib.suppress(InputDataError):  # overlapping atoms or non-finite positions: see _evaluate
             dyn.step()
@@ -267,6 +275,10 @@ def _run_trajectory(ctx: _Context, atoms: Atoms, ids: tuple[int, int], step: int
         reason = _stop_reason(atoms, state, ctx.config)
         if reason is not None or step % stage.sample_interval == 0:
             ctx.write(_record(atoms, state, ids, step, ctx.cutoff))
+            now = time.perf_counter()
+            if reason is None and step < stage.steps and ctx.stop.due(margin=1.5 * (now - since_record)):
+                raise _InterruptedError
+            since_record = now
     return reason or "completed", step
 
 
@@ -326,6 +338,8 @@ def run_exploration(config: ExplorationConfig, workdir: str | Path, resume: bool
     :param config: exploration settings; paths already resolved.
     :param resume: continue from ``progress.json`` and ``frames.extxyz`` instead of starting over.
     :param log: called with one line per finished trajectory.
+    :returns: the summary, with ``status`` ``finished``; or ``{"status": "wall_time", ...}`` when the wall-time
+        budget or SIGTERM stopped the run after a recorded frame (``resume=True`` continues from there).
     :raises InputDataError: no start structures, an element the model lacks, overlapping atoms, or a resume with
         other settings.
     """
@@ -339,18 +353,28 @@ def run_exploration(config: ExplorationConfig, workdir: str | Path, resume: bool
     dim = _fingerprints(single, structures[:1], config.structures).shape[1]
     digest = _digest(config, structures)
     finished, last = _prepare(workdir, digest, resume, log)
-    with (workdir / FRAMES).open("a") as handle:
-        ctx = _Context(config, calc, calc.potential.descriptor.cutoff, dim, lambda frame: _append_frame(handle, frame))
+    with (workdir / FRAMES).open("a") as handle, StopRequest(config.wall_time) as stop:
+        write = lambda frame: _append_frame(handle, frame)  # noqa: E731
+        ctx = _Context(config, calc, calc.potential.descriptor.cutoff, dim, write, stop)
+        progressed = False
         for s, start in enumerate(structures):
             for k in range(len(config.stages)):
                 if f"{s}/{k}" in finished:
                     continue
+                if progressed and stop.due():  # no new trajectory once the budget is spent
+                    log(f"wall time: stopped before structure {s} stage {k}")
+                    return {"status": "wall_time", "finished_trajectories": len(finished)}
+                progressed = True  # every call advances at least one frame, however small the budget
                 atoms, step, rng = _initial_state(start, config, (s, k), last.get((s, k)))
-                reason, steps = _run_trajectory(ctx, atoms, (s, k), step, rng)
+                try:
+                    reason, steps = _run_trajectory(ctx, atoms, (s, k), step, rng)
+                except _InterruptedError:
+                    log(f"wall time: stopped during structure {s} stage {k}; resume continues from its last frame")
+                    return {"status": "wall_time", "finished_trajectories": len(finished)}
                 finished[f"{s}/{k}"] = {"structure": s, "stage": k, "reason": reason, "steps": steps}
                 _write_json(workdir / PROGRESS, {"digest": digest, "finished": finished})
                 log(f"structure {s} stage {k}: {reason} after {steps} steps")
-    return _finish(workdir, config, single, finished, dim)
+    return {"status": "finished", **_finish(workdir, config, single, finished, dim)}
 
 
 def _finish(workdir: Path, config: ExplorationConfig, calc: AnnCalculator, finished: dict, dim: int) -> dict:

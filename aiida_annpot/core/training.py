@@ -12,7 +12,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +22,7 @@ import torch
 from ..common.config import TrainingConfig
 from .dataset import Batch, FeatureSet, dataset_hash, elements_of, read_frames, validate_labelled
 from .errors import InputDataError, ModelFileError, TrainingDivergedError, UnknownElementError
+from .interrupt import StopRequest
 from .metrics import EV_PER_A3_TO_GPA, parity
 from .model import Potential
 from .modelfile import load_potential, save_model
@@ -115,24 +115,6 @@ def batch_loss(potential: Potential, batch: Batch, config: TrainingConfig) -> tu
     return loss, errors
 
 
-class _StopSignal:
-    """Turns SIGTERM (what Slurm sends at its time limit) into a request to checkpoint at the next epoch end."""
-
-    def __init__(self):
-        self.requested = False
-        try:
-            self._previous = signal.signal(signal.SIGTERM, self._handle)
-        except ValueError:  # not the main thread
-            self._previous = None
-
-    def _handle(self, signum, frame):
-        self.requested = True
-
-    def restore(self):
-        if self._previous is not None:
-            signal.signal(signal.SIGTERM, self._previous)
-
-
 def _make_scheduler(optimizer, config: TrainingConfig):
     if config.lr_schedule == "plateau":
         return torch.optim.lr_scheduler.ReduceLROnPlateau(
@@ -207,25 +189,21 @@ class Trainer:
             self.log(f"resumed from {CHECKPOINT} at epoch {self.epoch}")
         if self.initial_loss is None:
             self.initial_loss = self._validation_loss()[0]
-        stop = _StopSignal()
         started = time.perf_counter()
-        try:
+        with StopRequest(self.config.wall_time) as stop:
             while self.epoch < self.config.max_epochs and self.stale_epochs < self.config.early_stopping_patience:
                 epoch_started = time.perf_counter()
                 self._epoch()
                 if self.epoch >= self.config.max_epochs or self.stale_epochs >= self.config.early_stopping_patience:
                     break  # finished: no checkpoint-and-exit even if the budget is nearly spent
                 now = time.perf_counter()
-                budget_left = None if self.config.wall_time is None else self.config.wall_time - (now - started)
-                if stop.requested or (budget_left is not None and budget_left < 1.5 * (now - epoch_started)):
+                if stop.due(margin=1.5 * (now - epoch_started)):  # the next epoch would not fit, or SIGTERM
                     self.elapsed += now - started
                     self._save_checkpoint()
                     self.log(f"wall time: checkpoint written at epoch {self.epoch}")
                     return TrainingOutcome("wall_time", self.epoch)
                 if self.epoch % self.config.checkpoint_interval == 0:
                     self._save_checkpoint(elapsed=self.elapsed + now - started)
-        finally:
-            stop.restore()
         self.elapsed += time.perf_counter() - started
         return TrainingOutcome("finished", self.epoch, self._finish())
 

@@ -11,6 +11,7 @@ import ase.io
 import numpy as np
 import pytest
 import torch
+import yaml
 from ase.build import bulk
 from ase.calculators.emt import EMT
 from ase.calculators.singlepoint import SinglePointCalculator
@@ -295,3 +296,36 @@ def test_empty_or_overlapping_start_structures(committee, tmp_path):
     ase.io.write(tmp_path / "close.extxyz", close)
     with pytest.raises(InputDataError, match=r"start structure 0 .*0\.300 Å apart"):
         run_exploration(_config(committee, structures=str(tmp_path / "close.extxyz")), tmp_path / "run", **QUIET)
+
+
+def test_wall_time_stops_after_a_recorded_frame_and_resumes_to_the_same_frames(committee, nvt_run, tmp_path):
+    """A budget that is always spent stops every call right after one recorded frame; resuming again and again
+    ends with exactly the frames (structure, stage, step) of the uninterrupted run, and nothing is recorded twice."""
+    config = nvt_run.config.model_copy(update={"wall_time": 1e-9})
+    calls, result = 0, {"status": "wall_time"}
+    while result["status"] == "wall_time":
+        before = len(_frames(tmp_path)[0]) if (tmp_path / FRAMES).exists() else 0
+        result = run_exploration(config, tmp_path, resume=calls > 0, **QUIET)
+        calls += 1
+        after = len(_frames(tmp_path)[0])
+        assert after - before <= 1  # each interrupted call records one frame, then stops
+        assert calls < 50
+    frames, _ = _frames(tmp_path)
+    original, _ = _frames(nvt_run.workdir)
+    labels = [(f.info["structure"], f.info["stage"], f.info["step"]) for f in frames]
+    assert labels == [(f.info["structure"], f.info["stage"], f.info["step"]) for f in original]
+    assert calls == len(original)  # the last frame of a trajectory ends it, so it never interrupts
+    assert result["frames"] == len(original)
+
+
+def test_explore_command_exits_75_on_wall_time(committee, tmp_path):
+    from click.testing import CliRunner
+
+    from aiida_annpot.core.cli import cli
+
+    settings = _config(committee, wall_time=1e-9).model_dump(mode="json", by_alias=True, exclude_none=True)
+    (tmp_path / "explore.yaml").write_text(yaml.safe_dump(settings))
+    result = CliRunner().invoke(cli, ["explore", str(tmp_path / "explore.yaml"), "--workdir", str(tmp_path / "w")])
+    assert result.exit_code == 75, result.output
+    assert "--resume" in result.output
+    assert not (tmp_path / "w" / "summary.json").exists()  # nothing that looks like a finished exploration
