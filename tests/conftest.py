@@ -19,6 +19,9 @@ from ase.build import bulk
 from ase.calculators.emt import EMT
 from ase.calculators.singlepoint import SinglePointCalculator
 
+# A temporary AiiDA profile (SQLite storage, no broker, no services) for the plugin tests, from aiida-core itself.
+pytest_plugins = ["aiida.tools.pytest_fixtures"]
+
 #: Lattice constants (Å) of the fcc metals ASE's EMT describes.
 FCC_LATTICE = {"Cu": 3.61, "Au": 4.08, "Ag": 4.09, "Ni": 3.52, "Pd": 3.89, "Pt": 3.92, "Al": 4.05}
 
