@@ -1,0 +1,85 @@
+"""Structure generation following the construction recipe of Miksch et al. (2021): supercells, strained cells,
+rattled cells, vacancies and surface slabs. Pure ASE/numpy and seeded: the same inputs give the same structures.
+
+The AiiDA side wraps each function in a calcfunction (:mod:`aiida_annpot.calcfunctions.structures`), so every
+generated structure is a provenance step away from the structure it came from.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from ase import Atoms
+from ase.build import make_supercell, surface
+
+from .errors import InputDataError
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise InputDataError(message)
+
+
+def supercell(atoms: Atoms, repeat: tuple[int, int, int]) -> Atoms:
+    """``atoms`` repeated ``repeat`` times along its cell vectors."""
+    _require(len(repeat) == 3 and all(int(n) >= 1 for n in repeat), f"repeat must be three integers ≥ 1: {repeat}")
+    return make_supercell(atoms, np.diag([int(n) for n in repeat]))
+
+
+def strained(atoms: Atoms, count: int, max_strain: float, anisotropic: bool, seed: int) -> list[Atoms]:
+    """``count`` copies under random homogeneous strain, atoms scaled with the cell.
+
+    Isotropic: the cell scaled by 1 + ε, ε uniform in [-max_strain, max_strain]. Anisotropic: a symmetric strain
+    tensor with every component uniform in that range (shear included), so the cell shape changes too.
+    """
+    _require(count >= 1, f"count must be at least 1, got {count}")
+    _require(0.0 < max_strain < 0.5, f"max_strain must be in (0, 0.5), got {max_strain}")
+    _require(bool(atoms.pbc.all()), "strain needs a cell periodic in all three directions")
+    rng = np.random.default_rng(seed)
+    frames = []
+    for _ in range(count):
+        if anisotropic:
+            random = rng.uniform(-max_strain, max_strain, (3, 3))
+            strain = 0.5 * (random + random.T)
+        else:
+            strain = rng.uniform(-max_strain, max_strain) * np.eye(3)
+        copy = atoms.copy()
+        copy.set_cell(atoms.cell.array @ (np.eye(3) + strain), scale_atoms=True)
+        frames.append(copy)
+    return frames
+
+
+def rattled(atoms: Atoms, count: int, stdev: float, seed: int) -> list[Atoms]:
+    """``count`` copies with every Cartesian coordinate displaced by a normal deviate of ``stdev`` Å."""
+    _require(count >= 1, f"count must be at least 1, got {count}")
+    _require(0.0 < stdev < 1.0, f"stdev must be in (0, 1) Å, got {stdev}")
+    rng = np.random.default_rng(seed)
+    frames = []
+    for _ in range(count):
+        copy = atoms.copy()
+        copy.positions += rng.normal(0.0, stdev, atoms.positions.shape)
+        frames.append(copy)
+    return frames
+
+
+def vacancies(atoms: Atoms, count: int, seed: int) -> list[Atoms]:
+    """``count`` copies, each missing one atom; the removed sites are distinct while there are sites left."""
+    _require(count >= 1, f"count must be at least 1, got {count}")
+    _require(len(atoms) >= 2, f"a vacancy needs at least 2 atoms, the structure has {len(atoms)}")
+    rng = np.random.default_rng(seed)
+    sites = rng.permutation(len(atoms))
+    frames = []
+    for index in range(count):
+        copy = atoms.copy()
+        del copy[int(sites[index % len(atoms)])]
+        frames.append(copy)
+    return frames
+
+
+def slab(atoms: Atoms, miller: tuple[int, int, int], layers: int, vacuum: float) -> Atoms:
+    """A surface slab of ``layers`` layers with ``vacuum`` Å on each side, periodic in all directions (for DFT)."""
+    _require(len(miller) == 3 and any(int(h) != 0 for h in miller), f"invalid Miller indices {miller}")
+    _require(layers >= 1, f"layers must be at least 1, got {layers}")
+    _require(vacuum > 0.0, f"vacuum must be positive, got {vacuum}")
+    result = surface(atoms, tuple(int(h) for h in miller), int(layers), vacuum=float(vacuum), periodic=True)
+    result.pbc = True
+    return result
