@@ -176,10 +176,6 @@ class _AtomSums:
         return values @ torch.sparse_csc_tensor(self.offsets, self.columns, weight, shape, check_invariants=False)
 
 
-#: Buffers of earlier versions of :class:`ChebyshevDescriptor`, ignored when loading old state dicts.
-_LEGACY_BUFFERS = ("mono_exponents", "mono_lowered", "mono_multinomial", "mono_degree", "degree_matrix",
-                   "power_to_chebyshev")  # fmt: skip
-
 #: Pairs per block in the angular Jacobian loop: bounds the temporaries (fresh memory pages are expensive) and keeps a
 #: block's working set in cache.
 PAIR_BLOCK = 16384
@@ -224,12 +220,6 @@ class ChebyshevDescriptor(Descriptor):
         self.register_buffer("angular_raised", torch.from_numpy(mono.raised.reshape(-1)), persistent=False)
         radial_slope = torch.arange(config.radial_order + 1, dtype=torch.float64) * (2.0 / config.radial_cutoff)
         self.register_buffer("radial_slope", radial_slope, persistent=False)  # d(2r/R_c - 1)/dr · a
-
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        """Drop the index tables that older versions stored in the state dict (they follow from the config)."""
-        for name in _LEGACY_BUFFERS:
-            state_dict.pop(prefix + name, None)
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     @property
     def n_block(self) -> int:
