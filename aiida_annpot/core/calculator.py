@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
+from ase.stress import full_3x3_to_voigt_6_stress
 
 from .committee import committee_statistics
 from .geometry import NeighborSearch, raise_allocator_thresholds
@@ -62,8 +63,7 @@ class AnnCalculator(Calculator):
             "max_force_std": stats.max_force_std,
         }
         if stats.stress is not None:
-            s = stats.stress.double().numpy()
-            self.results["stress"] = np.array([s[0, 0], s[1, 1], s[2, 2], s[1, 2], s[0, 2], s[0, 1]])
+            self.results["stress"] = full_3x3_to_voigt_6_stress(stats.stress.double().numpy())
         if "fingerprint" in properties:
             self.results["fingerprint"] = self._fingerprint()
 

@@ -15,6 +15,7 @@ import ase.io
 import numpy as np
 import torch
 from ase import Atoms
+from ase.stress import voigt_6_to_full_3x3_stress
 
 from .errors import InputDataError
 from .geometry import MIN_ALLOWED_DISTANCE, NeighborPairs, NeighborSearch
@@ -169,7 +170,7 @@ class FeatureSet:
                 volume=float(frame.get_volume()) if frame.pbc.all() else float("nan"),
                 energy=_label(frame, "energy"),
                 forces=None if forces is None else torch.as_tensor(forces, dtype=self.dtype),
-                stress=None if stress is None else torch.as_tensor(_voigt_to_matrix(stress), dtype=self.dtype),
+                stress=None if stress is None else torch.as_tensor(_stress_matrix(stress), dtype=self.dtype),
             ))  # fmt: skip
 
     def __len__(self) -> int:
@@ -198,9 +199,7 @@ class FeatureSet:
         )  # fmt: skip
 
 
-def _voigt_to_matrix(stress) -> np.ndarray:
+def _stress_matrix(stress) -> np.ndarray:
+    """(3, 3) stress from ASE's Voigt 6-vector (or an already full matrix)."""
     stress = np.asarray(stress, dtype=np.float64)
-    if stress.shape == (3, 3):
-        return stress
-    xx, yy, zz, yz, xz, xy = stress
-    return np.array([[xx, xy, xz], [xy, yy, yz], [xz, yz, zz]])
+    return stress if stress.shape == (3, 3) else voigt_6_to_full_3x3_stress(stress)

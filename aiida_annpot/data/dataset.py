@@ -15,6 +15,7 @@ import numpy as np
 from aiida.orm import ArrayData
 from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
+from ase.stress import full_3x3_to_voigt_6_stress
 
 _UUID_LENGTH = 36
 
@@ -111,6 +112,4 @@ def _voigt(stress) -> np.ndarray:
     if stress is None:
         return np.full(6, np.nan)
     stress = np.asarray(stress, dtype=float)
-    if stress.shape == (3, 3):
-        return np.array([stress[0, 0], stress[1, 1], stress[2, 2], stress[1, 2], stress[0, 2], stress[0, 1]])
-    return stress.reshape(6)
+    return full_3x3_to_voigt_6_stress(stress) if stress.shape == (3, 3) else stress.reshape(6)
