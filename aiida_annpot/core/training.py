@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from ase.data import atomic_numbers
 
 from ..common.config import TrainingConfig
 from .dataset import Batch, FeatureSet, dataset_hash, elements_of, read_frames, validate_labelled
@@ -60,18 +61,14 @@ def split_indices(n_frames: int, config: TrainingConfig) -> tuple[np.ndarray, np
 
 def fit_reference_energies(frames, elements: list[str]) -> tuple[np.ndarray, float]:
     """Least-squares ε_Z with E ≈ Σ_Z n_Z ε_Z, and the RMS per-atom residual (the networks' energy scale)."""
-    counts = np.array([[np.count_nonzero(f.numbers == _z(e)) for e in elements] for f in frames], dtype=float)
+    counts = np.array(
+        [[np.count_nonzero(f.numbers == atomic_numbers[e]) for e in elements] for f in frames], dtype=float
+    )
     energies = np.array([f.get_potential_energy() for f in frames])
     reference, *_ = np.linalg.lstsq(counts, energies, rcond=None)
     residual = (energies - counts @ reference) / counts.sum(axis=1)
     with np.errstate(over="ignore"):  # absurd labels overflow here; the loss then reports the divergence
         return reference, max(float(np.sqrt(np.mean(residual**2))), 0.01)
-
-
-def _z(symbol: str) -> int:
-    from ase.data import atomic_numbers
-
-    return atomic_numbers[symbol]
 
 
 def initialise(potential: Potential, features: FeatureSet, frames, seed: int) -> None:
