@@ -18,9 +18,15 @@ import click
 
 from .. import __version__
 from ..common.config import ConfigError, ExplorationConfig, TrainingConfig, load_config
-from .errors import EXIT_WALL_TIME, AnnpotError
+from .errors import EXIT_DIVERGED, EXIT_INPUT_ERROR, EXIT_OK, EXIT_WALL_TIME, AnnpotError
 
-__all__ = ["main"]
+__all__ = ["STATUS_FILE", "main"]
+
+#: Written to WORKDIR when ``train`` or ``explore`` ends, so a scheduler-run job leaves its outcome behind (the
+#: scheduler does not keep the exit code): ``{"exit_code": int, "status": str, "message": str}``.
+STATUS_FILE = "annpot_status.json"
+_STATUS_NAMES = {EXIT_OK: "finished", EXIT_INPUT_ERROR: "input_error", EXIT_DIVERGED: "diverged",
+                 EXIT_WALL_TIME: "wall_time"}  # fmt: skip
 
 #: Rows of the ``evaluate`` table: metric key, label, unit.
 METRIC_ROWS = [
@@ -54,6 +60,32 @@ def _reports_input_errors(command: Callable) -> Callable:
             raise AnnpotCliError(str(exc), exc.exit_code) from exc
         except ConfigError as exc:
             raise AnnpotCliError(str(exc), AnnpotError.exit_code) from exc
+
+    return wrapper
+
+
+def _records_status(command: Callable) -> Callable:
+    """Write :data:`STATUS_FILE` to the command's existing ``workdir`` however it ends ("crashed" for a bug)."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        code, message = EXIT_OK, ""
+        try:
+            return command(*args, **kwargs)
+        except click.exceptions.Exit as exc:
+            code = exc.exit_code
+            raise
+        except AnnpotCliError as exc:
+            code, message = exc.exit_code, exc.format_message()
+            raise
+        except BaseException as exc:
+            code, message = 1, f"{type(exc).__name__}: {exc}"
+            raise
+        finally:
+            workdir = Path(kwargs["workdir"])
+            if workdir.is_dir():  # bad input before the work started leaves nothing behind
+                status = {"exit_code": code, "status": _STATUS_NAMES.get(code, "crashed"), "message": message}
+                (workdir / STATUS_FILE).write_text(json.dumps(status))
 
     return wrapper
 
@@ -92,6 +124,7 @@ def cli() -> None:
 @click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), default=Path("."), show_default=True,
               help="Folder for the model, metrics, learning curve and checkpoint.")  # fmt: skip
 @click.option("--resume", is_flag=True, help="Continue from the checkpoint in WORKDIR, if there is one.")
+@_records_status
 @_reports_input_errors
 def train(config_file: Path, workdir: Path, resume: bool) -> None:
     """Train one model as described by CONFIG.yaml (paths in it are relative to its folder)."""
@@ -121,6 +154,7 @@ def train(config_file: Path, workdir: Path, resume: bool) -> None:
 @click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), default=Path("."), show_default=True,
               help="Folder for trajectories, selected frames and the summary.")  # fmt: skip
 @click.option("--resume", is_flag=True, help="Continue an interrupted exploration in WORKDIR.")
+@_records_status
 @_reports_input_errors
 def explore(config_file: Path, workdir: Path, resume: bool) -> None:
     """Run committee MD as described by CONFIG.yaml and select frames for labelling."""

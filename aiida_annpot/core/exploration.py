@@ -46,17 +46,14 @@ from ..common.config import ExplorationConfig, ExplorationStage
 from .calculator import AnnCalculator
 from .dataset import dataset_hash, read_frames
 from .errors import InputDataError, UnknownElementError
+from .explored import FRAMES, PROGRESS, REFERENCE_FINGERPRINTS, SELECTED, SUMMARY, read_explored_frames
 from .geometry import MIN_ALLOWED_DISTANCE, NeighborSearch
 from .interrupt import StopRequest
 from .selection import SelectionResult, classify, select_candidates
 
-__all__ = ["FRAMES", "PROGRESS", "SELECTED", "STOP_REASONS", "SUMMARY", "min_distance", "read_explored_frames",
-           "run_exploration"]  # fmt: skip
+__all__ = ["FRAMES", "PROGRESS", "REFERENCE_FINGERPRINTS", "SELECTED", "STOP_REASONS", "SUMMARY", "min_distance",
+           "read_explored_frames", "run_exploration"]  # fmt: skip
 
-FRAMES = "frames.extxyz"
-PROGRESS = "progress.json"
-SUMMARY = "summary.json"
-SELECTED = "selected.extxyz"
 #: Why a trajectory ended.
 STOP_REASONS = ("completed", "deviation", "too_close", "non_finite")
 _CLASSES = ("accurate", "candidate", "failed")
@@ -88,23 +85,6 @@ def min_distance(atoms: Atoms, cutoff: float) -> float:
         points=np.ascontiguousarray(atoms.positions, dtype=np.float64), box=box, periodic=pbc.copy(), quantities="d"
     )
     return float(distances.min()) if distances.size else math.inf
-
-
-def read_explored_frames(path: str | Path) -> tuple[list[Atoms], np.ndarray]:
-    """Frames of a ``frames.extxyz`` and their (F, D) fingerprints (shape (0, 0) for an empty file).
-
-    ASE's extxyz reader turns ``energy`` into a calculator result; it is moved back to ``info`` and the calculator
-    dropped, so committee predictions are never mistaken for reference labels.
-    """
-    path = Path(path)
-    frames = ase.io.read(path, index=":", format="extxyz") if path.stat().st_size else []
-    for frame in frames:
-        if frame.calc is not None:
-            frame.info["energy"] = float(frame.calc.results.get("energy", math.nan))
-            frame.calc = None
-        frame.info["fingerprint"] = np.atleast_1d(np.asarray(frame.info["fingerprint"], dtype=float))
-    fingerprints = np.stack([f.info["fingerprint"] for f in frames]) if frames else np.empty((0, 0))
-    return frames, fingerprints
 
 
 def _load_structures(config: ExplorationConfig, calc: AnnCalculator) -> list[Atoms]:
@@ -385,6 +365,7 @@ def _finish(workdir: Path, config: ExplorationConfig, calc: AnnCalculator, finis
     reference = None
     if config.reference_structures:
         reference = _fingerprints(calc, read_frames(config.reference_structures), config.reference_structures)
+        np.save(workdir / REFERENCE_FINGERPRINTS, reference)
     summary, result = _summarize(frames, fingerprints, finished, config, reference)
     _write_json(workdir / SUMMARY, summary)
     _write_selected(workdir / SELECTED, frames, result)
