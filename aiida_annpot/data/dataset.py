@@ -4,13 +4,15 @@ Frames are stored as concatenated arrays in the node's repository (``.npy`` thro
 one node per frame: a dataset of thousands of frames stays one cheap node. Per frame, the UUID of the calculation
 that labelled it is kept (empty for frames from elsewhere), so provenance queries can go from a potential's
 training data to the exact DFT calculations. Queryable attributes: ``n_frames``, ``n_atoms``, ``elements``,
-``has_stress`` and ``content_hash`` (the engine's hash of structures and labels).
+``has_stress`` and ``content_hash`` (the engine's hash of structures and labels, as written to extxyz for training,
+so it equals the ``dataset_hash`` of every model trained on the dataset).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import ase.io
 import numpy as np
 from aiida.orm import ArrayData
 from ase import Atoms
@@ -53,7 +55,7 @@ class AtomisticDataset(ArrayData):
             "n_atoms": int(counts.sum()),
             "elements": elements_of(frames),
             "has_stress": all(s is not None for s in stresses),
-            "content_hash": dataset_hash(frames),
+            "content_hash": dataset_hash(_as_written(frames)),
         })  # fmt: skip
         return node
 
@@ -102,10 +104,21 @@ class AtomisticDataset(ArrayData):
 
     def write_extxyz(self, path: str | Path) -> Path:
         """Export the frames (with labels) to an extxyz file."""
-        import ase.io
-
         ase.io.write(path, self.to_frames(), format="extxyz")
         return Path(path)
+
+
+def _as_written(frames: list[Atoms]) -> list[Atoms]:
+    """The frames as ``annpot`` reads them back from the extxyz a calculation writes (8 decimals), so that
+    ``content_hash`` equals the ``dataset_hash`` recorded in the models trained on this dataset."""
+    import tempfile
+
+    from ..core.dataset import read_frames
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "frames.extxyz"
+        ase.io.write(path, frames, format="extxyz")
+        return read_frames(path)
 
 
 def _voigt(stress) -> np.ndarray:

@@ -55,6 +55,12 @@ class AnnPotential(Data):
     def elements(self) -> list[str]:
         return self.base.attributes.get("elements")
 
+    def member_bytes(self, index: int) -> bytes:
+        """The model file of member ``index`` as stored."""
+        if not 0 <= index < self.committee_size:
+            raise IndexError(f"member {index} of a committee of {self.committee_size}")
+        return self.base.repository.get_object_content(self.member_name(index), mode="rb")
+
     def export(self, directory: str | Path) -> list[Path]:
         """Write the member files to ``directory``; returns their paths in member order."""
         directory = Path(directory)
@@ -62,7 +68,7 @@ class AnnPotential(Data):
         paths = []
         for index in range(self.committee_size):
             target = directory / self.member_name(index)
-            target.write_bytes(self.base.repository.get_object_content(self.member_name(index), mode="rb"))
+            target.write_bytes(self.member_bytes(index))
             paths.append(target)
         return paths
 
