@@ -1,16 +1,22 @@
 #!/usr/bin/env bash
 # Idempotent developer/CI setup: a virtual environment in .venv with torch 2.13.0 (CPU) installed FIRST (an
-# unpinned torch would pull gigabytes of CUDA wheels), then aiida-annpot with its dev extras, editable.
+# unpinned torch would pull gigabytes of CUDA wheels), then aiida-annpot with its dev extras, editable; and
+# Debian's Quantum ESPRESSO with its pseudopotential files.
 # Re-running is cheap: the install is skipped while pyproject.toml is unchanged.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
 PYTHON=${PYTHON:-python3}
 
+export DEBIAN_FRONTEND=noninteractive
+# Quantum ESPRESSO: pw.x labels the data; quantum-espresso-data ships the UPF pseudopotentials the tests use.
+if ! command -v pw.x >/dev/null || [ ! -d /usr/share/doc/quantum-espresso/examples ]; then
+    apt-get update -qq && apt-get install -y -qq --no-upgrade quantum-espresso quantum-espresso-data >/dev/null
+fi
+
 if [ ! -x "$VENV/bin/python" ]; then
     if ! "$PYTHON" -m venv "$VENV" 2>/dev/null; then
         # Debian's python3 ships venv separately
-        export DEBIAN_FRONTEND=noninteractive
         apt-get update -qq && apt-get install -y -qq --no-upgrade python3-venv >/dev/null
         rm -rf "$VENV" && "$PYTHON" -m venv "$VENV"
     fi
@@ -25,5 +31,5 @@ if ! "$VENV/bin/python" -c 'import torch' 2>/dev/null; then
     "$VENV/bin/python" -m pip install -q torch==2.13.0 2>&1 | grep -v '^WARNING: Location' || true
 fi
 "$VENV/bin/python" -m pip install -q -e '.[dev]' 2>&1 | grep -v '^WARNING: Location' || true
-"$VENV/bin/python" -c 'import torch, ase, vesin, safetensors, aiida_annpot.core.model' # fail loudly if incomplete
+"$VENV/bin/python" -c 'import torch, ase, vesin, safetensors, aiida_quantumespresso, aiida_annpot.core.model' # fail loudly if incomplete
 echo "$wanted" > "$stamp"

@@ -49,6 +49,13 @@ def _one_torch_thread():
     torch.set_num_threads(threads)
 
 
+@pytest.fixture(autouse=True)
+def _work_in_tmp_path(tmp_path, monkeypatch):
+    """Every test runs in its own folder: whatever lands in the working directory (``annpot``'s status file for a
+    default ``--workdir``, AiiDA's ``submit_test`` dry-run folders) stays out of the repository."""
+    monkeypatch.chdir(tmp_path)
+
+
 def make_emt_frames(
     n: int = 8,
     size: int | tuple[int, int, int] = 1,
@@ -148,3 +155,91 @@ def trained_model(tmp_path_factory) -> Path:
     outcome = Trainer(config, folder, log=lambda line: None).run()
     assert outcome.status == "finished"
     return folder / MODEL
+
+
+# --- AiiDA: codes, pseudopotential family and structures on the temporary profile ----------------------------------
+
+#: Debian's quantum-espresso-data ships this LDA norm-conserving Si pseudopotential (gzipped) among its examples.
+SI_PSEUDO_GLOB = "/usr/share/doc/quantum-espresso/examples/**/Si.pz-vbc.UPF*"
+#: mpirun refuses root without these; one OpenMP thread keeps parallel jobs from fighting over the two cores.
+CODE_PREPEND = "export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=1"
+
+
+@pytest.fixture(scope="session")
+def local_computer(aiida_profile, tmp_path_factory):
+    """A ``core.local`` + ``core.direct`` computer for the session's CalcJobs; no poll delay."""
+    from aiida.orm import Computer
+
+    computer = Computer(label="localhost-annpot", hostname="localhost", transport_type="core.local",
+                        scheduler_type="core.direct", workdir=str(tmp_path_factory.mktemp("aiida_work")))  # fmt: skip
+    computer.store()
+    computer.set_minimum_job_poll_interval(0.0)
+    computer.set_default_mpiprocs_per_machine(1)
+    computer.configure(safe_interval=0.0)
+    return computer
+
+
+def _installed_code(computer, label: str, executable: str, plugin: str):
+    from aiida.orm import InstalledCode
+
+    return InstalledCode(label=label, computer=computer, filepath_executable=executable,
+                         default_calc_job_plugin=plugin, prepend_text=CODE_PREPEND).store()  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def annpot_code(local_computer):
+    """The ``annpot`` console script of this environment as an InstalledCode."""
+    import shutil
+    import sys
+
+    executable = Path(sys.executable).parent / "annpot"
+    if not executable.exists():
+        executable = Path(shutil.which("annpot"))
+    return _installed_code(local_computer, "annpot", str(executable), "annpot.train")
+
+
+@pytest.fixture(scope="session")
+def pw_code(local_computer):
+    """Debian's ``pw.x`` as an InstalledCode; the test is skipped where it is not installed."""
+    import shutil
+
+    executable = shutil.which("pw.x")
+    if executable is None:
+        pytest.skip("pw.x is not installed (scripts/setup.sh installs Debian's quantum-espresso)")
+    return _installed_code(local_computer, "pw", executable, "quantumespresso.pw")
+
+
+@pytest.fixture(scope="session")
+def si_pseudo_family(aiida_profile, tmp_path_factory):
+    """An aiida-pseudo family ``Si-LDA-test`` holding Debian's ``Si.pz-vbc.UPF``; returns its label."""
+    import glob
+    import gzip
+
+    from aiida_pseudo.data.pseudo.upf import UpfData
+    from aiida_pseudo.groups.family import PseudoPotentialFamily
+
+    label = "Si-LDA-test"
+    sources = sorted(glob.glob(SI_PSEUDO_GLOB, recursive=True))
+    if not sources:
+        pytest.skip("Si.pz-vbc.UPF not found (scripts/setup.sh installs Debian's quantum-espresso-data)")
+    folder = tmp_path_factory.mktemp("pseudos")
+    opener = gzip.open if sources[0].endswith(".gz") else open
+    with opener(sources[0], "rb") as handle:
+        (folder / "Si.pz-vbc.UPF").write_bytes(handle.read())
+    PseudoPotentialFamily.create_from_folder(folder, label, pseudo_type=UpfData)
+    return label
+
+
+@pytest.fixture(scope="session")
+def si_cell():
+    """Factory ``si_cell(rattle=0.0, seed=0, scale=1.0) -> StructureData``: the 8-atom cubic diamond Si cell."""
+
+    def factory(rattle: float = 0.0, seed: int = 0, scale: float = 1.0):
+        from aiida.orm import StructureData
+
+        atoms = bulk("Si", "diamond", a=5.43 * scale, cubic=True)
+        if rattle:
+            atoms.rattle(stdev=rattle, seed=seed)
+        return StructureData(ase=atoms)
+
+    return factory

@@ -19,6 +19,7 @@ __all__ = [
     "DescriptorConfig",
     "ExplorationConfig",
     "ExplorationStage",
+    "GenerationConfig",
     "LossConfig",
     "NetworkConfig",
     "SelectionConfig",
@@ -211,6 +212,39 @@ class ExplorationConfig(_Strict):
     skin: float = Field(0.5, ge=0.0, description="Verlet skin (Å) of the neighbour list reused across steps.")
     seed: int = Field(0, ge=0)
     threads: int | None = Field(None, ge=1)
+
+
+class GenerationConfig(_Strict):
+    """The initial structures of a campaign, generated from each input structure (Miksch et al. 2021, step 1).
+
+    The ideal supercell comes first, then isotropically and anisotropically strained copies, rattled copies,
+    vacancies and surface slabs of it; every random choice is seeded.
+    """
+
+    supercell: list[int] = Field([1, 1, 1], min_length=3, max_length=3, description="Repetitions of the input cell.")
+    include_ideal: bool = Field(True, description="Label the ideal supercell itself.")
+    isotropic_strains: int = Field(4, ge=0, description="Isotropically strained copies.")
+    anisotropic_strains: int = Field(0, ge=0, description="Copies under a random symmetric strain.")
+    max_strain: float = Field(0.04, gt=0.0, lt=0.5, description="Largest strain component.")
+    rattles: int = Field(4, ge=0, description="Copies with Gaussian displacements.")
+    rattle_stdev: float = Field(0.05, gt=0.0, lt=1.0, description="Å, per Cartesian coordinate.")
+    vacancies: int = Field(0, ge=0, description="Copies with one atom removed.")
+    slab_miller: list[list[int]] = Field([], description="Miller index triples of surface slabs.")
+    slab_layers: int = Field(4, ge=1)
+    slab_vacuum: float = Field(6.0, gt=0.0, description="Å of vacuum on each side of a slab.")
+    seed: int = Field(0, ge=0)
+
+    @model_validator(mode="after")
+    def _something_to_label(self) -> GenerationConfig:
+        if any(n < 1 for n in self.supercell):
+            raise ValueError(f"supercell repetitions must be at least 1, got {self.supercell}")
+        if any(len(m) != 3 or not any(m) for m in self.slab_miller):
+            raise ValueError(f"slab_miller must hold non-zero Miller index triples, got {self.slab_miller}")
+        count = (int(self.include_ideal) + self.isotropic_strains + self.anisotropic_strains + self.rattles
+                 + self.vacancies + len(self.slab_miller))  # fmt: skip
+        if count == 0:
+            raise ValueError("generation makes no structure: enable include_ideal or ask for some copies")
+        return self
 
 
 def load_config(source: str | Path | dict, schema: type[BaseModel]) -> BaseModel:

@@ -1,0 +1,80 @@
+"""Pure readers of the files ``annpot train`` and ``annpot explore`` leave behind (no AiiDA, no torch).
+
+Each takes the file's text and returns plain Python / numpy data, or raises :class:`OutputFileError` saying what is
+wrong, so parsers only map results to output nodes and errors to exit codes.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+
+import numpy as np
+
+__all__ = ["OutputFileError", "read_learning_curve", "read_metrics", "read_status", "read_summary"]
+
+#: Outcome names the engine writes to its status file.
+STATUSES = ("finished", "input_error", "diverged", "wall_time", "crashed")
+
+
+class OutputFileError(ValueError):
+    """An output file that exists but cannot be used."""
+
+
+def _json_mapping(text: str, what: str) -> dict:
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise OutputFileError(f"{what} is not valid JSON ({exc})") from exc
+    if not isinstance(data, dict):
+        raise OutputFileError(f"{what} holds {type(data).__name__}, not a mapping")
+    return data
+
+
+def read_status(text: str) -> dict:
+    """The engine's status file: ``{"exit_code": int, "status": one of STATUSES, "message": str}``."""
+    status = _json_mapping(text, "status file")
+    if status.get("status") not in STATUSES or not isinstance(status.get("exit_code"), int):
+        raise OutputFileError(f"status file has no valid status and exit code: {status}")
+    status.setdefault("message", "")
+    return status
+
+
+def read_metrics(text: str) -> dict:
+    """``metrics.json`` of a training run; non-finite numbers (no stress labels) become None so AiiDA can store it."""
+    metrics = _json_mapping(text, "metrics.json")
+    if not isinstance(metrics.get("validation"), dict):
+        raise OutputFileError("metrics.json has no validation errors")
+    return _finite_or_none(metrics)
+
+
+def _finite_or_none(value):
+    if isinstance(value, dict):
+        return {key: _finite_or_none(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_finite_or_none(item) for item in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def read_learning_curve(text: str) -> dict[str, np.ndarray]:
+    """``learning_curve.csv`` as one float array per column (``epoch``, ``validation_force_rmse``, …)."""
+    rows = list(csv.DictReader(io.StringIO(text)))
+    if not rows:
+        raise OutputFileError("learning_curve.csv has no epochs")
+    try:
+        return {column: np.array([float(row[column]) for row in rows]) for column in rows[0]}
+    except (TypeError, ValueError) as exc:
+        raise OutputFileError(f"learning_curve.csv has a non-numeric entry ({exc})") from exc
+
+
+def read_summary(text: str) -> dict:
+    """``summary.json`` of an exploration: frame counts and ratios overall and per stage, trajectory ends."""
+    summary = _json_mapping(text, "summary.json")
+    for key in ("frames", "ratios", "stages"):
+        if key not in summary:
+            raise OutputFileError(f"summary.json lacks {key!r}")
+    return _finite_or_none(summary)

@@ -1,0 +1,1 @@
+"""WorkChains: restart wrappers of the annpot CalcJobs, DFT labelling, committee training, exploration, campaign."""

@@ -1,0 +1,76 @@
+"""Port validators of ``ActiveLearningWorkChain``: bad campaign input is refused before anything runs."""
+
+from __future__ import annotations
+
+from aiida.orm import Dict, List
+
+from ..calculations.explore import validate_exploration_config
+from ..common.config import ConfigError, ExplorationStage, GenerationConfig, load_config
+from .reference import validate_pseudo_family
+
+__all__ = ["TARGET_KEYS", "validate_generation", "validate_inputs", "validate_stage_schedule", "validate_targets"]
+
+#: Validation targets a campaign may set, in the units of the metrics: meV/atom and eV/Å.
+TARGET_KEYS = ("energy_rmse", "force_rmse")
+
+
+def validate_generation(value: Dict, _) -> str | None:
+    try:
+        load_config(value.get_dict(), GenerationConfig)
+    except ConfigError as exc:
+        return str(exc)
+    return None
+
+
+def validate_stage_schedule(value: List, _) -> str | None:
+    schedule = value.get_list()
+    if not schedule:
+        return "stage_schedule is empty: give at least one list of stages"
+    for index, stages in enumerate(schedule):
+        if not isinstance(stages, list) or not stages:
+            return f"stage_schedule[{index}] must be a non-empty list of stages"
+        for number, stage in enumerate(stages):
+            try:
+                load_config(stage, ExplorationStage)
+            except ConfigError as exc:
+                return f"stage_schedule[{index}][{number}]: {exc}"
+    return None
+
+
+def validate_targets(value: Dict, _) -> str | None:
+    unknown = sorted(set(value.get_dict()) - set(TARGET_KEYS))
+    if unknown:
+        return f"unknown validation target(s) {', '.join(unknown)}; known: {', '.join(TARGET_KEYS)}"
+    bad = {key: target for key, target in value.get_dict().items() if not target > 0}
+    return f"validation targets must be positive: {bad}" if bad else None
+
+
+def validate_inputs(inputs: dict, _) -> str | None:
+    structures = inputs.get("structures", {})
+    if not structures:
+        return "no initial structures: the structures namespace is empty"
+    family = inputs.get("reference", {}).get("pseudo_family")
+    if family is not None:
+        message = validate_pseudo_family(family.value, structures)
+        if message:
+            return message
+    if "exploration_config" in inputs and "stage_schedule" in inputs:
+        for stages in inputs["stage_schedule"].get_list():
+            message = validate_exploration_config(Dict({**inputs["exploration_config"].get_dict(), "stages": stages}),
+                                                  None)  # fmt: skip
+            if message:
+                return f"exploration_config with stages {stages}: {message}"
+    if "generation" in inputs and load_config(inputs["generation"].get_dict(), GenerationConfig).vacancies:
+        small = [key for key, s in structures.items() if len(s.sites) * _cells(inputs["generation"]) < 2]
+        if small:
+            return f"vacancies asked for, but structure(s) {', '.join(small)} would have fewer than 2 atoms"
+    if not 0 < inputs["conv_accuracy"].value <= 1:
+        return f"conv_accuracy must be in (0, 1], got {inputs['conv_accuracy'].value}"
+    if inputs["max_iterations"].value < 1:
+        return f"max_iterations must be at least 1, got {inputs['max_iterations'].value}"
+    return None
+
+
+def _cells(generation: Dict) -> int:
+    a, b, c = load_config(generation.get_dict(), GenerationConfig).supercell
+    return a * b * c

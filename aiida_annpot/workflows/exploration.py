@@ -1,0 +1,140 @@
+"""``annpot.exploration``: committee MD from start structures over a schedule of stages, then selection.
+
+The start structures are dealt round-robin to ``num_jobs`` exploration jobs (each an
+:class:`AnnExploreBaseWorkChain`, so a wall-time stop resumes). The frames of all jobs then go through one
+``select_candidates`` step, so the trust window, duplicate filter, farthest-point sampling and cap act on the
+whole exploration at once.
+"""
+
+from __future__ import annotations
+
+from aiida.common import AttributeDict
+from aiida.engine import ToContext, WorkChain
+from aiida.orm import ArrayData, Dict, Int, StructureData
+
+from ..calcfunctions.selection import select_candidates
+from ..calculations.explore import validate_exploration_config, validate_start_structures
+from ..data.dataset import AtomisticDataset
+from ..data.potential import AnnPotential
+from .explore_base import AnnExploreBaseWorkChain
+
+__all__ = ["ExplorationWorkChain"]
+
+
+def validate_num_jobs(value: Int, _) -> str | None:
+    """A port validator, so that it also applies where the work chain is exposed without its structures."""
+    return None if value.value >= 1 else f"num_jobs must be at least 1, got {value.value}"
+
+
+class ExplorationWorkChain(WorkChain):
+    """Explore with the committee and select the frames to label next."""
+
+    @classmethod
+    def define(cls, spec):
+        super().define(spec)
+        spec.input("potential", valid_type=AnnPotential, help="The committee that drives MD and measures deviation.")
+        spec.input_namespace(
+            "structures",
+            valid_type=StructureData,
+            dynamic=True,
+            help="Start structures; each runs through every stage.",
+        )
+        spec.input(
+            "config",
+            valid_type=Dict,
+            validator=validate_exploration_config,
+            help="ExplorationConfig settings without file paths: stages, thermostat, selection, ...",
+        )
+        spec.input(
+            "reference_dataset",
+            valid_type=AtomisticDataset,
+            required=False,
+            help="The training set, for the duplicate filter of the selection.",
+        )
+        spec.input(
+            "num_jobs",
+            valid_type=Int,
+            default=lambda: Int(1),
+            validator=validate_num_jobs,
+            help="Number of exploration jobs the start structures are spread over.",
+        )
+        spec.expose_inputs(
+            AnnExploreBaseWorkChain,
+            namespace="explore",
+            exclude=(
+                "explore.potential",
+                "explore.structures",
+                "explore.config",
+                "explore.reference_dataset",
+                "explore.parent_folder",
+            ),
+            namespace_options={"help": "The annpot code, scheduler options and restart settings."},
+        )
+        spec.inputs.validator = validate_start_structures
+        spec.outline(cls.run_exploration, cls.inspect_exploration, cls.select, cls.results)
+        spec.output_namespace(
+            "selected", valid_type=StructureData, dynamic=True, help="The structures to label next, in pick order."
+        )
+        spec.output(
+            "summary",
+            valid_type=Dict,
+            help="Accurate / candidate / failed counts and ratios overall and per stage; the picks.",
+        )
+        spec.output("deviations", valid_type=ArrayData, help="Per frame: max_force_std, stage, selected.")
+        spec.exit_code(400, "ERROR_EXPLORATION_FAILED",
+                       message="{count} exploration job(s) failed: {failures}")  # fmt: skip
+
+    def run_exploration(self):
+        keys = sorted(self.inputs.structures)
+        jobs = min(self.inputs.num_jobs.value, len(keys))
+        futures = {}
+        for j in range(jobs):
+            inputs = AttributeDict(self.exposed_inputs(AnnExploreBaseWorkChain, namespace="explore"))
+            inputs.explore = AttributeDict(inputs.explore)
+            inputs.explore.potential = self.inputs.potential
+            inputs.explore.structures = {key: self.inputs.structures[key] for key in keys[j::jobs]}
+            inputs.explore.config = self.inputs.config
+            if "reference_dataset" in self.inputs:
+                inputs.explore.reference_dataset = self.inputs.reference_dataset
+            inputs.metadata = {"call_link_label": f"explore_{j}"}
+            futures[f"jobs.explore_{j}"] = self.submit(AnnExploreBaseWorkChain, **inputs)
+        stages = self.inputs.config["stages"]
+        temperatures = ", ".join(f"{s['temperature']:g} K" + (f" {s['pressure']:g} GPa" if s.get("pressure") is not None
+                                                               else "") for s in stages)  # fmt: skip
+        self.report(f"exploring {len(keys)} start structure(s) in {jobs} job(s) over {len(stages)} stage(s): "
+                    f"{temperatures}")  # fmt: skip
+        return ToContext(**futures)
+
+    def inspect_exploration(self):
+        failures = {key: node for key, node in sorted(self.ctx.jobs.items()) if not node.is_finished_ok}
+        if failures:
+            text = "; ".join(f"{key} <{node.pk}> exit {node.exit_status}" for key, node in failures.items())
+            return self.exit_codes.ERROR_EXPLORATION_FAILED.format(count=len(failures), failures=text)
+        return None
+
+    def select(self):
+        jobs = sorted(self.ctx.jobs.items())
+        inputs = {f"frames_{key.split('_')[-1]}": node.outputs.frames for key, node in jobs}
+        reference = [
+            node.outputs.reference_fingerprints for _, node in jobs if "reference_fingerprints" in node.outputs
+        ]
+
+        if reference:
+            inputs["reference_fingerprints"] = reference[0]  # the same potential and training set for every job
+        selection = Dict(self.inputs.config.get_dict().get("selection", {}))
+        self.ctx.selection = select_candidates(selection_settings=selection, **inputs,
+                                               metadata={"call_link_label": "select_candidates"})  # fmt: skip
+
+    def results(self):
+        outputs = self.ctx.selection
+        summary = outputs["summary"]
+        for key, node in outputs.items():
+            if key.startswith("structure_"):
+                self.out(f"selected.{key}", node)
+        self.out("summary", summary)
+        self.out("deviations", outputs["deviations"])
+        ratios = summary["ratios"]
+        last = summary["stages"][-1]["ratios"] if summary["stages"] else ratios
+        self.report(f"{summary['frames']} frames: accurate {ratios['accurate']:.2f}, candidate "
+                    f"{ratios['candidate']:.2f}, failed {ratios['failed']:.2f} (last stage accurate "
+                    f"{last['accurate']:.2f}); {len(summary['selected'])} selected for labelling")  # fmt: skip

@@ -1,0 +1,15 @@
+"""``annpot.explore.base``: one exploration run, resumed from its last frame when it reaches its wall time."""
+
+from __future__ import annotations
+
+from ..calculations.explore import AnnExploreCalculation
+from .restart_base import AnnpotRestartWorkChain
+
+__all__ = ["AnnExploreBaseWorkChain"]
+
+
+class AnnExploreBaseWorkChain(AnnpotRestartWorkChain):
+    """Explore with ``AnnExploreCalculation``; a wall-time stop resumes from the frames written so far."""
+
+    _process_class = AnnExploreCalculation
+    _namespace = "explore"

@@ -1,0 +1,185 @@
+"""``annpot.reference``: DFT labels for a set of structures, one PwBaseWorkChain each, merged into a dataset.
+
+The DFT settings come in once (the exposed ``pw_base`` inputs) and are the same for every structure of the
+campaign, so energies stay comparable; only the structure and its pseudopotentials (from ``pseudo_family``) change.
+An explicit ``kpoints`` mesh per structure key, when given, replaces the ``kpoints_distance`` of the shared
+settings for that structure: strained, rattled and MD copies of one cell then share one mesh, so their energies
+differ only through the structure (a distance-based mesh jumps between sizes as a cell is strained, which shifts
+the energy by far more than the potential's target error). At most ``max_concurrent`` work chains run at a time.
+A structure whose PwBaseWorkChain still fails after its own restart handlers is excluded and listed in the
+``failed`` output with the reason, never dropped silently.
+"""
+
+from __future__ import annotations
+
+from aiida.common import AttributeDict
+from aiida.engine import ToContext, WorkChain, while_
+from aiida.orm import Dict, Int, KpointsData, Str, StructureData, load_group
+from aiida.plugins import WorkflowFactory
+
+from ..calcfunctions.dataset import merge_dataset
+from ..data.dataset import AtomisticDataset
+
+__all__ = ["ReferenceWorkChain", "validate_pseudo_family"]
+
+PwBaseWorkChain = WorkflowFactory("quantumespresso.pw.base")
+
+
+def validate_pseudo_family(family_label: str, structures) -> str | None:
+    """Error message when ``family_label`` is not a pseudopotential family covering every structure's elements."""
+    try:
+        family = load_group(family_label)
+    except Exception:  # NotExistent or MultipleObjectsError: either way the label does not name one family
+        return f"pseudo family {family_label!r} does not exist (aiida-pseudo list shows the installed ones)"
+    if not hasattr(family, "get_pseudos"):
+        return f"group {family_label!r} is not a pseudopotential family"
+    available = set(family.elements)
+    for key, structure in structures.items():
+        missing = sorted(set(structure.get_symbols_set()) - available)
+        if missing:
+            return f"structure {key}: pseudo family {family_label!r} has no pseudopotential for {', '.join(missing)}"
+    return None
+
+
+def validate_max_concurrent(value: Int, _) -> str | None:
+    return None if value.value >= 1 else f"max_concurrent must be at least 1, got {value.value}"
+
+
+def validate_inputs(inputs: dict, namespace) -> str | None:
+    if "structures" not in namespace:  # exposed without its structures: the wrapping process checks them
+        return None
+    if not inputs.get("structures"):
+        return "no structures to label: the structures namespace is empty"
+    if "pseudo_family" in inputs:
+        return validate_pseudo_family(inputs["pseudo_family"].value, inputs["structures"])
+    return None
+
+
+class ReferenceWorkChain(WorkChain):
+    """Label structures with Quantum ESPRESSO and merge the converged results into an AtomisticDataset."""
+
+    @classmethod
+    def define(cls, spec):
+        super().define(spec)
+        spec.input_namespace(
+            "structures",
+            valid_type=StructureData,
+            dynamic=True,
+            help="The structures to label; the keys name them in reports and in `failed`.",
+        )
+        spec.input(
+            "pseudo_family",
+            valid_type=Str,
+            help="Label of an aiida-pseudo family with a pseudopotential for every element.",
+        )
+        spec.input(
+            "dataset",
+            valid_type=AtomisticDataset,
+            required=False,
+            help="Labels so far: the new ones are appended (duplicates of its structures are skipped).",
+        )
+        spec.input_namespace(
+            "kpoints",
+            valid_type=KpointsData,
+            dynamic=True,
+            required=False,
+            help="Structure key → explicit k-point mesh, replacing pw_base.kpoints_distance.",
+        )
+        spec.input(
+            "max_concurrent",
+            valid_type=Int,
+            default=lambda: Int(8),
+            validator=validate_max_concurrent,
+            help="At most this many DFT work chains run at the same time.",
+        )
+        spec.expose_inputs(
+            PwBaseWorkChain,
+            namespace="pw_base",
+            exclude=("pw.structure", "pw.pseudos"),
+            namespace_options={"help": "DFT settings shared by every structure of the campaign."},
+        )
+        spec.inputs.validator = validate_inputs
+        spec.outline(
+            cls.setup,
+            while_(cls.should_run_batch)(cls.run_batch, cls.inspect_batch),
+            cls.merge_labels,
+            cls.results,
+        )
+        spec.output(
+            "dataset",
+            valid_type=AtomisticDataset,
+            required=False,
+            help="The input dataset plus every new converged label.",
+        )
+        spec.output(
+            "failed",
+            valid_type=Dict,
+            help="Structure key → {structure uuid, reason}: labels that were excluded and why.",
+        )
+        spec.exit_code(300, "ERROR_NO_USABLE_LABELS",
+                       message="none of the {count} structures gave a usable DFT label, and there is no dataset to "
+                       "extend; first failure: {reason}")  # fmt: skip
+
+    def setup(self):
+        self.ctx.pending = sorted(self.inputs.structures)
+        self.ctx.finished = {}
+        self.ctx.family = load_group(self.inputs.pseudo_family.value)
+
+    def should_run_batch(self) -> bool:
+        return bool(self.ctx.pending)
+
+    def run_batch(self):
+        batch = self.ctx.pending[: self.inputs.max_concurrent.value]
+        self.ctx.pending = self.ctx.pending[len(batch) :]
+        futures = {}
+        for key in batch:
+            structure = self.inputs.structures[key]
+            inputs = AttributeDict(self.exposed_inputs(PwBaseWorkChain, namespace="pw_base"))
+            inputs.pw = AttributeDict(inputs.pw)
+            inputs.pw.structure = structure
+            inputs.pw.pseudos = self.ctx.family.get_pseudos(structure=structure)
+            if key in self.inputs.get("kpoints", {}):
+                inputs.kpoints = self.inputs.kpoints[key]
+                inputs.pop("kpoints_distance", None)
+            inputs.metadata = {"call_link_label": f"label_{key}"}
+            futures[f"workchains.{key}"] = self.submit(PwBaseWorkChain, **inputs)
+        self.report(f"labelling {len(batch)} structure(s) with PwBaseWorkChain; {len(self.ctx.pending)} waiting")
+        return ToContext(**futures)
+
+    def inspect_batch(self):
+        done = {key: node for key, node in self.ctx.workchains.items() if key not in self.ctx.finished}
+        self.ctx.finished.update(done)
+        failed = [key for key, node in done.items() if not node.is_finished_ok]
+        if failed:
+            self.report(f"{len(failed)} of {len(done)} DFT label(s) failed: {', '.join(failed)}")
+
+    def merge_labels(self):
+        labels, failed = {}, {}
+        for key, node in sorted(self.ctx.finished.items()):
+            if not node.is_finished_ok:
+                failed[key] = {"structure": self.inputs.structures[key].uuid,
+                               "reason": f"PwBaseWorkChain<{node.pk}> exit status {node.exit_status}: "
+                                         f"{node.exit_message}"}  # fmt: skip
+                continue
+            labels[f"structure_{key}"] = self.inputs.structures[key]
+            labels[f"parameters_{key}"] = node.outputs.output_parameters
+            labels[f"trajectory_{key}"] = node.outputs.output_trajectory
+        inputs = dict(labels, metadata={"call_link_label": "merge_dataset"})
+        if "dataset" in self.inputs:
+            inputs["dataset"] = self.inputs.dataset
+        merged = merge_dataset(**inputs) if labels else {}
+        for key, entry in merged["rejected"].get_dict().items() if merged else ():
+            failed[key] = entry
+        self.ctx.failed = failed
+        self.ctx.dataset = merged.get("dataset") if merged else self.inputs.get("dataset")
+
+    def results(self):
+        self.out("failed", Dict(self.ctx.failed).store())
+        count = len(self.inputs.structures)
+        if self.ctx.dataset is None:
+            first = next(iter(self.ctx.failed.values()))["reason"] if self.ctx.failed else "none"
+            return self.exit_codes.ERROR_NO_USABLE_LABELS.format(count=count, reason=first)
+        self.out("dataset", self.ctx.dataset)
+        self.report(f"{count - len(self.ctx.failed)} of {count} structure(s) labelled; dataset now has "
+                    f"{self.ctx.dataset.n_frames} frames")  # fmt: skip
+        return None

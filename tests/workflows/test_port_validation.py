@@ -1,0 +1,384 @@
+"""Bad campaign inputs are refused at submit time by the process spec, with a message naming the problem.
+
+Every case starts from the fast protocol's inputs (which pass), breaks one thing and validates the inputs as
+submitting them would (``spec().inputs.pre_process`` then ``validate``), before any node exists.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+
+import pytest
+from aiida.engine import run
+from aiida.orm import Dict, Float, Int, List, ProcessNode, QueryBuilder, Str, StructureData
+from ase import Atoms
+from ase.build import bulk
+
+from aiida_annpot.data import AnnPotential, AtomisticDataset
+from aiida_annpot.workflows.active_learning import ActiveLearningWorkChain
+from aiida_annpot.workflows.committee import CommitteeTrainingWorkChain
+from aiida_annpot.workflows.exploration import ExplorationWorkChain
+from aiida_annpot.workflows.reference import ReferenceWorkChain
+
+STAGE = {"temperature": 300, "steps": 20, "timestep": 1.0, "sample_interval": 5}
+
+
+def validation_error(process_class, inputs: dict) -> str | None:
+    """What submitting ``inputs`` to ``process_class`` would say (None: they pass)."""
+    spec = process_class.spec().inputs
+    error = spec.validate(spec.pre_process(copy_dicts(inputs)))  # pre_process fills and freezes its argument
+    return None if error is None else str(error)
+
+
+def copy_dicts(value):
+    """Nested mappings copied, the nodes in them not: what a process does with its raw inputs."""
+    return {key: copy_dicts(item) for key, item in value.items()} if isinstance(value, Mapping) else value
+
+
+def assert_refused(process_class, inputs: dict, port: str, *fragments: str) -> str:
+    """The inputs fail validation at ``port`` (dotted, below ``inputs``) with every fragment in the message."""
+    message = validation_error(process_class, inputs)
+    assert message is not None, "the inputs were accepted"
+    assert f"port '{port}'" in message, message
+    for fragment in fragments:
+        assert fragment in message, message
+    return message
+
+
+def structure(symbol: str, **kwargs) -> StructureData:
+    return StructureData(ase=bulk(symbol, **kwargs))
+
+
+@pytest.fixture(scope="module")
+def fast_builder(pw_code, annpot_code, si_pseudo_family, si_cell):
+    return ActiveLearningWorkChain.get_builder_from_protocol(pw_code, annpot_code, [si_cell()], si_pseudo_family,
+                                                             protocol="fast")  # fmt: skip
+
+
+@pytest.fixture
+def inputs(fast_builder):
+    """A fresh copy of the fast protocol's inputs (nested dicts new, nodes shared)."""
+    fresh = fast_builder._inputs(prune=True)
+    assert validation_error(ActiveLearningWorkChain, fresh) is None
+    return fresh
+
+
+def process_count() -> int:
+    return QueryBuilder().append(ProcessNode).count()
+
+
+# --- ActiveLearningWorkChain ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("symbol", "kwargs"), [("Cu", {"crystalstructure": "fcc", "a": 3.61}),
+                                               ("C", {"crystalstructure": "diamond", "a": 3.57})])  # fmt: skip
+def test_an_element_missing_from_the_pseudo_family(inputs, si_pseudo_family, symbol, kwargs):
+    inputs["structures"]["s01"] = structure(symbol, **kwargs)
+    assert_refused(
+        ActiveLearningWorkChain,
+        inputs,
+        "inputs",
+        f"structure s01: pseudo family '{si_pseudo_family}' has no pseudopotential for {symbol}",
+    )
+
+
+def test_a_pseudo_family_that_does_not_exist(inputs):
+    inputs["reference"]["pseudo_family"] = Str("SSSP-nonexistent")
+    assert_refused(ActiveLearningWorkChain, inputs, "inputs", "pseudo family 'SSSP-nonexistent' does not exist")
+
+
+def test_a_group_that_is_not_a_pseudo_family(inputs):
+    from aiida.orm import Group
+
+    Group(label="plain-group-for-validation").store()
+    inputs["reference"]["pseudo_family"] = Str("plain-group-for-validation")
+    assert_refused(ActiveLearningWorkChain, inputs, "inputs", "'plain-group-for-validation' is not a pseudopotential")
+
+
+@pytest.mark.parametrize(
+    ("changes", "fragments"),
+    [
+        ({"learning_rat": 0.01}, ("invalid TrainingConfig", "learning_rat: Extra inputs are not permitted")),
+        ({"learning_rate": -0.01}, ("learning_rate: Input should be greater than 0",)),
+        ({"network": {"hidden": [0]}}, ("hidden layer widths must be positive",)),
+        ({"dataset": "mine.extxyz"}, ("do not set dataset: the calculation writes these files from its inputs",)),
+    ],
+)
+def test_an_invalid_training_config(inputs, changes, fragments):
+    inputs["committee"]["config"] = Dict({**inputs["committee"]["config"].get_dict(), **changes})
+    assert_refused(ActiveLearningWorkChain, inputs, "inputs.committee.config", *fragments)
+
+
+def test_the_builder_already_refuses_an_invalid_training_config(fast_builder):
+    builder = copy.deepcopy(fast_builder)
+    with pytest.raises(ValueError, match="learning_rate: Input should be greater than 0"):
+        builder.committee.config = Dict({**fast_builder.committee.config.get_dict(), "learning_rate": -1.0})
+
+
+def test_a_committee_of_zero(inputs):
+    inputs["committee"]["committee_size"] = Int(0)
+    assert_refused(
+        ActiveLearningWorkChain, inputs, "inputs.committee.committee_size", "committee_size must be at least 1, got 0"
+    )
+
+
+def test_no_exploration_job_or_no_concurrent_dft(inputs):
+    """Checked by the ports themselves, so also where the work chains are exposed in the campaign."""
+    no_jobs = {**inputs, "exploration": {**inputs["exploration"], "num_jobs": Int(0)}}
+    assert_refused(
+        ActiveLearningWorkChain, no_jobs, "inputs.exploration.num_jobs", "num_jobs must be at least 1, got 0"
+    )
+    no_dft = {**inputs, "reference": {**inputs["reference"], "max_concurrent": Int(-1)}}
+    assert_refused(
+        ActiveLearningWorkChain, no_dft, "inputs.reference.max_concurrent", "max_concurrent must be at least 1, got -1"
+    )
+
+
+def test_an_invalid_exploration_config(inputs):
+    inputs["exploration_config"] = Dict({**inputs["exploration_config"].get_dict(), "thermostat": "nose-hoover"})
+    assert_refused(
+        ActiveLearningWorkChain,
+        inputs,
+        "inputs",
+        "exploration_config with stages",
+        "invalid ExplorationConfig",
+        "thermostat: Extra inputs are not permitted",
+    )
+
+
+def test_exploration_config_must_not_name_files(inputs):
+    inputs["exploration_config"] = Dict({**inputs["exploration_config"].get_dict(), "models": ["a.safetensors"]})
+    assert_refused(ActiveLearningWorkChain, inputs, "inputs", "do not set models")
+
+
+def test_trust_levels_in_the_wrong_order(inputs):
+    config = inputs["exploration_config"].get_dict()
+    config["selection"] = {**config["selection"], "trust_lo": 0.6, "trust_hi": 0.3}
+    inputs["exploration_config"] = Dict(config)
+    assert_refused(ActiveLearningWorkChain, inputs, "inputs", "trust_lo (0.6) must be below trust_hi (0.3)")
+
+
+def test_get_builder_from_protocol_without_structures(pw_code, annpot_code, si_pseudo_family):
+    for empty in ([], {}):
+        with pytest.raises(ValueError, match="no structures given: a campaign needs at least one input structure"):
+            ActiveLearningWorkChain.get_builder_from_protocol(pw_code, annpot_code, empty, si_pseudo_family,
+                                                              protocol="fast")  # fmt: skip
+
+
+def test_an_empty_structures_namespace(inputs):
+    inputs["structures"] = {}
+    assert_refused(
+        ActiveLearningWorkChain, inputs, "inputs", "no initial structures: the structures namespace is empty"
+    )
+
+
+@pytest.mark.parametrize(
+    ("schedule", "port", "fragments"),
+    [
+        ([], "inputs.stage_schedule", ("stage_schedule is empty",)),
+        ([[]], "inputs.stage_schedule", ("stage_schedule[0] must be a non-empty list of stages",)),
+        ([[STAGE], STAGE], "inputs.stage_schedule", ("stage_schedule[1] must be a non-empty list of stages",)),
+        (
+            [[STAGE], [STAGE, {**STAGE, "temperature": 0}]],
+            "inputs.stage_schedule",
+            ("stage_schedule[1][1]", "temperature: Input should be greater than 0"),
+        ),
+        ([[{**STAGE, "temperature": -300}]], "inputs.stage_schedule", ("stage_schedule[0][0]", "temperature")),
+        (
+            [[{**STAGE, "temprature": 300}]],
+            "inputs.stage_schedule",
+            ("stage_schedule[0][0]", "temprature: Extra inputs are not permitted"),
+        ),
+        ([[{**STAGE, "timestep": 20.0}]], "inputs.stage_schedule", ("timestep: Input should be less than or equal",)),
+    ],
+)
+def test_a_bad_stage_schedule(inputs, schedule, port, fragments):
+    inputs["stage_schedule"] = List(schedule)
+    assert_refused(ActiveLearningWorkChain, inputs, port, *fragments)
+
+
+@pytest.mark.parametrize(
+    ("targets", "fragments"),
+    [
+        ({"energy_rmse": 5.0, "virial_rmse": 1.0}, ("unknown validation target(s) virial_rmse",
+                                                    "known: energy_rmse, force_rmse")),
+        ({"energy_rmse": 0.0}, ("validation targets must be positive", "'energy_rmse': 0.0")),
+    ],
+)  # fmt: skip
+def test_bad_validation_targets(inputs, targets, fragments):
+    inputs["validation_targets"] = Dict(targets)
+    assert_refused(ActiveLearningWorkChain, inputs, "inputs.validation_targets", *fragments)
+
+
+def test_vacancies_for_a_one_atom_structure(inputs):
+    one_atom = StructureData(ase=Atoms("Si", cell=[2.6, 2.6, 2.6], pbc=True))  # simple cubic Si, 1 atom
+    inputs["structures"] = {"sc": one_atom, "diamond": inputs["structures"]["s00"]}
+    inputs["generation"] = Dict({**inputs["generation"].get_dict(), "vacancies": 1, "supercell": [1, 1, 1]})
+    assert_refused(
+        ActiveLearningWorkChain,
+        inputs,
+        "inputs",
+        "vacancies asked for, but structure(s) sc would have fewer than 2 atoms",
+    )
+
+
+def test_vacancies_for_a_one_atom_structure_in_a_supercell_pass(inputs):
+    one_atom = StructureData(ase=Atoms("Si", cell=[2.6, 2.6, 2.6], pbc=True))
+    inputs["structures"] = {"sc": one_atom}
+    inputs["generation"] = Dict({**inputs["generation"].get_dict(), "vacancies": 1, "supercell": [2, 1, 1]})
+    assert validation_error(ActiveLearningWorkChain, inputs) is None
+
+
+@pytest.mark.parametrize(
+    ("changes", "fragments"),
+    [
+        ({"vacancie": 1}, ("invalid GenerationConfig", "vacancie: Extra inputs are not permitted")),
+        ({"supercell": [2, 0, 1]}, ("supercell repetitions must be at least 1",)),
+        ({"include_ideal": False, "isotropic_strains": 0, "rattles": 0}, ("generation makes no structure",)),
+    ],
+)
+def test_an_invalid_generation(inputs, changes, fragments):
+    inputs["generation"] = Dict({**inputs["generation"].get_dict(), **changes})
+    assert_refused(ActiveLearningWorkChain, inputs, "inputs.generation", *fragments)
+
+
+@pytest.mark.parametrize("accuracy", [0.0, -0.5, 1.5])
+def test_conv_accuracy_out_of_range(inputs, accuracy):
+    inputs["conv_accuracy"] = Float(accuracy)
+    assert_refused(ActiveLearningWorkChain, inputs, "inputs", f"conv_accuracy must be in (0, 1], got {accuracy}")
+
+
+def test_conv_accuracy_of_one_and_zero_iterations(inputs):
+    inputs["conv_accuracy"] = Float(1.0)
+    assert validation_error(ActiveLearningWorkChain, inputs) is None
+    inputs["max_iterations"] = Int(0)
+    assert_refused(ActiveLearningWorkChain, inputs, "inputs", "max_iterations must be at least 1, got 0")
+
+
+def test_run_refuses_before_anything_is_created(inputs):
+    inputs["structures"]["s01"] = structure("Cu", crystalstructure="fcc", a=3.61)
+    before = process_count()
+    with pytest.raises(ValueError, match="has no pseudopotential for Cu"):
+        run(ActiveLearningWorkChain, **inputs)
+    assert process_count() == before  # no work chain, no calculation, no calcfunction
+
+
+# --- the work chains underneath -------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def reference_inputs(inputs, si_cell):
+    structures = {"a": si_cell(), "b": si_cell(rattle=0.05)}
+    return {"structures": structures, "pseudo_family": inputs["reference"]["pseudo_family"],
+            "pw_base": inputs["reference"]["pw_base"], "max_concurrent": Int(2)}  # fmt: skip
+
+
+def test_reference_work_chain(reference_inputs, si_pseudo_family):
+    assert validation_error(ReferenceWorkChain, reference_inputs) is None
+    bad = {**reference_inputs, "structures": {**reference_inputs["structures"], "cu": structure("Cu", a=3.61)}}
+    assert_refused(
+        ReferenceWorkChain,
+        bad,
+        "inputs",
+        f"structure cu: pseudo family '{si_pseudo_family}' has no pseudopotential for Cu",
+    )
+    assert_refused(
+        ReferenceWorkChain,
+        {**reference_inputs, "pseudo_family": Str("nope")},
+        "inputs",
+        "pseudo family 'nope' does not exist",
+    )
+    assert_refused(
+        ReferenceWorkChain,
+        {**reference_inputs, "structures": {}},
+        "inputs",
+        "no structures to label: the structures namespace is empty",
+    )
+    assert_refused(
+        ReferenceWorkChain,
+        {**reference_inputs, "max_concurrent": Int(0)},
+        "inputs.max_concurrent",
+        "max_concurrent must be at least 1, got 0",
+    )
+    before = process_count()
+    with pytest.raises(ValueError, match="has no pseudopotential for Cu"):
+        run(ReferenceWorkChain, **bad)
+    assert process_count() == before
+
+
+@pytest.fixture(scope="module")
+def cu_potential(trained_model):
+    return AnnPotential.from_files([trained_model]).store()
+
+
+@pytest.fixture
+def exploration_inputs(inputs, cu_potential):
+    config = {**inputs["exploration_config"].get_dict(), "stages": [STAGE]}
+    return {"potential": cu_potential, "structures": {"cu": structure("Cu", crystalstructure="fcc", a=3.61)},
+            "config": Dict(config), "num_jobs": Int(1), "explore": inputs["exploration"]["explore"]}  # fmt: skip
+
+
+def test_exploration_work_chain(exploration_inputs):
+    assert validation_error(ExplorationWorkChain, exploration_inputs) is None
+    base = exploration_inputs["config"].get_dict()
+    si = {**exploration_inputs, "structures": {"si": structure("Si", crystalstructure="diamond", a=5.43)}}
+    assert_refused(
+        ExplorationWorkChain, si, "inputs", "start structure si has element(s) Si the potential does not cover"
+    )
+    assert_refused(
+        ExplorationWorkChain,
+        {**exploration_inputs, "structures": {}},
+        "inputs",
+        "no start structures: the structures namespace is empty",
+    )
+    assert_refused(
+        ExplorationWorkChain,
+        {**exploration_inputs, "num_jobs": Int(0)},
+        "inputs.num_jobs",
+        "num_jobs must be at least 1, got 0",
+    )
+    unknown = {**exploration_inputs, "config": Dict({**base, "thermostat": "berendsen"})}
+    assert_refused(ExplorationWorkChain, unknown, "inputs.config", "thermostat: Extra inputs are not permitted")
+    window = {**exploration_inputs, "config": Dict({**base, "selection": {"trust_lo": 0.4, "trust_hi": 0.1}})}
+    assert_refused(ExplorationWorkChain, window, "inputs.config", "trust_lo (0.4) must be below trust_hi (0.1)")
+    no_stage = {**exploration_inputs, "config": Dict({**base, "stages": []})}
+    assert_refused(ExplorationWorkChain, no_stage, "inputs.config", "stages: List should have at least 1 item")
+    cold = {**exploration_inputs, "config": Dict({**base, "stages": [{**STAGE, "temperature": 0}]})}
+    assert_refused(ExplorationWorkChain, cold, "inputs.config", "temperature: Input should be greater than 0")
+
+
+@pytest.fixture(scope="module")
+def cu_dataset(emt_frames):
+    return AtomisticDataset.from_frames(emt_frames(n=4, seed=5)).store()
+
+
+@pytest.fixture
+def committee_inputs(inputs, cu_dataset):
+    return {"dataset": cu_dataset, "config": inputs["committee"]["config"], "committee_size": Int(2),
+            "train": inputs["committee"]["train"]}  # fmt: skip
+
+
+def test_committee_training_work_chain(committee_inputs):
+    assert validation_error(CommitteeTrainingWorkChain, committee_inputs) is None
+    assert_refused(
+        CommitteeTrainingWorkChain,
+        {**committee_inputs, "committee_size": Int(0)},
+        "inputs.committee_size",
+        "committee_size must be at least 1, got 0",
+    )
+    assert_refused(
+        CommitteeTrainingWorkChain,
+        {**committee_inputs, "committee_size": Int(-3)},
+        "inputs.committee_size",
+        "committee_size must be at least 1, got -3",
+    )
+    config = committee_inputs["config"].get_dict()
+    bad = {**committee_inputs, "config": Dict({**config, "learning_rate": -0.1})}
+    assert_refused(CommitteeTrainingWorkChain, bad, "inputs.config", "learning_rate: Input should be greater than 0")
+    lr = {**committee_inputs, "config": Dict({**config, "min_learning_rate": 0.1})}
+    assert_refused(CommitteeTrainingWorkChain, lr, "inputs.config", "min_learning_rate (0.1) exceeds learning_rate")
+    before = process_count()
+    with pytest.raises(ValueError, match="committee_size must be at least 1, got 0"):
+        run(CommitteeTrainingWorkChain, **{**committee_inputs, "committee_size": Int(0)})
+    assert process_count() == before

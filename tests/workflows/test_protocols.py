@@ -1,0 +1,235 @@
+"""ActiveLearningWorkChain protocols: available protocols, default → protocol → overrides, strict keys, builders."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import yaml
+from aiida.orm import StructureData
+from ase.build import bulk
+
+from aiida_annpot.workflows.active_learning import ActiveLearningWorkChain
+
+PROTOCOLS = ("fast", "balanced", "stringent")
+
+
+def protocol_file() -> dict:
+    return yaml.safe_load(ActiveLearningWorkChain.get_protocol_filepath().read_text())
+
+
+def validation_error(builder) -> str | None:
+    """What submitting ``builder`` would say about its inputs (None: they pass the process spec)."""
+    spec = ActiveLearningWorkChain.spec().inputs
+    error = spec.validate(spec.pre_process(builder._inputs(prune=True)))
+    return None if error is None else str(error)
+
+
+@pytest.fixture(scope="module")
+def builders(pw_code, annpot_code, si_pseudo_family, si_cell):
+    """One builder per protocol for the 8-atom Si cell."""
+    return {name: ActiveLearningWorkChain.get_builder_from_protocol(pw_code, annpot_code, [si_cell()],
+                                                                    si_pseudo_family, protocol=name)
+            for name in PROTOCOLS}  # fmt: skip
+
+
+def test_available_protocols_have_descriptions():
+    available = ActiveLearningWorkChain.get_available_protocols()
+    assert set(available) == set(PROTOCOLS)
+    for name in PROTOCOLS:
+        assert set(available[name]) == {"description"}
+        assert isinstance(available[name]["description"], str) and len(available[name]["description"]) > 20
+    assert "workstation" in available["fast"]["description"]
+    assert ActiveLearningWorkChain.get_default_protocol() == "balanced"
+
+
+def test_inputs_merge_default_then_protocol_then_overrides():
+    data = protocol_file()
+    overrides = {"max_iterations": 7, "reference": {"ecutwfc": 33.0},
+                 "committee": {"config": {"max_epochs": 5}}}  # fmt: skip
+    inputs = ActiveLearningWorkChain.get_protocol_inputs("fast", overrides)
+
+    assert inputs["max_iterations"] == 7  # override over fast's 3
+    assert inputs["conv_accuracy"] == 0.9  # fast
+    assert inputs["warm_start"] is True  # default
+    reference = inputs["reference"]
+    assert reference["ecutwfc"] == 33.0 and reference["ecutrho"] == 80.0  # override, then fast
+    assert reference["max_concurrent"] == 4 and reference["pw_protocol"] == "fast"
+    assert reference["electronic_type"] == "insulator" and reference["kpoints_distance"] == 0.6
+    assert reference["pw_parameters"] == {"ELECTRONS": {"conv_thr": 1.0e-8}}
+    config = inputs["committee"]["config"]
+    assert config["max_epochs"] == 5  # override
+    assert config["learning_rate"] == 0.01 and config["network"] == {"hidden": [12], "activation": "tanh"}  # fast
+    assert config["loss"] == data["default_inputs"]["committee"]["config"]["loss"]  # default, untouched by fast
+    assert inputs["committee"]["committee_size"] == 2
+    selection = inputs["exploration"]["config"]["selection"]
+    fast = data["protocols"]["fast"]["exploration"]["config"]["selection"]
+    default = data["default_inputs"]["exploration"]["config"]["selection"]
+    assert selection == {**default, **fast} and "duplicate_threshold" not in fast  # fast's keys over the default's
+    assert inputs["exploration"]["config"]["friction"] == 0.01
+    assert inputs["exploration"]["stage_schedule"] == data["protocols"]["fast"]["exploration"]["stage_schedule"]
+    assert inputs["generation"] == {**data["default_inputs"]["generation"], **data["protocols"]["fast"]["generation"]}
+
+
+def test_default_protocol_and_no_overrides():
+    balanced = ActiveLearningWorkChain.get_protocol_inputs("balanced")
+    assert ActiveLearningWorkChain.get_protocol_inputs() == balanced
+    assert balanced == protocol_file()["default_inputs"]  # balanced changes nothing
+    stringent = ActiveLearningWorkChain.get_protocol_inputs("stringent")
+    assert stringent["committee"]["committee_size"] == 5 and stringent["reference"]["ecutwfc"] == 45.0
+    assert stringent["committee"]["config"]["batch_size"] == balanced["committee"]["config"]["batch_size"]
+
+
+def test_lists_are_replaced_not_merged():
+    schedule = [[{"temperature": 500, "steps": 50, "timestep": 1.0, "sample_interval": 5}]]
+    inputs = ActiveLearningWorkChain.get_protocol_inputs(
+        "fast", {"exploration": {"stage_schedule": schedule}, "generation": {"supercell": [2, 2, 2]}}
+    )
+    assert inputs["exploration"]["stage_schedule"] == schedule
+    assert inputs["generation"]["supercell"] == [2, 2, 2]
+
+
+def test_unknown_protocol_raises():
+    with pytest.raises(ValueError, match="unknown protocol 'quick'; available: fast, balanced, stringent"):
+        ActiveLearningWorkChain.get_protocol_inputs("quick")
+
+
+@pytest.mark.parametrize(
+    ("overrides", "paths"),
+    [
+        ({"max_iteration": 3}, "max_iteration"),
+        ({"reference": {"ecut": 30.0}}, "reference.ecut"),
+        ({"exploration": {"num_job": 2}}, "exploration.num_job"),
+        ({"committee": {"size": 3, "committee_size": 3}}, "committee.size"),
+        ({"foo": 1, "reference": {"ecut": 30.0, "ecutwfc": 30.0}}, "foo, reference.ecut"),
+    ],
+)
+def test_unknown_override_keys_raise_with_their_dotted_path(overrides, paths):
+    with pytest.raises(ValueError, match=f"^unknown override key\\(s\\): {paths}$"):
+        ActiveLearningWorkChain.get_protocol_inputs("fast", overrides)
+
+
+def test_overrides_are_not_mutated_nor_aliased():
+    overrides = {"reference": {"ecutwfc": 33.0, "pw_parameters": {"SYSTEM": {"nosym": True}}},
+                 "committee": {"config": {"network": {"hidden": [4, 4]}}}}  # fmt: skip
+    before = copy.deepcopy(overrides)
+    inputs = ActiveLearningWorkChain.get_protocol_inputs("fast", overrides)
+    assert overrides == before
+    inputs["committee"]["config"]["network"]["hidden"].append(4)
+    inputs["reference"]["pw_parameters"]["SYSTEM"]["nosym"] = False
+    assert overrides == before
+    assert ActiveLearningWorkChain.get_protocol_inputs("fast")["committee"]["config"]["network"]["hidden"] == [12]
+
+
+def test_free_form_paths_accept_any_key_at_merge_time():
+    overrides = {"committee": {"config": {"anything_at_all": 1}}, "exploration": {"config": {"whatever": 2}},
+                 "reference": {"pw_parameters": {"SYSTEM": {"nosym": True}}}, "generation": {"new_key": 3},
+                 "validation_targets": {"virial_rmse": 1.0}}  # fmt: skip
+    inputs = ActiveLearningWorkChain.get_protocol_inputs("fast", overrides)
+    assert inputs["committee"]["config"]["anything_at_all"] == 1
+    assert inputs["exploration"]["config"]["whatever"] == 2
+    assert inputs["reference"]["pw_parameters"] == {"ELECTRONS": {"conv_thr": 1.0e-8}, "SYSTEM": {"nosym": True}}
+    assert inputs["generation"]["new_key"] == 3
+    assert inputs["validation_targets"] == {"energy_rmse": 20.0, "force_rmse": 0.3, "virial_rmse": 1.0}
+
+
+@pytest.mark.parametrize("name", PROTOCOLS)
+def test_builder_of_each_protocol_passes_the_process_spec(builders, name, pw_code, annpot_code, si_pseudo_family):
+    builder = builders[name]
+    assert validation_error(builder) is None
+    expected = ActiveLearningWorkChain.get_protocol_inputs(name)
+    reference = expected["reference"]
+
+    assert list(builder.structures) == ["s00"] and len(builder.structures["s00"].sites) == 8
+    assert builder.max_iterations.value == expected["max_iterations"]
+    assert builder.conv_accuracy.value == expected["conv_accuracy"]
+    assert builder.validation_targets.get_dict() == expected["validation_targets"]
+    assert builder.generation.get_dict() == expected["generation"]
+
+    pw_base = builder.reference.pw_base
+    parameters = pw_base.pw.parameters.get_dict()
+    assert parameters["SYSTEM"]["ecutwfc"] == reference["ecutwfc"]
+    assert parameters["SYSTEM"]["ecutrho"] == reference["ecutrho"]
+    occupations = {"metal": "smearing", "insulator": "fixed"}[reference["electronic_type"]]
+    assert parameters["SYSTEM"]["occupations"] == occupations
+    assert parameters["ELECTRONS"]["conv_thr"] == reference["pw_parameters"]["ELECTRONS"]["conv_thr"]
+    assert pw_base.kpoints_distance.value == reference["kpoints_distance"]
+    assert "structure" not in pw_base.pw and "pseudos" not in pw_base.pw  # set per structure by the reference step
+    assert pw_base.pw.code.uuid == pw_code.uuid
+    assert builder.reference.pseudo_family.value == si_pseudo_family
+    assert builder.reference.max_concurrent.value == reference["max_concurrent"]
+
+    assert builder.committee.committee_size.value == {"fast": 2, "balanced": 4, "stringent": 5}[name]
+    assert builder.committee.config.get_dict() == expected["committee"]["config"]
+    assert builder.committee.train.train.code.uuid == annpot_code.uuid
+    assert builder.exploration.explore.explore.code.uuid == annpot_code.uuid
+    assert builder.exploration.num_jobs.value == expected["exploration"]["num_jobs"]
+    assert builder.exploration_config.get_dict() == expected["exploration"]["config"]
+    assert builder.stage_schedule.get_list() == expected["exploration"]["stage_schedule"]
+    wall = {"pw": pw_base.pw.metadata.options.max_wallclock_seconds,
+            "train": builder.committee.train.train.metadata.options.max_wallclock_seconds,
+            "explore": builder.exploration.explore.explore.metadata.options.max_wallclock_seconds}  # fmt: skip
+    assert wall == {"pw": reference["max_wallclock_seconds"],
+                    "train": expected["committee"]["max_wallclock_seconds"],
+                    "explore": expected["exploration"]["max_wallclock_seconds"]}  # fmt: skip
+
+
+def test_the_protocols_differ_where_they_should(builders):
+    cutoffs = {name: builders[name].reference.pw_base.pw.parameters["SYSTEM"]["ecutwfc"] for name in PROTOCOLS}
+    assert cutoffs == {"fast": 20.0, "balanced": 30.0, "stringent": 45.0}
+    kpoints = {name: builders[name].reference.pw_base.kpoints_distance.value for name in PROTOCOLS}
+    assert kpoints == {"fast": 0.6, "balanced": 0.3, "stringent": 0.2}
+
+
+def test_options_reach_pw_and_annpot(pw_code, annpot_code, si_pseudo_family, si_cell):
+    options = {"queue_name": "debug", "account": "proj42", "withmpi": True,
+               "resources": {"num_machines": 1, "num_mpiprocs_per_machine": 2}}  # fmt: skip
+    before = copy.deepcopy(options)
+    builder = ActiveLearningWorkChain.get_builder_from_protocol(pw_code, annpot_code, [si_cell()], si_pseudo_family,
+                                                                protocol="fast", options=options)  # fmt: skip
+    assert options == before
+    assert validation_error(builder) is None
+    pw = builder.reference.pw_base.pw.metadata.options
+    train = builder.committee.train.train.metadata.options
+    explore = builder.exploration.explore.explore.metadata.options
+    for job in (pw, train, explore):
+        assert job["queue_name"] == "debug" and job["account"] == "proj42"
+    assert pw["withmpi"] is True and pw["resources"] == {"num_machines": 1, "num_mpiprocs_per_machine": 2}
+    for job in (train, explore):  # annpot is serial: one process, no MPI, whatever the options say
+        assert job["withmpi"] is False
+        assert job["resources"] == {"num_machines": 1, "num_mpiprocs_per_machine": 1}
+
+
+def test_default_options_are_serial(builders):
+    pw = builders["fast"].reference.pw_base.pw.metadata.options
+    train = builders["fast"].committee.train.train.metadata.options
+    assert pw["withmpi"] is False and train["withmpi"] is False
+    assert pw["resources"] == train["resources"] == {"num_machines": 1, "num_mpiprocs_per_machine": 1}
+
+
+def test_structures_keep_their_keys_or_are_numbered(pw_code, annpot_code, si_pseudo_family, si_cell):
+    cells = {"bulk": si_cell(), "strained": si_cell(scale=1.02)}
+    builder = ActiveLearningWorkChain.get_builder_from_protocol(pw_code, annpot_code, cells, si_pseudo_family,
+                                                                protocol="fast")  # fmt: skip
+    assert {key: node.uuid for key, node in builder.structures.items()} == {k: v.uuid for k, v in cells.items()}
+    primitive = StructureData(ase=bulk("Si", "diamond", a=5.43))
+    numbered = ActiveLearningWorkChain.get_builder_from_protocol(pw_code, annpot_code, [si_cell(), primitive],
+                                                                 si_pseudo_family, protocol="fast")  # fmt: skip
+    assert list(numbered.structures) == ["s00", "s01"] and numbered.structures["s01"].uuid == primitive.uuid
+    assert validation_error(numbered) is None
+
+
+def test_overrides_reach_the_builder(pw_code, annpot_code, si_pseudo_family, si_cell):
+    overrides = {"reference": {"ecutwfc": 25.0, "pw_parameters": {"SYSTEM": {"nosym": True}}},
+                 "committee": {"committee_size": 3, "config": {"max_epochs": 7}}, "max_iterations": 2}  # fmt: skip
+    builder = ActiveLearningWorkChain.get_builder_from_protocol(pw_code, annpot_code, [si_cell()], si_pseudo_family,
+                                                                protocol="fast", overrides=overrides)  # fmt: skip
+    assert validation_error(builder) is None
+    system = builder.reference.pw_base.pw.parameters["SYSTEM"]
+    assert system["ecutwfc"] == 25.0 and system["ecutrho"] == 80.0 and system["nosym"] is True
+    assert builder.committee.committee_size.value == 3 and builder.committee.config["max_epochs"] == 7
+    assert builder.max_iterations.value == 2
+    with pytest.raises(ValueError, match=r"unknown override key\(s\): reference.ecut$"):
+        ActiveLearningWorkChain.get_builder_from_protocol(
+            pw_code, annpot_code, [si_cell()], si_pseudo_family, protocol="fast", overrides={"reference": {"ecut": 1.0}}
+        )
