@@ -2,7 +2,7 @@
 VENV ?= .venv
 PYTEST_ARGS ?=
 
-.PHONY: install test lint bench demo
+.PHONY: install test lint bench demo campaign
 
 install:
 	bash scripts/setup.sh
@@ -20,3 +20,7 @@ bench: install
 
 demo: install
 	bash examples/cu_emt/run.sh
+
+# The quick start's main job: a real Si active-learning campaign with pw.x on a `verdi presto` profile in .aiida/
+campaign: install
+	$(VENV)/bin/python examples/si_campaign/run.py

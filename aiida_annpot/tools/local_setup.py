@@ -1,0 +1,65 @@
+"""A workstation's AiiDA stack for aiida-annpot: the ``pw.x`` and ``annpot`` codes and a Debian pseudo family.
+
+Every function is idempotent: it returns what exists under the given label or creates it. Debian's
+``quantum-espresso`` provides ``pw.x``; ``quantum-espresso-data`` ships a few UPF files (gzipped) among its examples,
+of which ``Si.pz-vbc.UPF`` (LDA, norm-conserving) works with pw.x 6.7.
+"""
+
+from __future__ import annotations
+
+import glob
+import gzip
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+__all__ = ["CODE_PREPEND", "DEBIAN_EXAMPLES", "annpot_executable", "ensure_code", "ensure_debian_pseudo_family"]
+
+DEBIAN_EXAMPLES = "/usr/share/doc/quantum-espresso/examples"
+#: mpirun refuses root without the OMPI variables; one OpenMP thread per job keeps parallel jobs from oversubscribing.
+CODE_PREPEND = "export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=1"
+
+
+def annpot_executable() -> str:
+    """The ``annpot`` console script next to this Python interpreter (or on PATH)."""
+    beside = Path(sys.executable).parent / "annpot"
+    found = str(beside) if beside.exists() else shutil.which("annpot")
+    if found is None:
+        raise FileNotFoundError("the annpot command is not installed: pip install 'aiida-annpot[core]'")
+    return found
+
+
+def ensure_code(label: str, computer, executable: str, plugin: str, prepend_text: str = CODE_PREPEND):
+    """The InstalledCode ``label@computer``, created if missing."""
+    from aiida.common.exceptions import NotExistent
+    from aiida.orm import InstalledCode, load_code
+
+    try:
+        return load_code(f"{label}@{computer.label}")
+    except NotExistent:
+        return InstalledCode(label=label, computer=computer, filepath_executable=executable,
+                             default_calc_job_plugin=plugin, prepend_text=prepend_text).store()  # fmt: skip
+
+
+def ensure_debian_pseudo_family(label: str, filenames: tuple[str, ...] = ("Si.pz-vbc.UPF",)) -> str:
+    """An aiida-pseudo family ``label`` of UPF files from Debian's quantum-espresso-data; returns the label.
+
+    :raises FileNotFoundError: a file is not among the Debian examples (install quantum-espresso-data).
+    """
+    from aiida.orm import QueryBuilder
+    from aiida_pseudo.data.pseudo.upf import UpfData
+    from aiida_pseudo.groups.family import PseudoPotentialFamily
+
+    if QueryBuilder().append(PseudoPotentialFamily, filters={"label": label}).count():
+        return label
+    with tempfile.TemporaryDirectory() as folder:
+        for name in filenames:
+            sources = sorted(glob.glob(f"{DEBIAN_EXAMPLES}/**/{name}*", recursive=True))
+            if not sources:
+                raise FileNotFoundError(f"{name} not found under {DEBIAN_EXAMPLES}: apt install quantum-espresso-data")
+            opener = gzip.open if sources[0].endswith(".gz") else open
+            with opener(sources[0], "rb") as handle:
+                (Path(folder) / name).write_bytes(handle.read())
+        PseudoPotentialFamily.create_from_folder(Path(folder), label, pseudo_type=UpfData)
+    return label
