@@ -1,9 +1,10 @@
 """``annpot.active_learning``: the campaign. Initial structures → loop { reference → merge → committee →
 exploration → selection } until the committee stops finding new configurations.
 
-Converged means: the accurate ratio of the last exploration stage reaches ``conv_accuracy`` and the committee's mean
-validation errors meet ``validation_targets``. After ``max_iterations`` without convergence the campaign still
-returns its potential and dataset, with a warning exit code. Each iteration adds one row to the ``iterations``
+Converged means: the campaign has reached the last entry of its stage schedule, the accurate ratio of the last
+exploration stage reaches ``conv_accuracy`` and the committee's mean validation errors meet ``validation_targets``.
+After ``max_iterations`` without convergence the campaign still returns its potential and dataset, with a warning
+exit code. Each iteration adds one row to the ``iterations``
 output (and, while it runs, to the node's ``annpot_iterations`` extra, which ``aiida-annpot status`` shows).
 """
 
@@ -306,8 +307,15 @@ class ActiveLearningWorkChain(ProtocolMixin, WorkChain):
             self.ctx.mesh_of[f"it{self.ctx.iteration:02d}_{rank:03d}"] = keys[job::jobs][pick["structure"]]
 
     def _unmet(self, accurate: float) -> list[str]:
-        """Convergence criteria not met yet, as readable phrases."""
+        """Convergence criteria not met yet, as readable phrases.
+
+        A campaign converges only once it explores with the last entry of its stage schedule: agreement at the
+        early, gentler stages says nothing about the conditions the schedule is heading for.
+        """
         unmet = []
+        scheduled = len(self.inputs.stage_schedule.get_list())
+        if self.ctx.iteration < scheduled:
+            unmet.append(f"stage schedule not complete (iteration {self.ctx.iteration} of {scheduled})")
         if accurate < self.inputs.conv_accuracy.value:
             unmet.append(f"last stage accurate {accurate:.3f} < {self.inputs.conv_accuracy.value}")
         validation = self.ctx.row.get("validation", {})
