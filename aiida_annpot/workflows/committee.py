@@ -14,7 +14,7 @@ from aiida.common import AttributeDict
 from aiida.engine import ToContext, WorkChain
 from aiida.orm import Dict, Int
 
-from ..calcfunctions.committee import assemble_committee
+from ..calcfunctions.committee import assemble_committee, natural_order
 from ..calculations.train import validate_training_config
 from ..data.dataset import AtomisticDataset
 from ..data.potential import AnnPotential
@@ -98,8 +98,12 @@ class CommitteeTrainingWorkChain(WorkChain):
         self.report(f"training {size} member(s) on {self.inputs.dataset.n_frames} frames ({start})")
         return ToContext(**futures)
 
+    def _members(self) -> list[tuple[str, object]]:
+        """(key, AnnTrainBaseWorkChain node) of every member, member_0 first, member_10 after member_9."""
+        return sorted(self.ctx.members.items(), key=lambda item: natural_order(item[0]))
+
     def inspect_training(self):
-        failures = {key: node for key, node in sorted(self.ctx.members.items()) if not node.is_finished_ok}
+        failures = {key: node for key, node in self._members() if not node.is_finished_ok}
         if failures:
             text = "; ".join(f"{key} <{node.pk}> exit {node.exit_status}" for key, node in failures.items())
             return self.exit_codes.ERROR_MEMBER_FAILED.format(
@@ -108,18 +112,18 @@ class CommitteeTrainingWorkChain(WorkChain):
         return None
 
     def assemble(self):
-        members = {key: node.outputs.potential for key, node in sorted(self.ctx.members.items())}
+        members = {key: node.outputs.potential for key, node in self._members()}
         self.ctx.potential = assemble_committee(**members, metadata={"call_link_label": "assemble_committee"})
 
     def results(self):
-        per_member = {key: node.outputs.metrics.get_dict() for key, node in sorted(self.ctx.members.items())}
+        per_member = {key: node.outputs.metrics.get_dict() for key, node in self._members()}
         mean = {}
         for name in SUMMARY_METRICS:
             values = [m["validation"].get(name) for m in per_member.values()]
             finite = [v for v in values if v is not None and math.isfinite(v)]
             mean[name] = sum(finite) / len(finite) if len(finite) == len(values) else None
         metrics = Dict({"validation_mean": mean, "members": per_member}).store()
-        for key, node in sorted(self.ctx.members.items()):
+        for key, node in self._members():
             self.out(f"members.{key}", node.outputs.potential)
             self.out(f"learning_curves.{key}", node.outputs.learning_curve)
         self.out("potential", self.ctx.potential)

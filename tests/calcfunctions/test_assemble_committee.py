@@ -55,6 +55,13 @@ def test_two_singles_make_a_committee_of_two_in_key_order(trained_model, second_
     assert incoming == {"member_0": singles[0].uuid, "member_1": singles[1].uuid}
 
 
+def test_member_order_is_numeric_not_lexical(singles):
+    """member_2 comes before member_10, so member k of the committee is input member_k (warm starts rely on it)."""
+    committee = assemble_committee(member_10=singles[1], member_2=singles[0])
+    assert committee.member_bytes(0) == singles[0].member_bytes(0)
+    assert committee.member_bytes(1) == singles[1].member_bytes(0)
+
+
 def test_the_committee_predicts_as_its_members(singles):
     committee = assemble_committee(member_0=singles[0], member_1=singles[1])
     atoms = bulk("Cu", "fcc", a=3.6, cubic=True)
