@@ -243,3 +243,17 @@ def si_cell():
         return StructureData(ase=atoms)
 
     return factory
+
+
+@pytest.fixture(scope="session")
+def fast_si_campaign(pw_code, annpot_code, si_pseudo_family, si_cell):
+    """The fast protocol on the 8-atom cubic Si cell with the real pw.x, run once per session (~5 minutes on 2
+    cores) and shared by every test that needs a finished campaign: (outputs, work chain node). Read-only."""
+    from aiida.engine import run_get_node
+
+    from aiida_annpot.workflows.active_learning import ActiveLearningWorkChain
+
+    builder = ActiveLearningWorkChain.get_builder_from_protocol(
+        pw_code, annpot_code, {"si": si_cell()}, si_pseudo_family, protocol="fast"
+    )
+    return run_get_node(builder)

@@ -1,6 +1,7 @@
 """The fast Si campaign end to end with the real pw.x: iterations, outputs, provenance, the story in the report.
 
-One campaign (module-scoped, ~4 minutes on 2 cores) serves every test here; each test asserts one property of it.
+One campaign (the session's ``fast_si_campaign`` fixture, ~5 minutes on 2 cores, shared with tests/cli) serves every
+test here; each test asserts one property of it.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ import math
 import numpy as np
 import pytest
 from aiida.cmdline.utils.common import get_workchain_report
-from aiida.engine import run_get_node
 from aiida.orm import (
     CalcFunctionNode,
     CalcJobNode,
@@ -30,15 +30,6 @@ from aiida_annpot.workflows.active_learning import ITERATIONS_EXTRA, ActiveLearn
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def campaign(pw_code, annpot_code, si_pseudo_family, si_cell):
-    """The fast protocol on the 8-atom cubic Si cell: (outputs, work chain node)."""
-    builder = ActiveLearningWorkChain.get_builder_from_protocol(
-        pw_code, annpot_code, {"si": si_cell()}, si_pseudo_family, protocol="fast"
-    )
-    return run_get_node(builder)
-
-
 def _iterations(node) -> list[dict]:
     return node.outputs.iterations.get_list()
 
@@ -47,8 +38,8 @@ def _reference_workchains(node) -> list[WorkflowNode]:
     return sorted((c for c in node.called if c.process_label == "ReferenceWorkChain"), key=lambda c: c.ctime)
 
 
-def test_campaign_runs_at_least_two_iterations_and_ends_with_a_known_status(campaign):
-    _, node = campaign
+def test_campaign_runs_at_least_two_iterations_and_ends_with_a_known_status(fast_si_campaign):
+    _, node = fast_si_campaign
     assert node.exit_status in (0, ActiveLearningWorkChain.exit_codes.WARNING_NOT_CONVERGED.status), node.exit_message
     rows = _iterations(node)
     assert len(rows) >= 2
@@ -61,8 +52,8 @@ def test_campaign_runs_at_least_two_iterations_and_ends_with_a_known_status(camp
         assert rows[-1]["unmet"], "a non-converged campaign says which criterion failed"
 
 
-def test_second_iteration_labels_structures_proposed_by_exploration(campaign):
-    _, node = campaign
+def test_second_iteration_labels_structures_proposed_by_exploration(fast_si_campaign):
+    _, node = fast_si_campaign
     second = _reference_workchains(node)[1]
     structures = [link.node for link in second.base.links.get_incoming(node_class=StructureData).all()]
     assert structures, "iteration 2 labels something"
@@ -72,8 +63,8 @@ def test_second_iteration_labels_structures_proposed_by_exploration(campaign):
     assert rows[1]["labels_submitted"] == rows[0]["selected"] == len(structures)
 
 
-def test_outputs_hold_final_potential_dataset_and_validation_errors(campaign):
-    outputs, node = campaign
+def test_outputs_hold_final_potential_dataset_and_validation_errors(fast_si_campaign):
+    outputs, node = fast_si_campaign
     potential, dataset = outputs["potential"], outputs["dataset"]
     assert isinstance(potential, AnnPotential) and potential.committee_size == 2
     assert potential.elements == ["Si"]
@@ -93,9 +84,9 @@ def test_outputs_hold_final_potential_dataset_and_validation_errors(campaign):
     assert all(m["validation"]["force_rmse"] > 0 for m in potential.base.attributes.get("metrics"))
 
 
-def test_final_potential_leads_back_to_every_pw_calculation_it_learned_from(campaign):
+def test_final_potential_leads_back_to_every_pw_calculation_it_learned_from(fast_si_campaign):
     """Potential ← merge_dataset steps ← DFT trajectories ← PwCalculations: exactly the dataset's frame sources."""
-    outputs, _ = campaign
+    outputs, _ = fast_si_campaign
     potential, dataset = outputs["potential"], outputs["dataset"]
     query = QueryBuilder()
     query.append(AnnPotential, filters={"id": potential.pk}, tag="potential")
@@ -119,8 +110,8 @@ def test_final_potential_leads_back_to_every_pw_calculation_it_learned_from(camp
             assert siblings[-1].uuid in learned_from and calculation in siblings[:-1]
 
 
-def test_selected_structure_leads_back_to_its_exploration_and_committee(campaign):
-    _, node = campaign
+def test_selected_structure_leads_back_to_its_exploration_and_committee(fast_si_campaign):
+    _, node = fast_si_campaign
     second = _reference_workchains(node)[1]
     structure = second.base.links.get_incoming(node_class=StructureData).all()[0].node
     query = QueryBuilder()
@@ -134,13 +125,13 @@ def test_selected_structure_leads_back_to_its_exploration_and_committee(campaign
     assert committees == {first_committee.outputs.potential.uuid}
 
 
-def test_labels_have_dft_units_and_stress_sign(campaign):
+def test_labels_have_dft_units_and_stress_sign(fast_si_campaign):
     """Pressure from the stress labels follows -dE/dV of the isotropically strained cells (same pw.x settings).
 
     At 20 Ry the analytic stress differs from the finite-volume derivative by a nearly constant Pulay term (about
     1 GPa here), so the test compares the pressure differences between the cells, which that offset cancels.
     """
-    outputs, _ = campaign
+    outputs, _ = fast_si_campaign
     frames = outputs["dataset"].to_frames()
     strained = [f for f in frames if np.allclose(f.get_scaled_positions(), frames[0].get_scaled_positions(), atol=1e-8)]
     assert len(strained) >= 4, "the ideal and isotropically strained cells are in the dataset"
@@ -156,16 +147,16 @@ def test_labels_have_dft_units_and_stress_sign(campaign):
     assert np.abs(forces.sum(axis=0)).max() < 1e-2 * len(frames) * 8, "DFT forces sum to ~zero per frame"
 
 
-def test_report_tells_the_campaign_story(campaign):
-    _, node = campaign
+def test_report_tells_the_campaign_story(fast_si_campaign):
+    _, node = fast_si_campaign
     report = get_workchain_report(node, "REPORT")
     for phrase in ("generated", "iteration 1: DFT labels for", "label(s) added", "committee ready",
                    "selected for labelling", "iteration 2: DFT labels for"):  # fmt: skip
         assert phrase in report, phrase
 
 
-def test_each_step_is_a_provenance_node_with_call_link_labels(campaign):
-    _, node = campaign
+def test_each_step_is_a_provenance_node_with_call_link_labels(fast_si_campaign):
+    _, node = fast_si_campaign
     labels = {link.link_label for link in node.base.links.get_outgoing().all()}
     for expected in ("reference_01", "committee_01", "exploration_01", "reference_02", "supercell_si"):
         assert expected in labels

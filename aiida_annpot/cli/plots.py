@@ -1,0 +1,148 @@
+"""``aiida-annpot plot``: PNG figures of a campaign (matplotlib's Agg backend, no display needed).
+
+``validation_errors.png`` (committee validation errors per iteration), ``learning_curves.png`` (the last committee's
+members, per epoch), ``force_deviation.png`` (histograms of σ_F^max per iteration with the trust levels) and
+``parity.png`` (the final potential against the DFT labels of the final dataset).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+import numpy as np
+from aiida.cmdline.utils import decorators, echo
+
+from .root import NODE, cmd_root, load_campaign
+from .status import iteration_rows
+
+__all__ = ["plot_deviations", "plot_learning_curves", "plot_parity", "plot_validation", "write_plots"]
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(figure, path: Path) -> Path:
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    _pyplot().close(figure)
+    return path
+
+
+def _called(node, process_label: str) -> list:
+    return sorted((c for c in node.called if c.process_label == process_label), key=lambda c: c.ctime)
+
+
+def plot_validation(rows: list[dict], output: Path) -> Path | None:
+    """Mean validation energy and force RMSE of each iteration's committee."""
+    rows = [row for row in rows if row.get("validation")]
+    if not rows:
+        return None
+    figure, axes = _pyplot().subplots(1, 2, figsize=(9, 3.5))
+    iterations = [row["iteration"] for row in rows]
+    for axis, key, unit in zip(axes, ("energy_rmse", "force_rmse"), ("meV/atom", "eV/Å"), strict=True):
+        values = [np.nan if row["validation"].get(key) is None else row["validation"][key] for row in rows]
+        axis.plot(iterations, values, "o-")
+        axis.set(xlabel="iteration", ylabel=f"validation {key.split('_')[0]} RMSE ({unit})")
+        axis.xaxis.get_major_locator().set_params(integer=True)
+    return _save(figure, output / "validation_errors.png")
+
+
+def plot_learning_curves(node, output: Path) -> Path | None:
+    """Validation errors per epoch of every member of the last committee."""
+    committees = [c for c in _called(node, "CommitteeTrainingWorkChain") if c.is_finished_ok]
+    if not committees:
+        return None
+    links = [link for link in committees[-1].base.links.get_outgoing().all()
+             if link.link_label.startswith("learning_curves__")]  # fmt: skip
+    figure, axes = _pyplot().subplots(1, 2, figsize=(9, 3.5))
+    for link in sorted(links, key=lambda link: link.link_label):
+        curve, member = link.node, link.link_label.split("__")[-1]
+        axes[0].plot(curve.get_array("epoch"), curve.get_array("validation_energy_rmse"), label=member)
+        axes[1].plot(curve.get_array("epoch"), curve.get_array("validation_force_rmse"), label=member)
+    axes[0].set(xlabel="epoch", ylabel="validation energy RMSE (meV/atom)", yscale="log")
+    axes[1].set(xlabel="epoch", ylabel="validation force RMSE (eV/Å)", yscale="log")
+    axes[1].legend()
+    figure.suptitle(f"last committee: CommitteeTrainingWorkChain<{committees[-1].pk}>")
+    return _save(figure, output / "learning_curves.png")
+
+
+def plot_deviations(node, output: Path) -> Path | None:
+    """Histogram of the max force deviation σ_F^max of the explored frames, one per iteration, with trust levels."""
+    explorations = [e for e in _called(node, "ExplorationWorkChain") if "deviations" in e.outputs]
+    if not explorations:
+        return None
+    figure, axis = _pyplot().subplots(figsize=(6, 3.5))
+    for index, exploration in enumerate(explorations, start=1):
+        sigma = exploration.outputs.deviations.get_array("max_force_std")
+        axis.hist(sigma[np.isfinite(sigma)], bins=30, histtype="step", label=f"iteration {index}")
+    selection = node.inputs.exploration_config.get_dict().get("selection", {})
+    for key in ("trust_lo", "trust_hi"):
+        if key in selection:
+            axis.axvline(selection[key], color="grey", linestyle="--")
+            axis.text(selection[key], 0.98, f"{key} ", transform=axis.get_xaxis_transform(), rotation=90, va="top",
+                      ha="right", fontsize=8, color="grey")  # fmt: skip
+    axis.set(xlabel="max force deviation σ_F (eV/Å)", ylabel="frames")
+    axis.legend()
+    return _save(figure, output / "force_deviation.png")
+
+
+def parity_data(potential, dataset) -> dict[str, np.ndarray]:
+    """DFT and predicted energies (eV/atom) and force components (eV/Å) of every frame of ``dataset``."""
+    calculator = potential.calculator()  # imports torch
+    data = {"dft_energy": [], "ann_energy": [], "dft_forces": [], "ann_forces": []}
+    for frame in dataset.to_frames():
+        atoms = frame.copy()
+        atoms.calc = calculator
+        data["dft_energy"].append(frame.get_potential_energy() / len(frame))
+        data["ann_energy"].append(atoms.get_potential_energy() / len(frame))
+        data["dft_forces"].append(frame.get_forces().ravel())
+        data["ann_forces"].append(atoms.get_forces().ravel())
+    return {key: np.hstack(values) for key, values in data.items()}
+
+
+def plot_parity(potential, dataset, output: Path) -> Path:
+    """Predicted against DFT energies and forces on the frames of ``dataset``, with the RMSE."""
+    data = parity_data(potential, dataset)
+    figure, axes = _pyplot().subplots(1, 2, figsize=(9, 4))
+    for axis, key, unit, scale in zip(axes, ("energy", "forces"), ("meV/atom", "eV/Å"), (1000, 1), strict=True):
+        dft, ann = data[f"dft_{key}"], data[f"ann_{key}"]
+        rmse = scale * np.sqrt(np.mean((dft - ann) ** 2))
+        low, high = min(dft.min(), ann.min()), max(dft.max(), ann.max())
+        axis.plot([low, high], [low, high], color="grey", linewidth=0.8)
+        axis.plot(dft, ann, ".", markersize=3)
+        axis.set(xlabel=f"DFT {key}", ylabel=f"potential {key}", title=f"RMSE {rmse:.3g} {unit}")
+    axes[0].set(xlabel="DFT energy (eV/atom)", ylabel="potential energy (eV/atom)")
+    axes[1].set(xlabel="DFT force component (eV/Å)", ylabel="potential force component (eV/Å)")
+    return _save(figure, output / "parity.png")
+
+
+def write_plots(node, output: str | Path) -> list[Path]:
+    """Every figure this campaign has data for, written to ``output`` (created if needed)."""
+    output = Path(output)
+    output.mkdir(parents=True, exist_ok=True)
+    written = [plot_validation(iteration_rows(node), output), plot_learning_curves(node, output),
+               plot_deviations(node, output)]  # fmt: skip
+    if "potential" in node.outputs and "dataset" in node.outputs:
+        written.append(plot_parity(node.outputs.potential, node.outputs.dataset, output))
+    return [path for path in written if path is not None]
+
+
+@cmd_root.command("plot")
+@click.argument("campaign", type=NODE)
+@click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Folder for the PNG files (created if missing; files of the same name are replaced).")  # fmt: skip
+@decorators.with_dbenv()
+def cmd_plot(campaign, output):
+    """PNG figures of CAMPAIGN: validation errors, learning curves, force deviations, parity of the potential."""
+    written = write_plots(load_campaign(campaign), output)
+    if not written:
+        echo.echo_warning("nothing to plot yet: no iteration has finished")
+    for path in written:
+        echo.echo(str(path))

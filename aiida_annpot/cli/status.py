@@ -1,0 +1,95 @@
+"""``aiida-annpot status``: one campaign's iterations as a table, or the list of campaigns.
+
+The rows come from the ``iterations`` output of a finished campaign, or, while it runs, from the node's
+``annpot_iterations`` extra (the same rows plus the running one).
+"""
+
+from __future__ import annotations
+
+import click
+from aiida.cmdline.utils import decorators, echo
+from tabulate import tabulate
+
+from .root import NODE, cmd_root, load_campaign
+
+__all__ = ["campaign_header", "iteration_rows", "iteration_table", "row_state"]
+
+HEADERS = ("iter", "labels\nadded", "labels\nfailed", "dataset\nframes", "E_val\nmeV/atom", "F_val\neV/Å",
+           "accurate\nratio", "candidate\nratio", "failed\nratio", "selected", "state")  # fmt: skip
+
+
+def iteration_rows(node) -> list[dict]:
+    """The campaign's iteration rows: the ``iterations`` output, else the live ``annpot_iterations`` extra."""
+    from ..workflows.active_learning import ITERATIONS_EXTRA
+
+    if "iterations" in node.outputs:
+        return node.outputs.iterations.get_list()
+    return node.base.extras.get(ITERATIONS_EXTRA, [])
+
+
+def row_state(row: dict) -> str:
+    """running / failed / converged / not converged."""
+    if row.get("running"):
+        return "running"
+    if "failed" in row:
+        return "failed"
+    return "converged" if row.get("converged") else "not converged"
+
+
+def _number(value, digits: int) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def iteration_table(rows: list[dict]) -> str:
+    """One line per iteration: labels, validation errors, exploration ratios, selection, state."""
+    lines = []
+    for row in rows:
+        validation, ratios = row.get("validation", {}), row.get("ratios", {})
+        lines.append([
+            row["iteration"], row.get("labels_added", "-"), row.get("labels_failed", "-"),
+            row.get("dataset_frames", "-"), _number(validation.get("energy_rmse"), 2),
+            _number(validation.get("force_rmse"), 3), _number(ratios.get("accurate"), 2),
+            _number(ratios.get("candidate"), 2), _number(ratios.get("failed"), 2), row.get("selected", "-"),
+            row_state(row),
+        ])  # fmt: skip
+    return tabulate(lines, headers=HEADERS, disable_numparse=True, colalign=("right",) * (len(HEADERS) - 1))
+
+
+def campaign_header(node) -> str:
+    """``ActiveLearningWorkChain<PK> "label": finished, exit status 410: message``."""
+    state = node.process_state.value if node.process_state else "unknown"
+    text = f"{node.process_label}<{node.pk}>" + (f" {node.label!r}" if node.label else "") + f": {state}"
+    if node.exit_status is not None:
+        text += f", exit status {node.exit_status}"
+        text += f": {node.exit_message}" if node.exit_message else ""
+    return text + (" (paused)" if node.paused else "")
+
+
+def _campaign_list() -> str:
+    from aiida.orm import QueryBuilder
+
+    from ..workflows.active_learning import ITERATIONS_EXTRA, ActiveLearningWorkChain
+
+    projections = ["id", "label", "ctime", "attributes.process_state", "attributes.exit_status",
+                   f"extras.{ITERATIONS_EXTRA}"]  # fmt: skip
+    query = QueryBuilder().append(ActiveLearningWorkChain, project=projections, tag="campaign")
+    query.order_by({"campaign": {"ctime": "asc"}})
+    rows = [[pk, label, ctime.strftime("%Y-%m-%d %H:%M"), state or "-", "-" if status is None else status,
+             len(iterations or [])]
+            for pk, label, ctime, state, status, iterations in query.iterall()]  # fmt: skip
+    headers = ("PK", "label", "created", "state", "exit status", "iterations")
+    return tabulate(rows, headers=headers) if rows else "no active-learning campaigns in this profile"
+
+
+@cmd_root.command("status")
+@click.argument("campaign", type=NODE, required=False)
+@decorators.with_dbenv()
+def cmd_status(campaign):
+    """Iterations of CAMPAIGN (PK, UUID or label); without it, every campaign of the profile."""
+    if campaign is None:
+        echo.echo(_campaign_list())
+        return
+    node = load_campaign(campaign)
+    echo.echo(campaign_header(node))
+    rows = iteration_rows(node)
+    echo.echo(iteration_table(rows) if rows else "no iteration finished yet")

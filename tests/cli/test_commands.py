@@ -1,0 +1,112 @@
+"""``status``, ``plot``, ``export``, ``lineage`` and ``resume`` without running a campaign: on campaign-like nodes made
+by hand (process type, state, the live ``annpot_iterations`` extra) and on nodes that are not campaigns."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from aiida.orm import Int
+
+from aiida_annpot.workflows.active_learning import ITERATIONS_EXTRA
+
+
+@pytest.mark.parametrize("command", ["status", "plot", "export", "resume"])
+def test_a_node_that_is_not_a_campaign_is_refused(run_cli, command, tmp_path):
+    node = Int(5).store()
+    args = (command, node.pk) if command in ("status", "resume") else (command, node.pk, "-o", tmp_path / "out")
+    result = run_cli(*args)
+    assert result.exit_code != 0
+    assert f"node {node.pk} is an Int, not an active-learning campaign" in result.output
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("command", ["status", "plot", "export", "resume", "lineage"])
+def test_a_node_that_does_not_exist_is_refused(run_cli, command, tmp_path):
+    args = (command, 987654) if command in ("status", "resume", "lineage") else (command, 987654, "-o", tmp_path)
+    result = run_cli(*args)
+    assert result.exit_code != 0
+    assert "no Node found with ID<987654>" in result.output
+
+
+def test_other_work_chains_are_named_in_the_error(run_cli, fake_campaign):
+    child = fake_campaign(paused=["reference_01"]).called[0]
+    result = run_cli("status", child.pk)
+    assert result.exit_code != 0
+    assert "is a WorkChainNode (ReferenceWorkChain), not an active-learning campaign" in result.output
+
+
+def test_lineage_refuses_other_node_types(run_cli):
+    node = Int(5).store()
+    result = run_cli("lineage", node.pk)
+    assert result.exit_code != 0
+    assert "is an Int; lineage knows AnnPotential and StructureData" in result.output
+
+
+def test_status_of_a_running_campaign_reads_the_live_extra(run_cli, fake_campaign):
+    node = fake_campaign()
+    result = run_cli("status", node.pk)
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0] == f"ActiveLearningWorkChain<{node.pk}> 'fake': waiting"
+    first = next(line for line in lines if line.split()[:1] == ["1"])
+    assert first.split() == ["1", "4", "0", "4", "12.50", "0.210", "0.60", "0.30", "0.10", "3", "not", "converged"]
+    second = next(line for line in lines if line.split()[:1] == ["2"])
+    assert second.split()[-1] == "running" and "-" in second.split()
+
+
+def test_status_without_argument_lists_campaigns(run_cli, fake_campaign):
+    node = fake_campaign(label="listed")
+    result = run_cli("status")
+    assert result.exit_code == 0, result.output
+    row = next(line for line in result.output.splitlines() if line.split()[:1] == [str(node.pk)])
+    assert "listed" in row and "waiting" in row and row.split()[-1] == "2"
+
+
+def test_export_of_a_campaign_without_outputs_writes_the_summary(run_cli, fake_campaign, tmp_path):
+    node = fake_campaign()
+    result = run_cli("export", node.pk, "-o", tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    assert "no potential yet" in result.output
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["campaign"]["uuid"] == node.uuid and summary["iterations"] == node.base.extras.get(ITERATIONS_EXTRA)
+    assert "potential" not in summary
+
+
+def test_plot_of_a_running_campaign_draws_what_exists(run_cli, fake_campaign, tmp_path):
+    result = run_cli("plot", fake_campaign().pk, "-o", tmp_path)
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "validation_errors.png").read_bytes().startswith(b"\x89PNG")
+    assert str(tmp_path / "validation_errors.png") in result.output
+    assert not (tmp_path / "parity.png").exists()
+
+
+def test_resume_with_nothing_paused_says_so(run_cli, fake_campaign):
+    node = fake_campaign()
+    result = run_cli("resume", node.pk)
+    assert result.exit_code == 0, result.output
+    assert f"nothing paused in campaign {node.pk}" in result.output
+
+
+def test_resume_plays_every_paused_process_of_the_campaign(run_cli, fake_campaign, monkeypatch):
+    """The process controller needs a broker, which the test profile has not: ``play_processes`` is replaced by a
+    recorder, so this checks which processes are chosen and what is printed, not the broker round trip."""
+    from aiida.engine.processes import control
+
+    played = []
+    monkeypatch.setattr(control, "play_processes", lambda processes, **_: played.extend(processes))
+    node = fake_campaign(paused=["reference_01", "reference_02"])
+    node.pause()
+    result = run_cli("resume", node.pk)
+    assert result.exit_code == 0, result.output
+    assert {p.pk for p in played} == {node.pk, *(c.pk for c in node.called)}
+    for process in played:
+        assert f"played {process.process_label}<{process.pk}>" in result.output
+
+
+def test_resume_reports_a_failure_to_play(run_cli, fake_campaign):
+    """Without a broker the engine cannot reach the processes: a clear error, no traceback."""
+    node = fake_campaign(paused=["reference_01"])
+    result = run_cli("resume", node.pk)
+    assert result.exit_code != 0
+    assert "could not play the paused processes" in result.output

@@ -1,0 +1,140 @@
+"""``aiida-annpot launch``: every bad campaign file is refused, naming the field, before any process exists."""
+
+from __future__ import annotations
+
+import pytest
+
+from aiida_annpot.cli.campaign_file import CampaignFileError, build_from_file
+
+
+def _refused(run_cli, count_processes, path, *fields, daemon=False):
+    before = count_processes()
+    result = run_cli("launch", path, *(["--daemon"] if daemon else []))
+    assert result.exit_code != 0, result.output
+    for field in fields:
+        assert field in result.output, result.output
+    assert "Traceback" not in result.output
+    assert count_processes() == before, "nothing was run or submitted"
+    return result.output
+
+
+def test_valid_file_gives_a_validated_builder(write_campaign, count_processes):
+    before = count_processes()
+    builder = build_from_file(write_campaign(options={"max_wallclock_seconds": 900}))
+    assert builder.metadata.label == "cli-test"
+    assert sorted(builder.structures) == ["cell"]
+    assert builder.committee.committee_size.value == 2, "the fast protocol"
+    assert builder.committee.train.train.metadata.options.max_wallclock_seconds == 900
+    assert count_processes() == before
+
+
+def test_structure_list_gets_numbered_keys(write_campaign):
+    builder = build_from_file(write_campaign(structures=["cell.cif", "cell.cif"]))
+    assert sorted(builder.structures) == ["s00", "s01"]
+
+
+def test_typo_key_is_named(run_cli, write_campaign, count_processes):
+    output = _refused(run_cli, count_processes, write_campaign(protocl="fast"), "protocl", "unknown key")
+    assert "invalid campaign file" in output
+
+
+def test_typo_inside_codes_is_named(run_cli, write_campaign, count_processes, pw_code):
+    codes = {"pw": pw_code.full_label, "anpot": "annpot@localhost"}
+    _refused(run_cli, count_processes, write_campaign(codes=codes), "codes.anpot: unknown key", "codes.annpot")
+
+
+def test_missing_code_is_named(run_cli, write_campaign, count_processes, annpot_code, local_computer):
+    label = f"nocode@{local_computer.label}"
+    _refused(run_cli, count_processes, write_campaign(codes={"pw": label, "annpot": annpot_code.full_label}),
+             f"codes.pw: no code {label!r}")  # fmt: skip
+
+
+def test_unknown_computer_is_named(run_cli, write_campaign, count_processes, annpot_code):
+    codes = {"pw": "pw@nowhere", "annpot": annpot_code.full_label}
+    _refused(run_cli, count_processes, write_campaign(codes=codes), "codes.pw: no computer 'nowhere'")
+
+
+def test_code_of_the_wrong_plugin_is_named(run_cli, write_campaign, count_processes, annpot_code):
+    codes = {"pw": annpot_code.full_label, "annpot": annpot_code.full_label}
+    _refused(run_cli, count_processes, write_campaign(codes=codes), "codes.pw:", "quantumespresso.pw")
+
+
+def test_unreadable_structure_file_is_named(run_cli, write_campaign, count_processes, tmp_path):
+    (tmp_path / "garbage.cif").write_text("this is not a crystal\n")
+    _refused(run_cli, count_processes, write_campaign(structures={"si": "garbage.cif"}), "structures.si:")
+
+
+def test_missing_structure_file_is_named(run_cli, write_campaign, count_processes):
+    _refused(run_cli, count_processes, write_campaign(structures={"si": "nowhere.cif"}), "structures.si: no file")
+
+
+def test_pseudo_family_without_the_element_is_named(run_cli, write_campaign, count_processes):
+    _refused(run_cli, count_processes, write_campaign(element="Cu"), "pseudo_family:", "Cu")
+
+
+def test_missing_pseudo_family_is_named(run_cli, write_campaign, count_processes):
+    _refused(run_cli, count_processes, write_campaign(pseudo_family="NoSuchFamily"), "pseudo_family:", "NoSuchFamily")
+
+
+def test_unknown_protocol_is_named(run_cli, write_campaign, count_processes):
+    _refused(run_cli, count_processes, write_campaign(protocol="turbo"), "protocol: unknown protocol 'turbo'")
+
+
+def test_unknown_override_key_is_named(run_cli, write_campaign, count_processes):
+    overrides = {"committee": {"committee_sizee": 3}}
+    _refused(run_cli, count_processes, write_campaign(overrides=overrides), "overrides:", "committee.committee_sizee")
+
+
+def test_unknown_scheduler_option_is_named(run_cli, write_campaign, count_processes):
+    _refused(run_cli, count_processes, write_campaign(options={"queue_nam": "debug"}), "options.queue_nam")
+
+
+def test_port_validation_runs_before_submission(run_cli, write_campaign, count_processes):
+    """A known key with an invalid value is caught by the work chain's own port validators."""
+    overrides = {"exploration": {"config": {"selection": {"trust_lo": 0.5, "trust_hi": 0.1}}}}
+    _refused(run_cli, count_processes, write_campaign(overrides=overrides), "invalid campaign inputs", "trust")
+
+
+def test_several_problems_are_reported_together(write_campaign, annpot_code):
+    codes = {"pw": "pw@nowhere", "annpot": annpot_code.full_label}
+    with pytest.raises(CampaignFileError) as info:
+        build_from_file(write_campaign(codes=codes, structures={"si": "nowhere.cif"}, protocol="turbo"))
+    message = str(info.value)
+    assert "codes.pw" in message and "structures.si" in message and "protocol" in message
+
+
+def test_file_that_is_not_a_mapping_is_refused(run_cli, tmp_path, count_processes):
+    path = tmp_path / "list.yaml"
+    path.write_text("- a\n- b\n")
+    _refused(run_cli, count_processes, path, "YAML mapping")
+
+
+def test_structures_of_the_wrong_type_are_named(run_cli, write_campaign, count_processes):
+    output = _refused(run_cli, count_processes, write_campaign(structures=3), "structures: expected a mapping")
+    assert output.count("structures:") == 1, "one message, not one per member of the union"
+
+
+def test_daemon_submission_without_a_broker_is_a_clear_error(run_cli, write_campaign, count_processes):
+    """The test profile has no broker: submission fails with the engine's explanation, and no node is left."""
+    _refused(run_cli, count_processes, write_campaign(), "could not submit to the daemon", "broker", daemon=True)
+
+
+def test_daemon_submission_prints_how_to_follow(run_cli, write_campaign, fake_campaign, monkeypatch):
+    import aiida.engine
+
+    node = fake_campaign()
+    monkeypatch.setattr(aiida.engine, "submit", lambda builder: node)
+    result = run_cli("launch", write_campaign(), "--daemon")
+    assert result.exit_code == 0, result.output
+    assert f"aiida-annpot status {node.pk}" in result.output and f"verdi process report {node.pk}" in result.output
+
+
+def test_foreground_run_ends_with_the_status_table(run_cli, write_campaign, fake_campaign, monkeypatch):
+    """``run_get_node`` is replaced (a real campaign is tests/cli/test_campaign_commands.py's fixture)."""
+    import aiida.engine
+
+    node = fake_campaign()
+    monkeypatch.setattr(aiida.engine, "run_get_node", lambda builder: ({}, node))
+    result = run_cli("launch", write_campaign())
+    assert result.exit_code == 0, result.output
+    assert f"ActiveLearningWorkChain<{node.pk}>" in result.output and "not converged" in result.output
