@@ -18,16 +18,13 @@ from ..calcfunctions.committee import assemble_committee, natural_order
 from ..calculations.train import validate_training_config
 from ..data.dataset import AtomisticDataset
 from ..data.potential import AnnPotential
+from .ports import at_least_one
 from .train_base import AnnTrainBaseWorkChain
 
 __all__ = ["CommitteeTrainingWorkChain"]
 
 #: Validation errors averaged over members in the ``metrics`` output.
 SUMMARY_METRICS = ("energy_rmse", "energy_mae", "force_rmse", "force_mae", "stress_rmse")
-
-
-def validate_committee_size(value: Int, _) -> str | None:
-    return None if value.value >= 1 else f"committee_size must be at least 1, got {value.value}"
 
 
 class CommitteeTrainingWorkChain(WorkChain):
@@ -47,7 +44,7 @@ class CommitteeTrainingWorkChain(WorkChain):
             "committee_size",
             valid_type=Int,
             default=lambda: Int(4),
-            validator=validate_committee_size,
+            validator=at_least_one("committee_size"),
             help="Number of members K (≥ 2 for a deviation; 1 trains a single model).",
         )
         spec.input(

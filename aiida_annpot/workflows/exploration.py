@@ -17,13 +17,9 @@ from ..calculations.explore import validate_exploration_config, validate_start_s
 from ..data.dataset import AtomisticDataset
 from ..data.potential import AnnPotential
 from .explore_base import AnnExploreBaseWorkChain
+from .ports import at_least_one
 
 __all__ = ["ExplorationWorkChain"]
-
-
-def validate_num_jobs(value: Int, _) -> str | None:
-    """A port validator, so that it also applies where the work chain is exposed without its structures."""
-    return None if value.value >= 1 else f"num_jobs must be at least 1, got {value.value}"
 
 
 class ExplorationWorkChain(WorkChain):
@@ -55,7 +51,7 @@ class ExplorationWorkChain(WorkChain):
             "num_jobs",
             valid_type=Int,
             default=lambda: Int(1),
-            validator=validate_num_jobs,
+            validator=at_least_one("num_jobs"),
             help="Number of exploration jobs the start structures are spread over.",
         )
         spec.expose_inputs(

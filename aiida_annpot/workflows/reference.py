@@ -19,6 +19,7 @@ from aiida.plugins import WorkflowFactory
 
 from ..calcfunctions.dataset import merge_dataset
 from ..data.dataset import AtomisticDataset
+from .ports import at_least_one
 
 __all__ = ["ReferenceWorkChain", "validate_pseudo_family"]
 
@@ -39,10 +40,6 @@ def validate_pseudo_family(family_label: str, structures) -> str | None:
         if missing:
             return f"structure {key}: pseudo family {family_label!r} has no pseudopotential for {', '.join(missing)}"
     return None
-
-
-def validate_max_concurrent(value: Int, _) -> str | None:
-    return None if value.value >= 1 else f"max_concurrent must be at least 1, got {value.value}"
 
 
 def validate_inputs(inputs: dict, namespace) -> str | None:
@@ -89,7 +86,7 @@ class ReferenceWorkChain(WorkChain):
             "max_concurrent",
             valid_type=Int,
             default=lambda: Int(8),
-            validator=validate_max_concurrent,
+            validator=at_least_one("max_concurrent"),
             help="At most this many DFT work chains run at the same time.",
         )
         spec.expose_inputs(
