@@ -1,7 +1,9 @@
 """Runs inside a production profile for the integration tests (``AIIDA_PATH`` and the profile from argv).
 
-``python campaign_driver.py PROFILE setup`` registers codes and the Debian pseudo family; ``submit`` submits the fast Si
-campaign to the daemon and prints its PK; ``state PK`` and ``labels PK`` print JSON about the campaign.
+``python campaign_driver.py PROFILE setup`` registers codes and the Debian pseudo family; ``setup-cluster`` the
+Slurm computer ``localcluster`` (core.ssh_async) and its codes; ``submit [COMPUTER [ITERATIONS]]`` submits the fast
+Si campaign to the daemon and prints its PK; ``state PK``, ``labels PK``, ``jobs PK`` and ``paused PK`` print JSON
+about the campaign.
 """
 
 from __future__ import annotations
@@ -33,13 +35,46 @@ def setup() -> dict:
     return {"family": ensure_debian_pseudo_family(FAMILY)}
 
 
-def submit_campaign() -> dict:
+def setup_cluster() -> dict:
+    """The local Slurm cluster over core.ssh_async (host ``localcluster`` from ~/.ssh/config) with its codes."""
+    from aiida.common.exceptions import NotExistent
+    from aiida.orm import Computer
+
+    try:
+        computer = load_computer("localcluster")
+    except NotExistent:
+        computer = Computer(
+            label="localcluster", hostname="localcluster", transport_type="core.ssh_async",
+            scheduler_type="core.slurm", workdir="/tmp/annpot_cluster_work/{username}",
+        ).store()  # fmt: skip
+        computer.set_default_mpiprocs_per_machine(1)
+        computer.configure(host="localcluster", safe_interval=0.0, use_login_shell=False)
+    computer.set_minimum_job_poll_interval(1.0)
+    ensure_code("pw", computer, "/usr/bin/pw.x", "quantumespresso.pw")
+    ensure_code("annpot", computer, annpot_executable(), "annpot.train")
+    return {"computer": computer.label}
+
+
+def submit_campaign(computer: str = "localhost", iterations: str = "2") -> dict:
     structure = StructureData(ase=bulk("Si", "diamond", a=5.43, cubic=True))
     builder = ActiveLearningWorkChain.get_builder_from_protocol(
-        load_code("pw@localhost"), load_code("annpot@localhost"), {"si": structure}, FAMILY, protocol="fast",
-        overrides={"max_iterations": 2},
+        load_code(f"pw@{computer}"), load_code(f"annpot@{computer}"), {"si": structure}, FAMILY, protocol="fast",
+        overrides={"max_iterations": int(iterations)},
     )  # fmt: skip
     return {"pk": submit(builder).pk}
+
+
+def jobs(pk: int) -> dict:
+    """Every CalcJob of the campaign: process label, computer and scheduler job id."""
+    node = load_node(pk)
+    calcjobs = [d for d in node.called_descendants if isinstance(d, CalcJobNode)]
+    return {"jobs": [{"pk": c.pk, "label": c.process_label, "computer": c.computer.label, "job_id": c.get_job_id(),
+                      "ok": c.is_finished_ok} for c in calcjobs]}  # fmt: skip
+
+
+def paused(pk: int) -> dict:
+    node = load_node(pk)
+    return {"paused": [d.pk for d in [node, *node.called_descendants] if getattr(d, "paused", False)]}
 
 
 def _pw_calculations(node) -> list[CalcJobNode]:
@@ -70,7 +105,9 @@ def labels(pk: int) -> dict:
 
 
 if __name__ == "__main__":
-    command = sys.argv[2]
-    result = {"setup": setup, "submit": submit_campaign}.get(command)
-    output = result() if result else {"state": state, "labels": labels}[command](int(sys.argv[3]))
+    command, arguments = sys.argv[2], sys.argv[3:]
+    if command in ("setup", "setup-cluster", "submit"):
+        output = {"setup": setup, "setup-cluster": setup_cluster, "submit": submit_campaign}[command](*arguments)
+    else:
+        output = {"state": state, "labels": labels, "jobs": jobs, "paused": paused}[command](int(arguments[0]))
     print(json.dumps(output))
