@@ -37,18 +37,6 @@ def make_profile(workdir: Path) -> str:
     return "bench"
 
 
-def setup_codes():
-    from aiida.orm import load_computer
-
-    from aiida_annpot.tools.local_setup import annpot_executable, ensure_code, ensure_debian_pseudo_family
-
-    computer = load_computer("localhost")
-    computer.set_minimum_job_poll_interval(0.0)
-    pw_code = ensure_code("pw", computer, shutil.which("pw.x"), "quantumespresso.pw")
-    annpot_code = ensure_code("annpot", computer, annpot_executable(), "annpot.train")
-    return pw_code, annpot_code, ensure_debian_pseudo_family("Si-LDA")
-
-
 def overhead_per_label(campaign) -> list[tuple[float, float]]:
     """(PwBaseWorkChain wall time, pw.x wall time) in seconds for every DFT label of the campaign."""
     rows = []
@@ -75,9 +63,10 @@ def main() -> None:
     from aiida.orm import StructureData
     from ase.build import bulk
 
+    from aiida_annpot.tools.local_setup import workstation_setup
     from aiida_annpot.workflows.active_learning import ActiveLearningWorkChain
 
-    pw_code, annpot_code, family = setup_codes()
+    pw_code, annpot_code, family = workstation_setup("Si-LDA")
     overrides = {} if args.max_concurrent is None else {"reference": {"max_concurrent": args.max_concurrent}}
     structure = StructureData(ase=bulk("Si", "diamond", a=5.43, cubic=True))
     builder = ActiveLearningWorkChain.get_builder_from_protocol(

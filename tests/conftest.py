@@ -159,11 +159,6 @@ def trained_model(tmp_path_factory) -> Path:
 
 # --- AiiDA: codes, pseudopotential family and structures on the temporary profile ----------------------------------
 
-#: Debian's quantum-espresso-data ships this LDA norm-conserving Si pseudopotential (gzipped) among its examples.
-SI_PSEUDO_GLOB = "/usr/share/doc/quantum-espresso/examples/**/Si.pz-vbc.UPF*"
-#: mpirun refuses root without these; one OpenMP thread keeps parallel jobs from fighting over the two cores.
-CODE_PREPEND = "export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=1"
-
 
 @pytest.fixture(scope="session")
 def local_computer(aiida_profile, tmp_path_factory):
@@ -179,23 +174,12 @@ def local_computer(aiida_profile, tmp_path_factory):
     return computer
 
 
-def _installed_code(computer, label: str, executable: str, plugin: str):
-    from aiida.orm import InstalledCode
-
-    return InstalledCode(label=label, computer=computer, filepath_executable=executable,
-                         default_calc_job_plugin=plugin, prepend_text=CODE_PREPEND).store()  # fmt: skip
-
-
 @pytest.fixture(scope="session")
 def annpot_code(local_computer):
     """The ``annpot`` console script of this environment as an InstalledCode."""
-    import shutil
-    import sys
+    from aiida_annpot.tools.local_setup import annpot_executable, ensure_code
 
-    executable = Path(sys.executable).parent / "annpot"
-    if not executable.exists():
-        executable = Path(shutil.which("annpot"))
-    return _installed_code(local_computer, "annpot", str(executable), "annpot.train")
+    return ensure_code("annpot", local_computer, annpot_executable(), "annpot.train")
 
 
 @pytest.fixture(scope="session")
@@ -203,31 +187,23 @@ def pw_code(local_computer):
     """Debian's ``pw.x`` as an InstalledCode; the test is skipped where it is not installed."""
     import shutil
 
+    from aiida_annpot.tools.local_setup import ensure_code
+
     executable = shutil.which("pw.x")
     if executable is None:
         pytest.skip("pw.x is not installed (scripts/setup.sh installs Debian's quantum-espresso)")
-    return _installed_code(local_computer, "pw", executable, "quantumespresso.pw")
+    return ensure_code("pw", local_computer, executable, "quantumespresso.pw")
 
 
 @pytest.fixture(scope="session")
-def si_pseudo_family(aiida_profile, tmp_path_factory):
+def si_pseudo_family(aiida_profile):
     """An aiida-pseudo family ``Si-LDA-test`` holding Debian's ``Si.pz-vbc.UPF``; returns its label."""
-    import glob
-    import gzip
+    from aiida_annpot.tools.local_setup import ensure_debian_pseudo_family
 
-    from aiida_pseudo.data.pseudo.upf import UpfData
-    from aiida_pseudo.groups.family import PseudoPotentialFamily
-
-    label = "Si-LDA-test"
-    sources = sorted(glob.glob(SI_PSEUDO_GLOB, recursive=True))
-    if not sources:
+    try:
+        return ensure_debian_pseudo_family("Si-LDA-test")
+    except FileNotFoundError:
         pytest.skip("Si.pz-vbc.UPF not found (scripts/setup.sh installs Debian's quantum-espresso-data)")
-    folder = tmp_path_factory.mktemp("pseudos")
-    opener = gzip.open if sources[0].endswith(".gz") else open
-    with opener(sources[0], "rb") as handle:
-        (folder / "Si.pz-vbc.UPF").write_bytes(handle.read())
-    PseudoPotentialFamily.create_from_folder(folder, label, pseudo_type=UpfData)
-    return label
 
 
 @pytest.fixture(scope="session")

@@ -14,7 +14,15 @@ import sys
 import tempfile
 from pathlib import Path
 
-__all__ = ["CODE_PREPEND", "DEBIAN_EXAMPLES", "annpot_executable", "ensure_code", "ensure_debian_pseudo_family"]
+__all__ = [
+    "CODE_PREPEND",
+    "DEBIAN_EXAMPLES",
+    "annpot_executable",
+    "ensure_campaign_codes",
+    "ensure_code",
+    "ensure_debian_pseudo_family",
+    "workstation_setup",
+]
 
 DEBIAN_EXAMPLES = "/usr/share/doc/quantum-espresso/examples"
 #: mpirun refuses root without the OMPI variables; one OpenMP thread per job keeps parallel jobs from oversubscribing.
@@ -40,6 +48,28 @@ def ensure_code(label: str, computer, executable: str, plugin: str, prepend_text
     except NotExistent:
         return InstalledCode(label=label, computer=computer, filepath_executable=executable,
                              default_calc_job_plugin=plugin, prepend_text=prepend_text).store()  # fmt: skip
+
+
+def ensure_campaign_codes(computer, pw_executable: str | None = None) -> tuple:
+    """The ``pw`` and ``annpot`` codes a campaign needs on ``computer`` (pw.x from PATH unless given).
+
+    :raises FileNotFoundError: pw.x or annpot is not installed.
+    """
+    pw_executable = pw_executable or shutil.which("pw.x")
+    if pw_executable is None:
+        raise FileNotFoundError("pw.x is not installed: apt install quantum-espresso")
+    return (ensure_code("pw", computer, pw_executable, "quantumespresso.pw"),
+            ensure_code("annpot", computer, annpot_executable(), "annpot.train"))  # fmt: skip
+
+
+def workstation_setup(family_label: str) -> tuple:
+    """(pw code, annpot code, pseudo family label) on the profile's ``localhost`` computer (``verdi presto`` makes
+    it), with no delay between job polls: labels take seconds here, not hours."""
+    from aiida.orm import load_computer
+
+    computer = load_computer("localhost")
+    computer.set_minimum_job_poll_interval(0.0)
+    return (*ensure_campaign_codes(computer), ensure_debian_pseudo_family(family_label))
 
 
 def ensure_debian_pseudo_family(label: str, filenames: tuple[str, ...] = ("Si.pz-vbc.UPF",)) -> str:

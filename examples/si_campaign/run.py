@@ -49,20 +49,16 @@ def main() -> None:
 
     load_or_make_profile()
     from aiida.engine import run_get_node
-    from aiida.orm import StructureData, load_computer
+    from aiida.orm import StructureData
     from ase.build import bulk
 
     from aiida_annpot.cli.export import export_campaign
     from aiida_annpot.cli.plots import write_plots
     from aiida_annpot.cli.status import campaign_header, iteration_rows, iteration_table
-    from aiida_annpot.tools.local_setup import annpot_executable, ensure_code, ensure_debian_pseudo_family
+    from aiida_annpot.tools.local_setup import workstation_setup
     from aiida_annpot.workflows.active_learning import ActiveLearningWorkChain
 
-    computer = load_computer("localhost")
-    computer.set_minimum_job_poll_interval(0.0)
-    pw_code = ensure_code("pw", computer, shutil.which("pw.x"), "quantumespresso.pw")
-    annpot_code = ensure_code("annpot", computer, annpot_executable(), "annpot.train")
-    family = ensure_debian_pseudo_family("Si-LDA-debian")
+    pw_code, annpot_code, family = workstation_setup("Si-LDA-debian")
     structure = StructureData(ase=bulk("Si", "diamond", a=5.43, cubic=True))
     builder = ActiveLearningWorkChain.get_builder_from_protocol(pw_code, annpot_code, {"si": structure}, family,
                                                                 protocol=args.protocol)  # fmt: skip

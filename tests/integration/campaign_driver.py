@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import collections
 import json
-import shutil
 import sys
 
 from aiida import load_profile
@@ -21,18 +20,14 @@ from aiida.engine import submit  # noqa: E402
 from aiida.orm import CalcJobNode, StructureData, WorkflowNode, load_code, load_computer, load_node  # noqa: E402
 from ase.build import bulk  # noqa: E402
 
-from aiida_annpot.tools.local_setup import annpot_executable, ensure_code, ensure_debian_pseudo_family  # noqa: E402
+from aiida_annpot.tools.local_setup import ensure_campaign_codes, workstation_setup  # noqa: E402
 from aiida_annpot.workflows.active_learning import ActiveLearningWorkChain  # noqa: E402
 
 FAMILY = "Si-LDA-debian"
 
 
 def setup() -> dict:
-    computer = load_computer("localhost")
-    computer.set_minimum_job_poll_interval(0.0)
-    ensure_code("pw", computer, shutil.which("pw.x"), "quantumespresso.pw")
-    ensure_code("annpot", computer, annpot_executable(), "annpot.train")
-    return {"family": ensure_debian_pseudo_family(FAMILY)}
+    return {"family": workstation_setup(FAMILY)[2]}
 
 
 def setup_cluster() -> dict:
@@ -50,8 +45,7 @@ def setup_cluster() -> dict:
         computer.set_default_mpiprocs_per_machine(1)
         computer.configure(host="localcluster", safe_interval=0.0, use_login_shell=False)
     computer.set_minimum_job_poll_interval(1.0)
-    ensure_code("pw", computer, "/usr/bin/pw.x", "quantumespresso.pw")
-    ensure_code("annpot", computer, annpot_executable(), "annpot.train")
+    ensure_campaign_codes(computer, "/usr/bin/pw.x")
     return {"computer": computer.label}
 
 
