@@ -19,8 +19,6 @@ from ..core.explored import read_explored_frames
 
 __all__ = ["select_candidates"]
 
-_CLASSES = ("accurate", "candidate", "failed")
-
 
 def _read_frames(files: dict[str, SinglefileData]) -> tuple[list[Atoms], np.ndarray, list[str]]:
     """Frames, (F, D) fingerprints and the input key of every frame, over ``files`` in key order."""
@@ -34,12 +32,6 @@ def _read_frames(files: dict[str, SinglefileData]) -> tuple[list[Atoms], np.ndar
             fingerprints.append(prints)
     stacked = np.concatenate(fingerprints) if fingerprints else np.empty((0, 0))
     return frames, stacked, origins
-
-
-def _class_ratios(status: np.ndarray) -> dict:
-    counts = {name: int(np.count_nonzero(status == name)) for name in _CLASSES}
-    total = len(status)
-    return {"frames": total, "counts": counts, "ratios": {k: (v / total if total else 0.0) for k, v in counts.items()}}
 
 
 @calcfunction
@@ -69,8 +61,8 @@ def select_candidates(selection_settings: Dict, reference_fingerprints: ArrayDat
         )
         picks.append({"origin": origins[index], **{key: int(frame.info[key]) for key in ("structure", "stage", "step")},
                       "max_force_std": float(sigma[index])})  # fmt: skip
-    stages = [{"stage": int(k), **_class_ratios(status[stage == k])} for k in np.unique(stage)]
-    outputs["summary"] = Dict({**_class_ratios(status), "stages": stages, "selection_counts": result.counts,
+    stages = [{"stage": int(k), **selection.class_summary(status[stage == k])} for k in np.unique(stage)]
+    outputs["summary"] = Dict({**selection.class_summary(status), "stages": stages, "selection_counts": result.counts,
                                "selected": picks})  # fmt: skip
     deviations = ArrayData()
     deviations.set_array("max_force_std", sigma)

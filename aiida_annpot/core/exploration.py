@@ -49,14 +49,13 @@ from .errors import InputDataError, UnknownElementError
 from .explored import FRAMES, PROGRESS, REFERENCE_FINGERPRINTS, SELECTED, SUMMARY, read_explored_frames
 from .geometry import MIN_ALLOWED_DISTANCE, NeighborSearch
 from .interrupt import StopRequest
-from .selection import SelectionResult, classify, select_candidates
+from .selection import SelectionResult, class_summary, classify, select_candidates
 
 __all__ = ["FRAMES", "PROGRESS", "REFERENCE_FINGERPRINTS", "SELECTED", "STOP_REASONS", "SUMMARY", "min_distance",
            "read_explored_frames", "run_exploration"]  # fmt: skip
 
 #: Why a trajectory ended.
 STOP_REASONS = ("completed", "deviation", "too_close", "non_finite")
-_CLASSES = ("accurate", "candidate", "failed")
 #: Settings that do not change the trajectories (a resume may change them).
 _NOT_IN_DIGEST = {"models", "structures", "reference_structures", "selection", "threads", "wall_time"}
 
@@ -269,13 +268,6 @@ def _append_frame(handle, frame: Atoms) -> None:
     handle.flush()
 
 
-def _class_counts(status: np.ndarray) -> dict:
-    counts = {name: int(np.count_nonzero(status == name)) for name in _CLASSES}
-    total = len(status)
-    return {"frames": total, "counts": counts,
-            "ratios": {name: (n / total if total else 0.0) for name, n in counts.items()}}  # fmt: skip
-
-
 def _summarize(frames: list[Atoms], fingerprints: np.ndarray, finished: dict, config: ExplorationConfig,
                reference: np.ndarray | None) -> tuple[dict, SelectionResult]:  # fmt: skip
     """The summary (classification overall and per stage, trajectories, selection) and the selection result."""
@@ -285,11 +277,11 @@ def _summarize(frames: list[Atoms], fingerprints: np.ndarray, finished: dict, co
     result = select_candidates(info["max_force_std"], info["min_distance"], fingerprints, config.selection, reference)
     trajectories = sorted(finished.values(), key=lambda r: (r["structure"], r["stage"]))
     stages = [{"stage": k, "temperature": stage.temperature, "pressure": stage.pressure,
-               **_class_counts(status[info["stage"] == k])} for k, stage in enumerate(config.stages)]  # fmt: skip
+               **class_summary(status[info["stage"] == k])} for k, stage in enumerate(config.stages)]  # fmt: skip
     selected = [{"frame": int(i), **{key: frames[i].info[key] for key in ("structure", "stage", "step")},
                  "max_force_std": float(info["max_force_std"][i])} for i in result.selected]  # fmt: skip
     summary = {
-        **_class_counts(status),
+        **class_summary(status),
         "stages": stages,
         "trajectories": trajectories,
         "stop_reasons": {r: sum(t["reason"] == r for t in trajectories) for r in STOP_REASONS},

@@ -19,8 +19,11 @@ from .errors import InputDataError
 if TYPE_CHECKING:
     from ..common.config import SelectionConfig
 
-__all__ = ["STATUSES", "SelectionResult", "classify", "farthest_point_sampling", "select_candidates"]
+__all__ = ["CLASSES", "STATUSES", "SelectionResult", "class_summary", "classify", "farthest_point_sampling",
+           "select_candidates"]  # fmt: skip
 
+#: What :func:`classify` calls a frame.
+CLASSES = ("accurate", "candidate", "failed")
 #: Final status of a frame, in the order frames fall out of the pipeline.
 STATUSES = ("accurate", "failed", "too_close", "duplicate", "not_selected", "selected")
 _STATUS_DTYPE = "<U12"
@@ -67,6 +70,13 @@ def classify(max_force_deviation: np.ndarray, trust_lo: float, trust_hi: float) 
     status[sigma < trust_lo] = "accurate"
     status[~np.isfinite(sigma) | (sigma >= trust_hi)] = "failed"
     return status
+
+
+def class_summary(status: np.ndarray) -> dict:
+    """Frame count, counts and ratios per class of a :func:`classify` result (ratios are 0 for no frames)."""
+    counts = {name: int(np.count_nonzero(status == name)) for name in CLASSES}
+    total = len(status)
+    return {"frames": total, "counts": counts, "ratios": {k: (v / total if total else 0.0) for k, v in counts.items()}}
 
 
 def _reference_array(reference: np.ndarray | None, dim: int) -> np.ndarray:
