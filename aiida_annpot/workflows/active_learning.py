@@ -21,7 +21,7 @@ from ..data.dataset import AtomisticDataset
 from ..data.potential import AnnPotential
 from .campaign_inputs import validate_generation, validate_inputs, validate_stage_schedule, validate_targets
 from .committee import CommitteeTrainingWorkChain
-from .exploration import ExplorationWorkChain
+from .exploration import ExplorationWorkChain, deal_start_structures
 from .generation import generate_copies
 from .protocols import ProtocolMixin
 from .protocols.builder import fill_builder
@@ -300,11 +300,10 @@ class ActiveLearningWorkChain(ProtocolMixin, WorkChain):
 
     def _trace_meshes(self, picks: list[dict]) -> None:
         """A selected frame uses the mesh of the start structure its trajectory began from."""
-        keys = sorted(self.ctx.starts)
-        jobs = min(self.inputs.exploration.num_jobs.value, len(keys))
+        dealt = deal_start_structures(self.ctx.starts, self.inputs.exploration.num_jobs.value)
         for rank, pick in enumerate(picks):
             job = int(pick["origin"].split("_")[-1])
-            self.ctx.mesh_of[f"it{self.ctx.iteration:02d}_{rank:03d}"] = keys[job::jobs][pick["structure"]]
+            self.ctx.mesh_of[f"it{self.ctx.iteration:02d}_{rank:03d}"] = dealt[job][pick["structure"]]
 
     def _unmet(self, accurate: float) -> list[str]:
         """Convergence criteria not met yet, as readable phrases.

@@ -19,7 +19,15 @@ from ..data.potential import AnnPotential
 from .explore_base import AnnExploreBaseWorkChain
 from .ports import at_least_one
 
-__all__ = ["ExplorationWorkChain"]
+__all__ = ["ExplorationWorkChain", "deal_start_structures"]
+
+
+def deal_start_structures(keys, num_jobs: int) -> list[list[str]]:
+    """The start-structure keys of each exploration job: the sorted keys dealt round-robin to
+    min(num_jobs, len(keys)) jobs. A frame's ``structure`` is the index of its start in its job's list."""
+    keys = sorted(keys)
+    jobs = min(num_jobs, len(keys))
+    return [keys[j::jobs] for j in range(jobs)]
 
 
 class ExplorationWorkChain(WorkChain):
@@ -81,14 +89,13 @@ class ExplorationWorkChain(WorkChain):
                        message="{count} exploration job(s) failed: {failures}")  # fmt: skip
 
     def run_exploration(self):
-        keys = sorted(self.inputs.structures)
-        jobs = min(self.inputs.num_jobs.value, len(keys))
+        dealt = deal_start_structures(self.inputs.structures, self.inputs.num_jobs.value)
         futures = {}
-        for j in range(jobs):
+        for j, keys in enumerate(dealt):
             inputs = AttributeDict(self.exposed_inputs(AnnExploreBaseWorkChain, namespace="explore"))
             inputs.explore = AttributeDict(inputs.explore)
             inputs.explore.potential = self.inputs.potential
-            inputs.explore.structures = {key: self.inputs.structures[key] for key in keys[j::jobs]}
+            inputs.explore.structures = {key: self.inputs.structures[key] for key in keys}
             inputs.explore.config = self.inputs.config
             if "reference_dataset" in self.inputs:
                 inputs.explore.reference_dataset = self.inputs.reference_dataset
@@ -97,8 +104,8 @@ class ExplorationWorkChain(WorkChain):
         stages = self.inputs.config["stages"]
         temperatures = ", ".join(f"{s['temperature']:g} K" + (f" {s['pressure']:g} GPa" if s.get("pressure") is not None
                                                                else "") for s in stages)  # fmt: skip
-        self.report(f"exploring {len(keys)} start structure(s) in {jobs} job(s) over {len(stages)} stage(s): "
-                    f"{temperatures}")  # fmt: skip
+        self.report(f"exploring {len(self.inputs.structures)} start structure(s) in {len(dealt)} job(s) over "
+                    f"{len(stages)} stage(s): {temperatures}")  # fmt: skip
         return ToContext(**futures)
 
     def inspect_exploration(self):
