@@ -7,23 +7,30 @@ before anything is queued. Every model forbids unknown keys. Units: Å, eV, fs, 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 __all__ = [
+    "VALIDATION_PROPERTIES",
+    "BaselineConfig",
     "BehlerParrinelloConfig",
     "ChebyshevConfig",
     "ConfigError",
     "DescriptorConfig",
+    "EquationOfStateSettings",
     "ExplorationConfig",
     "ExplorationStage",
     "GenerationConfig",
     "LossConfig",
+    "MDStabilitySettings",
+    "ModelSelectionConfig",
     "NetworkConfig",
     "SelectionConfig",
     "TrainingConfig",
+    "VacancySettings",
+    "ValidationConfig",
     "load_config",
 ]
 
@@ -123,6 +130,26 @@ class LossConfig(_Strict):
         return self
 
 
+class BaselineConfig(_Strict):
+    """Delta learning: the networks learn DFT − baseline, and the calculator adds the baseline back.
+
+    ``name`` is ``"zbl"`` (the built-in Ziegler–Biersack–Littmark screened nuclear repulsion, switched off smoothly
+    below the bonding distances), a short ASE calculator name (``"lj"``, ``"morse"``, ``"emt"``), or the import path
+    of any ASE calculator class (``"ase.calculators.lj.LennardJones"``). The name and parameters are checked by
+    building the calculator, so a name that does not exist fails at submit time.
+    """
+
+    name: str = Field(..., min_length=1, description='"zbl", a short ASE name, or "package.module.Class".')
+    parameters: dict[str, Any] = Field({}, description="Keyword arguments of the baseline calculator.")
+
+    @model_validator(mode="after")
+    def _buildable(self) -> BaselineConfig:
+        from ..core.baselines import make_baseline  # torch-free; imported here because core depends on common
+
+        make_baseline(self)  # raises ValueError naming the problem
+        return self
+
+
 class TrainingConfig(_Strict):
     """Everything ``annpot train`` needs; paths are relative to the configuration file's folder."""
 
@@ -148,6 +175,9 @@ class TrainingConfig(_Strict):
     wall_time: float | None = Field(None, gt=0.0, description="Seconds; then checkpoint and exit with code 75.")
     checkpoint_interval: int = Field(10, ge=1, description="Epochs between checkpoints.")
     init_model: str | None = Field(None, description="Model file to warm-start from (fine-tuning).")
+    baseline: BaselineConfig | None = Field(
+        None, description="Delta learning: fit DFT minus this baseline; the model file records it and adds it back."
+    )
     dtype: Literal["float32", "float64"] = "float64"
     threads: int | None = Field(None, ge=1, description="torch intra-op threads (default: torch's choice).")
 
@@ -165,9 +195,27 @@ class ExplorationStage(_Strict):
 
     temperature: float = Field(..., gt=0.0, description="K.")
     pressure: float | None = Field(None, description="GPa; given means NPT, absent means NVT.")
+    ensemble: Literal["nvt", "npt", "nve"] | None = Field(
+        None,
+        description="Default: npt with a pressure, else nvt. nve runs velocity Verlet from Maxwell-Boltzmann "
+        "velocities at `temperature` (energy conservation tests).",
+    )
     steps: int = Field(1000, ge=1)
     timestep: float = Field(2.0, gt=0.0, le=10.0, description="fs.")
     sample_interval: int = Field(10, ge=1, description="Steps between sampled frames.")
+
+    @model_validator(mode="after")
+    def _ensemble_matches_pressure(self) -> ExplorationStage:
+        if self.ensemble in ("nvt", "nve") and self.pressure is not None:
+            raise ValueError(f"a pressure ({self.pressure} GPa) needs the npt ensemble, not {self.ensemble}")
+        if self.ensemble == "npt" and self.pressure is None:
+            raise ValueError("the npt ensemble needs a pressure (GPa)")
+        return self
+
+    @property
+    def resolved_ensemble(self) -> str:
+        """The ensemble this stage runs: explicit, or npt with a pressure and nvt without."""
+        return self.ensemble or ("npt" if self.pressure is not None else "nvt")
 
 
 class SelectionConfig(_Strict):
@@ -180,6 +228,17 @@ class SelectionConfig(_Strict):
         0.0, ge=0.0, description="Fingerprint distance below which a candidate duplicates the reference set."
     )
     max_candidates: int = Field(20, ge=0, description="Cap per iteration; farthest-point sampling picks them.")
+    extrapolation: Literal["ignore", "candidate"] = Field(
+        "ignore",
+        description="candidate: a frame the committee calls accurate but whose descriptors leave the training "
+        "range (extrapolation grade above extrapolation_tolerance) becomes a candidate too.",
+    )
+    extrapolation_tolerance: float = Field(
+        0.01,
+        ge=0.0,
+        description="Extrapolation grade (excess over the training range, in units of that range) above which a "
+        "frame counts as out of range; above float32 rounding (~1e-6), below physically meaningful excursions.",
+    )
     seed: int = Field(0, ge=0)
 
     @model_validator(mode="after")
@@ -244,6 +303,98 @@ class GenerationConfig(_Strict):
                  + self.vacancies + len(self.slab_miller))  # fmt: skip
         if count == 0:
             raise ValueError("generation makes no structure: enable include_ideal or ask for some copies")
+        return self
+
+
+class ModelSelectionConfig(_Strict):
+    """The candidate models of a model selection (Miksch et al. 2021, step 2) and how they are compared.
+
+    Every descriptor is combined with every network (a grid). Each candidate trains on ``training_fractions`` of
+    one fixed training split (learning curves) and is scored on one fixed validation split by
+    ``energy_rmse / best energy_rmse + force_rmse / best force_rmse`` at the full training set; candidates within
+    ``tie_tolerance`` of the best score tie, and the one with the fewest parameters wins.
+    """
+
+    descriptors: list[DescriptorConfig] = Field(..., description="Descriptor candidates (family, orders, cutoffs).")
+    networks: list[NetworkConfig] = Field(..., description="Network candidates (hidden layers, activation).")
+    training_fractions: list[float] = Field(
+        [0.25, 0.5, 1.0], description="Shares of the training split for the learning curves; must include 1.0."
+    )
+    validation_fraction: float = Field(0.2, gt=0.0, lt=1.0, description="Share of the dataset held out once.")
+    split_seed: int = Field(0, ge=0, description="Seeds the one train/validation split all candidates share.")
+    tie_tolerance: float = Field(
+        0.05, ge=0.0, description="Relative score difference within which the smaller model is preferred."
+    )
+
+    @model_validator(mode="after")
+    def _grid_and_fractions(self) -> ModelSelectionConfig:
+        empty = [name for name in ("descriptors", "networks") if not getattr(self, name)]
+        if empty:
+            raise ValueError(f"the model grid is empty: give at least one entry in {' and '.join(empty)}")
+        fractions = self.training_fractions
+        if not fractions or any(not 0.0 < f <= 1.0 for f in fractions) or 1.0 not in fractions:
+            raise ValueError(f"training_fractions must lie in (0, 1] and include 1.0, got {fractions}")
+        if len(set(fractions)) != len(fractions):
+            raise ValueError(f"training_fractions has repeated values: {fractions}")
+        return self
+
+
+class EquationOfStateSettings(_Strict):
+    """Energy–volume curve: isotropic strains of the input cell, fitted by Birch–Murnaghan (third order)."""
+
+    points: int = Field(7, ge=5, le=31, description="Volumes on the curve (a BM3 fit has 4 parameters).")
+    max_volume_strain: float = Field(0.08, gt=0.0, lt=0.5, description="Volumes span V0·(1 ± this).")
+
+
+class VacancySettings(_Strict):
+    """Unrelaxed vacancy formation energy E_f = E(N−1) − (N−1)/N·E(N) in a supercell of the input cell."""
+
+    supercell: list[int] = Field([1, 1, 1], min_length=3, max_length=3, description="Repetitions of the input cell.")
+    site: int = Field(0, ge=0, description="Index (in the supercell) of the removed atom.")
+
+    @model_validator(mode="after")
+    def _positive_repetitions(self) -> VacancySettings:
+        if any(n < 1 for n in self.supercell):
+            raise ValueError(f"supercell repetitions must be at least 1, got {self.supercell}")
+        return self
+
+
+class MDStabilitySettings(_Strict):
+    """NVE molecular dynamics with the potential alone: energy drift and closest approach of atoms."""
+
+    supercell: list[int] = Field([1, 1, 1], min_length=3, max_length=3, description="Repetitions of the input cell.")
+    temperature: float = Field(300.0, gt=0.0, description="K, of the initial Maxwell–Boltzmann velocities.")
+    steps: int = Field(2000, ge=10)
+    timestep: float = Field(1.0, gt=0.0, le=10.0, description="fs.")
+    sample_interval: int = Field(5, ge=1, description="Steps between recorded frames.")
+    max_drift: float = Field(1.0, gt=0.0, description="meV/atom/ps: a larger |drift| fails the test.")
+    min_distance: float = Field(1.5, gt=0.0, description="Å: atoms closer than this fail the test.")
+
+    @model_validator(mode="after")
+    def _positive_repetitions(self) -> MDStabilitySettings:
+        if any(n < 1 for n in self.supercell):
+            raise ValueError(f"supercell repetitions must be at least 1, got {self.supercell}")
+        return self
+
+
+#: Physical properties the validation work chain can compare with DFT.
+VALIDATION_PROPERTIES = ("equation_of_state", "vacancy", "md_stability")
+
+
+class ValidationConfig(_Strict):
+    """Which physical properties to test a potential on, and their settings."""
+
+    properties: list[Literal["equation_of_state", "vacancy", "md_stability"]] = Field(
+        list(VALIDATION_PROPERTIES), min_length=1, description="Properties to compute."
+    )
+    equation_of_state: EquationOfStateSettings = Field(default_factory=EquationOfStateSettings)
+    vacancy: VacancySettings = Field(default_factory=VacancySettings)
+    md_stability: MDStabilitySettings = Field(default_factory=MDStabilitySettings)
+
+    @model_validator(mode="after")
+    def _unique_properties(self) -> ValidationConfig:
+        if len(set(self.properties)) != len(self.properties):
+            raise ValueError(f"properties has repeated entries: {self.properties}")
         return self
 
 
