@@ -15,7 +15,8 @@ from .root import NODE, cmd_root, load_campaign
 __all__ = ["campaign_header", "iteration_rows", "iteration_table", "row_state"]
 
 HEADERS = ("iter", "labels\nadded", "labels\nfailed", "dataset\nframes", "E_val\nmeV/atom", "F_val\neV/Å",
-           "accurate\nratio", "candidate\nratio", "failed\nratio", "selected", "state")  # fmt: skip
+           "accurate\nratio", "candidate\nratio", "failed\nratio", "out of\nrange", "selected",
+           "state")  # fmt: skip
 
 
 def iteration_rows(node) -> list[dict]:
@@ -49,8 +50,8 @@ def iteration_table(rows: list[dict]) -> str:
             row["iteration"], row.get("labels_added", "-"), row.get("labels_failed", "-"),
             row.get("dataset_frames", "-"), _number(validation.get("energy_rmse"), 2),
             _number(validation.get("force_rmse"), 3), _number(ratios.get("accurate"), 2),
-            _number(ratios.get("candidate"), 2), _number(ratios.get("failed"), 2), row.get("selected", "-"),
-            row_state(row),
+            _number(ratios.get("candidate"), 2), _number(ratios.get("failed"), 2),
+            _number(row.get("out_of_range"), 2), row.get("selected", "-"), row_state(row),
         ])  # fmt: skip
     return tabulate(lines, headers=HEADERS, disable_numparse=True, colalign=("right",) * (len(HEADERS) - 1))
 

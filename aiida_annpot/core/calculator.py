@@ -3,7 +3,10 @@
 Follows ASE's calculator contract: eV, eV/Å, Voigt stress in eV/Å³ (xx, yy, zz, yz, xz, xy), ``super().calculate``
 first. A committee returns the mean, plus ``energy_std`` (eV/atom), ``forces_std`` (N,) and ``max_force_std``
 (eV/Å), and on request (``get_property('fingerprint')``) a per-element mean of standardised features for
-diversity selection.
+diversity selection, and ``extrapolation`` (the structure's largest per-atom extrapolation grade) with
+``extrapolation_atoms`` (N,): how far descriptors leave the training ranges, in units of the range widths.
+A delta-learning potential's baseline (:mod:`~aiida_annpot.core.baselines`) is added to the networks' energy,
+forces, stress and, when the baseline has them, per-atom energies; the committee deviations are the networks'.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import torch
 from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
 from ase.stress import full_3x3_to_voigt_6_stress
 
+from .baselines import make_baseline
 from .committee import committee_statistics
 from .geometry import NeighborSearch, raise_allocator_thresholds
 from .model import Potential
@@ -28,7 +32,10 @@ class AnnCalculator(Calculator):
     """
 
     implemented_properties = ["energy", "free_energy", "forces", "stress", "energies", "energy_std",
-                              "forces_std", "max_force_std", "fingerprint"]  # fmt: skip
+                              "forces_std", "max_force_std", "fingerprint", "extrapolation",
+                              "extrapolation_atoms"]  # fmt: skip
+    #: Computed from the latest evaluation only when asked for: MD pays for them on sampled frames, not every step.
+    on_request = ("fingerprint", "extrapolation", "extrapolation_atoms")
     default_parameters = {"dtype": "float64", "skin": 0.0}
 
     def __init__(self, model, dtype: str = "float64", skin: float = 0.0, **kwargs):
@@ -36,13 +43,15 @@ class AnnCalculator(Calculator):
         torch_dtype = getattr(torch, dtype)
         self.potential = model.to(torch_dtype) if isinstance(model, Potential) else load_potential(model, torch_dtype)
         self.potential.eval()
+        baseline = self.potential.baseline_config
+        self.baseline = None if baseline is None else make_baseline(baseline)  # delta learning
         self.neighbors = NeighborSearch(self.potential.descriptor.cutoff, skin=skin)
         self._last = None  # the latest Prediction, kept for a fingerprint asked for later
         raise_allocator_thresholds()  # MD calls this thousands of times: keep freed buffers mapped
 
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
-        if not system_changes and self._last is not None and set(properties) <= {*self.results, "fingerprint"}:
-            self.results["fingerprint"] = self._fingerprint()  # only the fingerprint is new: no re-evaluation
+        if not system_changes and self._last is not None and set(properties) <= {*self.results, *self.on_request}:
+            self._add_requested(properties)  # only on-request properties are new: no re-evaluation
             return
         super().calculate(atoms, properties, system_changes)
         periodic = bool(self.atoms.pbc.all())
@@ -64,12 +73,39 @@ class AnnCalculator(Calculator):
         }
         if stats.stress is not None:
             self.results["stress"] = full_3x3_to_voigt_6_stress(stats.stress.double().numpy())
-        if "fingerprint" in properties:
-            self.results["fingerprint"] = self._fingerprint()
+        if self.baseline is not None:
+            self._add_baseline(periodic)
+        self._add_requested(properties)
 
     def reset(self):
         super().reset()
         self._last = None
+
+    def _add_baseline(self, periodic: bool) -> None:
+        """Add the baseline to the networks' results; per-atom energies only if the baseline has them too.
+
+        Every member gets the same baseline, so the committee deviations stay those of the networks.
+        """
+        names = ["energy", "forces", *(["stress"] if periodic else [])]
+        per_atom = "energies" in self.baseline.implemented_properties
+        values = {name: self.baseline.get_property(name, self.atoms) for name in names + ["energies"] * per_atom}
+        self.results["energy"] += float(values["energy"])
+        self.results["free_energy"] = self.results["energy"]
+        for name in ("forces", "stress", "energies"):
+            if name in values:
+                self.results[name] = self.results[name] + values[name]
+        if not per_atom:  # network-only per-atom energies would not sum to the energy
+            del self.results["energies"]
+
+    def _add_requested(self, properties) -> None:
+        """Fingerprint and extrapolation grades of the latest evaluation, for those of them in ``properties``."""
+        if "fingerprint" in properties:
+            self.results["fingerprint"] = self._fingerprint()
+        if {"extrapolation", "extrapolation_atoms"} & set(properties):
+            species = self.potential.species(self.atoms.numbers)
+            grades = self.potential.extrapolation_grade(self._last.features, species).double().numpy()
+            self.results["extrapolation_atoms"] = grades
+            self.results["extrapolation"] = float(grades.max()) if grades.size else 0.0
 
     def _fingerprint(self) -> np.ndarray:
         """Computed on request only: MD needs it for sampled frames, not for every step."""

@@ -184,11 +184,17 @@ def explore(config_file: Path, workdir: Path, resume: bool) -> None:
 
 
 def _load_data(data: Path, potential):
-    """Labelled frames of ``data`` as a FeatureSet for ``potential``, validated first."""
+    """Labelled frames of ``data`` as a FeatureSet for ``potential``, validated first.
+
+    A delta-learning potential's networks predict DFT − baseline, so the baseline is subtracted from the labels.
+    """
+    from .baselines import make_baseline, subtract_baseline
     from .dataset import FeatureSet, read_frames, validate_labelled
 
     frames = read_frames(data)
     validate_labelled(frames, source=str(data), require_forces=False)
+    if potential.baseline_config is not None:
+        frames = subtract_baseline(frames, make_baseline(potential.baseline_config), source=str(data))
     return FeatureSet(frames, potential, potential.dtype)
 
 
@@ -246,12 +252,15 @@ def evaluate(model: Path, data: Path, members: tuple[Path, ...], output: Path | 
 
 def _info_lines(metadata: dict) -> list[str]:
     """Human-readable summary of a model file's metadata."""
+    from .baselines import describe_baseline
+
     descriptor = {key: value for key, value in metadata.get("descriptor", {}).items() if value is not None}
     network = metadata.get("network", {})
     lines = [
         f"elements:     {', '.join(metadata.get('elements', []))}",
         f"descriptor:   {descriptor.pop('type', '?')} ({', '.join(f'{k}={v}' for k, v in descriptor.items())})",
         f"network:      hidden {network.get('hidden')}, activation {network.get('activation')}",
+        f"baseline:     {describe_baseline(metadata.get('baseline'))}",
         f"dtype:        {metadata.get('dtype', '?')}",
         f"dataset hash: {metadata.get('dataset_hash', 'n/a')}",
     ]
@@ -272,7 +281,7 @@ def _info_lines(metadata: dict) -> list[str]:
 @_reports_input_errors
 def info(model: Path, as_json: bool) -> None:
     """Print the metadata of a model file: elements, descriptor, network, dataset hash, metrics, versions."""
-    from .modelfile import read_metadata
+    from .modelfile import has_feature_ranges, read_metadata
 
     metadata = read_metadata(model)
     if as_json:
@@ -281,6 +290,8 @@ def info(model: Path, as_json: bool) -> None:
     click.echo(f"model:        {model}")
     for line in _info_lines(metadata):
         click.echo(line)
+    known = has_feature_ranges(model)
+    click.echo("ranges:       " + ("training feature ranges stored" if known else "none (extrapolation grade is 0)"))
 
 
 def main() -> None:

@@ -6,17 +6,19 @@ with a hydrostatic Langevin–Hoover barostat (``externalstress = -pressure``): 
 it works for any triclinic cell without rotating it to upper-triangular form, it shares the stochastic thermostat
 of the NVT stages, and it needs only the temperature, the friction (``T_tau = 1/friction``) and the barostat time
 (``P_tau``). Unlike ``ase.md.npt.NPT`` it does not require an upper-triangular cell, and unlike ``NPTBerendsen`` it
-samples the isothermal-isobaric ensemble.
+samples the isothermal-isobaric ensemble. NVE stages (``ensemble: nve``) use ASE's ``VelocityVerlet`` from the same
+seeded Maxwell–Boltzmann velocities: the committee-mean energy is conserved, which tests the potential's stability.
 
 After every MD step the committee deviation, the finiteness of energy and forces and the closest pair of atoms are
 checked (the committee statistics come with the forces, so this is free); a trajectory stops early with reason
 "deviation", "too_close" or "non_finite", else ends "completed". Every ``sample_interval`` steps, and at an early
 stop, a frame is appended to ``frames.extxyz`` with its committee energy, deviations, temperature, smallest
-interatomic distance, per-atom ``forces_std`` and fingerprint. ``progress.json`` lists finished trajectories, so
-``resume=True`` skips them and restarts an unfinished one from its last recorded frame (positions, cell, momenta;
-the barostat momentum restarts at zero). Finally every frame is classified by the trust window, candidates are
-picked with :func:`~aiida_annpot.core.selection.select_candidates`, and ``summary.json`` and ``selected.extxyz`` are
-written.
+interatomic distance, per-atom ``forces_std``, fingerprint and extrapolation grade (how far the descriptors leave
+the training ranges; above ``selection.extrapolation_tolerance`` the frame is out of range). ``progress.json``
+lists finished trajectories, so ``resume=True`` skips them and restarts an unfinished one from its last recorded
+frame (positions, cell, momenta; the barostat momentum restarts at zero). Finally every frame is classified by the
+trust window, candidates are picked with :func:`~aiida_annpot.core.selection.select_candidates`, and
+``summary.json`` (with the out-of-range counts) and ``selected.extxyz`` are written.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from ase.md.langevin import Langevin
 from ase.md.langevinbaoab import LangevinBAOAB
 from ase.md.md import MolecularDynamics
 from ase.md.velocitydistribution import Stationary, thermalize_momenta
+from ase.md.verlet import VelocityVerlet
 
 from ..common.config import ExplorationConfig, ExplorationStage
 from .calculator import AnnCalculator
@@ -49,7 +52,7 @@ from .errors import InputDataError, UnknownElementError
 from .explored import FRAMES, PROGRESS, REFERENCE_FINGERPRINTS, SELECTED, SUMMARY, read_explored_frames
 from .geometry import MIN_ALLOWED_DISTANCE, NeighborSearch
 from .interrupt import StopRequest
-from .selection import SelectionResult, class_summary, classify, select_candidates
+from .selection import SelectionResult, class_summary, classify, extrapolation_summary, select_candidates
 
 __all__ = ["FRAMES", "PROGRESS", "REFERENCE_FINGERPRINTS", "SELECTED", "STOP_REASONS", "SUMMARY", "min_distance",
            "read_explored_frames", "run_exploration"]  # fmt: skip
@@ -178,9 +181,11 @@ def _initial_state(start: Atoms, config: ExplorationConfig, ids: tuple[int, int]
 
 
 def _integrator(atoms: Atoms, stage: ExplorationStage, config: ExplorationConfig, rng) -> MolecularDynamics:
-    """Langevin NVT, or hydrostatic Langevin–Hoover NPT (LangevinBAOAB) when the stage has a pressure."""
+    """Langevin NVT, hydrostatic Langevin–Hoover NPT (LangevinBAOAB), or velocity Verlet NVE, as the stage says."""
     dt = stage.timestep * units.fs
-    if stage.pressure is None:
+    if stage.resolved_ensemble == "nve":
+        return VelocityVerlet(atoms, dt)
+    if stage.resolved_ensemble == "nvt":
         return Langevin(atoms, dt, temperature_K=stage.temperature, friction=config.friction / units.fs,
                         fixcm=False, rng=rng)  # fmt: skip
     with warnings.catch_warnings():  # LangevinBAOAB announces its heuristic barostat mass
@@ -233,6 +238,7 @@ def _record(atoms: Atoms, state: dict, ids: tuple[int, int], step: int, cutoff: 
         # asked for here only: the calculator computes fingerprints on request, not at every MD step
         "fingerprint": np.asarray(atoms.calc.get_property("fingerprint", atoms) if state["finite"]
                                   else state["fingerprint"], dtype=float),
+        "extrapolation": float(atoms.calc.get_property("extrapolation", atoms)) if state["finite"] else math.nan,
     })  # fmt: skip
     frame.arrays["forces_std"] = np.asarray(state["forces_std"], dtype=float)
     return frame
@@ -271,21 +277,30 @@ def _append_frame(handle, frame: Atoms) -> None:
 def _summarize(frames: list[Atoms], fingerprints: np.ndarray, finished: dict, config: ExplorationConfig,
                reference: np.ndarray | None) -> tuple[dict, SelectionResult]:  # fmt: skip
     """The summary (classification overall and per stage, trajectories, selection) and the selection result."""
-    info = {key: np.array([f.info[key] for f in frames], dtype=float) for key in ("max_force_std", "min_distance",
-                                                                                  "stage")}  # fmt: skip
+    keys = ("max_force_std", "min_distance", "stage", "extrapolation")
+    info = {key: np.array([f.info[key] for f in frames], dtype=float) for key in keys}
+    grades, tolerance = info["extrapolation"], config.selection.extrapolation_tolerance
     status = classify(info["max_force_std"], config.selection.trust_lo, config.selection.trust_hi)
-    result = select_candidates(info["max_force_std"], info["min_distance"], fingerprints, config.selection, reference)
+    result = select_candidates(info["max_force_std"], info["min_distance"], fingerprints, config.selection, reference,
+                               grades)  # fmt: skip
     trajectories = sorted(finished.values(), key=lambda r: (r["structure"], r["stage"]))
     stages = [{"stage": k, "temperature": stage.temperature, "pressure": stage.pressure,
-               **class_summary(status[info["stage"] == k])} for k, stage in enumerate(config.stages)]  # fmt: skip
+               **class_summary(status[info["stage"] == k]),
+               "extrapolation": extrapolation_summary(grades[info["stage"] == k], tolerance)}
+              for k, stage in enumerate(config.stages)]  # fmt: skip
     selected = [{"frame": int(i), **{key: frames[i].info[key] for key in ("structure", "stage", "step")},
-                 "max_force_std": float(info["max_force_std"][i])} for i in result.selected]  # fmt: skip
+                 "max_force_std": float(info["max_force_std"][i]),
+                 "extrapolation": float(grades[i]) if np.isfinite(grades[i]) else None}
+                for i in result.selected]  # fmt: skip
+    promoted = {"promoted": len(result.promoted),
+                "promoted_selected": int(np.isin(result.selected, result.promoted).sum())}  # fmt: skip
     summary = {
         **class_summary(status),
+        "extrapolation": extrapolation_summary(grades, tolerance),
         "stages": stages,
         "trajectories": trajectories,
         "stop_reasons": {r: sum(t["reason"] == r for t in trajectories) for r in STOP_REASONS},
-        "selection": {"counts": result.counts, "ratios": result.ratios, "selected": selected},
+        "selection": {"counts": result.counts, "ratios": result.ratios, "selected": selected, **promoted},
     }
     return json.loads(json.dumps(summary, default=int)), result  # numpy integers from extxyz become ints
 
@@ -296,7 +311,8 @@ def _write_selected(path: Path, frames: list[Atoms], result: SelectionResult) ->
     for index in result.selected:
         frame = frames[int(index)]
         atoms = Atoms(numbers=frame.numbers, positions=frame.positions, cell=frame.cell.array, pbc=frame.pbc)
-        atoms.info.update({key: frame.info[key] for key in ("structure", "stage", "step", "max_force_std")})
+        atoms.info.update({key: frame.info[key] for key in ("structure", "stage", "step", "max_force_std",
+                                                            "extrapolation")})  # fmt: skip
         atoms.info["frame"] = int(index)
         picked.append(atoms)
     path.write_text("")

@@ -27,7 +27,8 @@ def read_explored_frames(path: str | Path) -> tuple[list[Atoms], np.ndarray]:
     """Frames of a ``frames.extxyz`` and their (F, D) fingerprints (shape (0, 0) for an empty file).
 
     ASE's extxyz reader turns ``energy`` into a calculator result; it is moved back to ``info`` and the calculator
-    dropped, so committee predictions are never mistaken for reference labels.
+    dropped, so committee predictions are never mistaken for reference labels. ``info["extrapolation"]`` is a
+    float in every frame: NaN (unknown, never out of range) in files written before grades were recorded.
     """
     path = Path(path)
     frames = ase.io.read(path, index=":", format="extxyz") if path.stat().st_size else []
@@ -36,5 +37,6 @@ def read_explored_frames(path: str | Path) -> tuple[list[Atoms], np.ndarray]:
             frame.info["energy"] = float(frame.calc.results.get("energy", math.nan))
             frame.calc = None
         frame.info["fingerprint"] = np.atleast_1d(np.asarray(frame.info["fingerprint"], dtype=float))
+        frame.info["extrapolation"] = float(frame.info.get("extrapolation", math.nan))
     fingerprints = np.stack([f.info["fingerprint"] for f in frames]) if frames else np.empty((0, 0))
     return frames, fingerprints

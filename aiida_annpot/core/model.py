@@ -17,11 +17,14 @@ from dataclasses import dataclass
 import torch
 from ase.data import atomic_numbers, chemical_symbols
 
-from ..common.config import BehlerParrinelloConfig, ChebyshevConfig, NetworkConfig
+from ..common.config import BaselineConfig, BehlerParrinelloConfig, ChebyshevConfig, NetworkConfig
 from .descriptors import make_descriptor
 from .errors import UnknownElementError
 from .geometry import NeighborPairs
 
+#: Smallest range width (feature units) a grade is measured in: a feature constant over the training set still
+#: flags a departure, with a large but finite grade.
+RANGE_WIDTH_FLOOR = 1e-6
 ACTIVATIONS = {"tanh": torch.tanh, "silu": torch.nn.functional.silu, "softplus": torch.nn.functional.softplus,
                "gelu": torch.nn.functional.gelu}  # fmt: skip
 
@@ -111,10 +114,14 @@ class Potential(torch.nn.Module):
         self.register_buffer("feature_std", torch.ones(n_members, n_elements, n_features))
         self.register_buffer("reference_energy", torch.zeros(n_members, n_elements))
         self.register_buffer("energy_scale", torch.ones(n_members))
+        # per-member training ranges of every feature (extrapolation detection); infinite = no range known
+        self.register_buffer("feature_min", torch.full((n_members, n_elements, n_features), -torch.inf))
+        self.register_buffer("feature_max", torch.full((n_members, n_elements, n_features), torch.inf))
         lookup = torch.full((len(chemical_symbols),), -1, dtype=torch.long)
         lookup[[atomic_numbers[e] for e in self.elements]] = torch.arange(n_elements)
         self.register_buffer("species_lookup", lookup, persistent=False)
         self.metadata: list[dict] = []  # one entry per member, filled when loaded from model files
+        self.baseline_config: BaselineConfig | None = None  # delta learning: the calculator adds this baseline
 
     @property
     def dtype(self) -> torch.dtype:
@@ -213,6 +220,22 @@ class Potential(torch.nn.Module):
             rows = features[species == element]
             blocks.append(((rows - mean[element]) / std[element]).mean(0) if rows.shape[0] else mean[element] * 0)
         return torch.cat(blocks).detach()
+
+    def extrapolation_grade(self, features: torch.Tensor, species: torch.Tensor) -> torch.Tensor:
+        """(N,) per-atom extrapolation grade of (N, D) features of atoms of (N,) element indices (ænet's check).
+
+        The grade is the largest excess of any feature over the committee's training range of the atom's element
+        (the union over members: smallest minimum to largest maximum), in units of that feature's range width:
+        ``max_d max(min_d - G_d, G_d - max_d, 0) / max(max_d - min_d, RANGE_WIDTH_FLOOR)``. It is 0 inside the
+        range and wherever no range is known (infinite bounds, e.g. a model file written before ranges were stored).
+        """
+        lower = self.feature_min.amin(0)[species]  # (N, D)
+        upper = self.feature_max.amax(0)[species]
+        features = features.detach().to(lower.dtype)
+        excess = torch.maximum(lower - features, features - upper).clamp(min=0.0)
+        width = (upper - lower).clamp(min=RANGE_WIDTH_FLOOR)
+        grade = excess / width  # an infinite width (no range known) gives 0
+        return grade.amax(1) if grade.shape[1] else grade.new_zeros(grade.shape[0])
 
 
 def pair_gradients(dE_dG: torch.Tensor, jacobian: torch.Tensor, first: torch.Tensor) -> torch.Tensor:

@@ -1,7 +1,8 @@
 """Model files: one committee member per file, safetensors weights with JSON metadata in the header.
 
 Loading reads tensors and JSON only, never unpickles. The metadata records everything needed to rebuild the
-model (elements, descriptor and network configuration) and to trust it (dataset hash, metrics, versions).
+model (elements, descriptor and network configuration, the delta-learning baseline if any) and to trust it
+(dataset hash, metrics, versions).
 Members of a committee are separate files (each from its own training run) stacked by :func:`load_potential`.
 """
 
@@ -17,7 +18,8 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from .. import __version__
-from ..common.config import DescriptorConfig, NetworkConfig
+from ..common.config import BaselineConfig, DescriptorConfig, NetworkConfig
+from .baselines import baseline_record, describe_baseline
 from .errors import ModelFileError
 from .model import Potential
 
@@ -25,6 +27,8 @@ FORMAT = "annpot-model"
 FORMAT_VERSION = 1
 _METADATA_KEY = "annpot"
 _BUFFERS = ("feature_mean", "feature_std", "reference_energy", "energy_scale")
+#: Training feature ranges (extrapolation grades); files written before they were stored load with infinite ranges.
+_RANGE_BUFFERS = ("feature_min", "feature_max")
 
 
 def save_model(potential: Potential, path: str | Path, member: int = 0, **extra) -> Path:
@@ -32,7 +36,7 @@ def save_model(potential: Potential, path: str | Path, member: int = 0, **extra)
 
     :param extra: JSON-serialisable metadata to record (dataset hash, metrics, training settings, …).
     """
-    tensors = {name: getattr(potential, name)[member].detach().contiguous() for name in _BUFFERS}
+    tensors = {name: getattr(potential, name)[member].detach().contiguous() for name in _BUFFERS + _RANGE_BUFFERS}
     for index, (weight, bias) in enumerate(zip(potential.networks.weights, potential.networks.biases, strict=True)):
         tensors[f"networks.weight.{index}"] = weight[member].detach().contiguous()
         tensors[f"networks.bias.{index}"] = bias[member].detach().contiguous()
@@ -44,6 +48,7 @@ def save_model(potential: Potential, path: str | Path, member: int = 0, **extra)
         "network": potential.network_config.model_dump(mode="json"),
         "dtype": str(potential.dtype).removeprefix("torch."),
         "versions": {"aiida-annpot": __version__, "torch": torch.__version__, "python": platform.python_version()},
+        "baseline": baseline_record(potential.baseline_config),  # delta learning: null without a baseline
         **extra,
     }
     path = Path(path)
@@ -75,6 +80,14 @@ def read_metadata(path: str | Path) -> dict:
     return metadata
 
 
+def has_feature_ranges(path: str | Path) -> bool:
+    """Whether a model file stores finite training feature ranges (files written before they were kept do not)."""
+    with safe_open(str(path), framework="pt") as handle:
+        if not set(_RANGE_BUFFERS) <= set(handle.keys()):
+            return False
+        return all(bool(torch.isfinite(handle.get_tensor(name)).all()) for name in _RANGE_BUFFERS)
+
+
 def _architecture(metadata: dict) -> tuple:
     return (metadata["elements"], metadata["descriptor"], metadata["network"])
 
@@ -94,12 +107,20 @@ def load_potential(paths: str | Path | list, dtype: torch.dtype | None = None) -
             raise ModelFileError(
                 f"{path} does not match {paths[0]}: committee members need the same elements, descriptor and network"
             )
+        if meta.get("baseline") != metadata[0].get("baseline"):
+            raise ModelFileError(
+                f"{path} does not match {paths[0]}: committee members need the same baseline, got "
+                f"{describe_baseline(meta.get('baseline'))} and {describe_baseline(metadata[0].get('baseline'))}"
+            )
     try:
         descriptor = TypeAdapter(DescriptorConfig).validate_python(metadata[0]["descriptor"])
         network = NetworkConfig.model_validate(metadata[0]["network"])
+        baseline = metadata[0].get("baseline")  # rebuilt here, so a baseline this node cannot build fails now
+        baseline = None if baseline is None else BaselineConfig.model_validate(baseline)
     except ValidationError as exc:
         raise ModelFileError(f"{paths[0]}: invalid model configuration: {exc}") from exc
     potential = Potential(metadata[0]["elements"], descriptor, network, n_members=len(paths))
+    potential.baseline_config = baseline
     dtype = dtype or getattr(torch, metadata[0].get("dtype", "float64"))
     potential.to(dtype)
     state = {name: [] for name in potential.state_dict()}
@@ -108,6 +129,10 @@ def load_potential(paths: str | Path | list, dtype: torch.dtype | None = None) -
             with safe_open(str(path), framework="pt") as handle:
                 for name in _BUFFERS:
                     state[name].append(handle.get_tensor(name))
+                stored = set(handle.keys())
+                for name in _RANGE_BUFFERS:  # absent from older files: keep the infinite default (no range known)
+                    tensor = handle.get_tensor(name) if name in stored else getattr(potential, name)[0]
+                    state[name].append(tensor.to(dtype))
                 for index in range(len(potential.networks.weights)):
                     state[f"networks.weights.{index}"].append(handle.get_tensor(f"networks.weight.{index}"))
                     state[f"networks.biases.{index}"].append(handle.get_tensor(f"networks.bias.{index}"))

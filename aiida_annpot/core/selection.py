@@ -5,11 +5,16 @@ a fingerprint vector. :func:`classify` sorts frames by σ into accurate / candid
 then drops unphysical candidates (atoms too close), candidates that duplicate the training set in fingerprint space,
 and spreads the remaining picks with :func:`farthest_point_sampling` up to a cap. Everything is deterministic given
 the inputs (ties go to the lower index), so the AiiDA workflow and benchmarks select the same frames.
+
+Beside the committee, each frame may carry an extrapolation grade (how far its descriptors leave the training
+ranges, see :meth:`~aiida_annpot.core.model.Potential.extrapolation_grade`). With ``extrapolation: candidate`` a
+frame the committee calls accurate but whose grade exceeds ``extrapolation_tolerance`` is promoted to candidate:
+members trained on the same data can agree confidently outside it.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -19,8 +24,8 @@ from .errors import InputDataError
 if TYPE_CHECKING:
     from ..common.config import SelectionConfig
 
-__all__ = ["CLASSES", "STATUSES", "SelectionResult", "class_summary", "classify", "farthest_point_sampling",
-           "select_candidates"]  # fmt: skip
+__all__ = ["CLASSES", "STATUSES", "SelectionResult", "class_summary", "classify", "extrapolation_summary",
+           "farthest_point_sampling", "select_candidates"]  # fmt: skip
 
 #: What :func:`classify` calls a frame.
 CLASSES = ("accurate", "candidate", "failed")
@@ -38,11 +43,14 @@ class SelectionResult:
     :param selected: (k,) indices of the picked frames, in pick order.
     :param status: (F,) final status of every frame, one of :data:`STATUSES`.
     :param counts: number of frames per final status; every key of :data:`STATUSES` is present.
+    :param promoted: (p,) indices of accurate frames made candidates for their extrapolation grade, ascending;
+        their final status is one a candidate can get, so they count among the candidates in :attr:`ratios`.
     """
 
     selected: np.ndarray
     status: np.ndarray
     counts: dict[str, int]
+    promoted: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=int))
 
     @property
     def ratios(self) -> dict[str, float]:
@@ -77,6 +85,31 @@ def class_summary(status: np.ndarray) -> dict:
     counts = {name: int(np.count_nonzero(status == name)) for name in CLASSES}
     total = len(status)
     return {"frames": total, "counts": counts, "ratios": {k: (v / total if total else 0.0) for k, v in counts.items()}}
+
+
+def extrapolation_summary(grades: np.ndarray, tolerance: float) -> dict:
+    """Count and ratio of frames out of the training range (grade > ``tolerance``; NaN is not), 0 for no frames."""
+    grades = np.asarray(grades, dtype=float)
+    out = int(np.count_nonzero(grades > tolerance))
+    return {"tolerance": float(tolerance), "out_of_range": out, "ratio": out / len(grades) if len(grades) else 0.0}
+
+
+def _promote_out_of_range(status: np.ndarray, extrapolation: np.ndarray | None, config: SelectionConfig) -> np.ndarray:
+    """Make accurate frames with a grade above the tolerance candidates (``config.extrapolation == "candidate"``).
+
+    :return: indices of the promoted frames; ``status`` is changed in place.
+    :raises InputDataError: ``extrapolation`` not 1-D or not one grade per frame.
+    """
+    if extrapolation is None:
+        return np.empty(0, dtype=int)
+    grades = np.asarray(extrapolation, dtype=float)
+    if grades.ndim != 1 or len(grades) != len(status):
+        raise InputDataError(f"extrapolation must hold one grade per frame ({len(status)}), got shape {grades.shape}")
+    if config.extrapolation != "candidate":
+        return np.empty(0, dtype=int)
+    promoted = np.flatnonzero((status == "accurate") & (grades > config.extrapolation_tolerance))
+    status[promoted] = "candidate"
+    return promoted
 
 
 def _reference_array(reference: np.ndarray | None, dim: int) -> np.ndarray:
@@ -163,19 +196,24 @@ def select_candidates(
     fingerprints: np.ndarray,
     config: SelectionConfig,
     reference_fingerprints: np.ndarray | None = None,
+    extrapolation: np.ndarray | None = None,
 ) -> SelectionResult:
     """Pick the explored frames to label next: trust window, physicality, duplicates, then farthest-point sampling.
 
     Candidates (trust_lo ≤ σ < trust_hi) closer than ``config.min_distance`` become "too_close"; those within
     ``config.duplicate_threshold`` of a reference fingerprint, or of an already-picked frame, become "duplicate";
     up to ``config.max_candidates`` of the rest are "selected" by farthest-point sampling (first pick: farthest from
-    the reference set, or the largest σ without one) and the others are "not_selected".
+    the reference set, or the largest σ without one) and the others are "not_selected". With
+    ``config.extrapolation == "candidate"``, accurate frames whose extrapolation grade exceeds
+    ``config.extrapolation_tolerance`` join the candidates first (NaN grades never do); with "ignore" the grades
+    change nothing.
 
     :param max_force_deviation: (F,) σ_F^max per frame, eV/Å.
     :param min_distance: (F,) smallest interatomic distance per frame, Å.
     :param fingerprints: (F, D) fingerprint vectors.
     :param config: the selection settings.
     :param reference_fingerprints: optional (R, D) fingerprints of the current training set.
+    :param extrapolation: optional (F,) extrapolation grade per frame; None means no grades (nothing promoted).
     :raises InputDataError: (a ValueError) mismatched lengths, bad shapes or non-finite candidate fingerprints.
     """
     sigma = np.asarray(max_force_deviation, dtype=float)
@@ -193,6 +231,7 @@ def select_candidates(
             f"mismatched lengths: {len(sigma)} deviations, {len(dmin)} min distances, {len(fps)} fingerprints"
         )
     ref = _reference_array(reference_fingerprints, fps.shape[1])
+    promoted = _promote_out_of_range(status, extrapolation, config)
 
     cand = np.flatnonzero(status == "candidate")
     close = ~(dmin[cand] >= config.min_distance)  # NaN distance counts as too close
@@ -215,4 +254,4 @@ def select_candidates(
     status[cand[rest]] = np.where(gap[rest] < threshold, "duplicate", "not_selected")
     status[cand[order]] = "selected"
     counts = {name: int(np.count_nonzero(status == name)) for name in STATUSES}
-    return SelectionResult(selected=cand[order], status=status, counts=counts)
+    return SelectionResult(selected=cand[order], status=status, counts=counts, promoted=promoted)

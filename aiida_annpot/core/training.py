@@ -21,6 +21,7 @@ import torch
 from ase.data import atomic_numbers
 
 from ..common.config import TrainingConfig
+from .baselines import baseline_record, describe_baseline, make_baseline, subtract_baseline
 from .dataset import Batch, FeatureSet, dataset_hash, elements_of, read_frames, validate_labelled
 from .errors import InputDataError, ModelFileError, TrainingDivergedError, UnknownElementError
 from .interrupt import StopRequest
@@ -59,6 +60,16 @@ def split_indices(n_frames: int, config: TrainingConfig) -> tuple[np.ndarray, np
     return np.sort(train), np.sort(order[:n_validation])
 
 
+def delta_labels(frames, config: TrainingConfig, source: str) -> list:
+    """Delta learning: frames labelled with DFT − ``config.baseline`` (the frames themselves without a baseline).
+
+    The calculator adds the baseline back, so errors of these residuals are the errors of the total.
+    """
+    if config.baseline is None:
+        return frames
+    return subtract_baseline(frames, make_baseline(config.baseline), source=source)
+
+
 def fit_reference_energies(frames, elements: list[str]) -> tuple[np.ndarray, float]:
     """Least-squares ε_Z with E ≈ Σ_Z n_Z ε_Z, and the RMS per-atom residual (the networks' energy scale)."""
     counts = np.array(
@@ -86,6 +97,22 @@ def initialise(potential: Potential, features: FeatureSet, frames, seed: int) ->
     potential.reference_energy[0] = torch.as_tensor(reference)
     potential.energy_scale[0] = scale
     potential.networks.reset_parameters(torch.Generator().manual_seed(seed))
+
+
+def set_feature_ranges(potential: Potential, features: FeatureSet) -> None:
+    """Member 0's per-element feature minima and maxima over the training features (extrapolation grades).
+
+    An element without atoms in ``features`` keeps an infinite range (nothing known, never flagged).
+    """
+    species = torch.cat([item.species for item in features.items])
+    stacked = torch.cat([item.features for item in features.items]).to(potential.dtype)
+    shape = (len(potential.elements), stacked.shape[1])
+    index = species[:, None].expand_as(stacked)
+    lower = stacked.new_full(shape, torch.inf).scatter_reduce(0, index, stacked, "amin")
+    upper = stacked.new_full(shape, -torch.inf).scatter_reduce(0, index, stacked, "amax")
+    absent = torch.bincount(species, minlength=shape[0]) == 0
+    potential.feature_min[0] = lower.masked_fill(absent[:, None], -torch.inf)
+    potential.feature_max[0] = upper.masked_fill(absent[:, None], torch.inf)
 
 
 def batch_loss(potential: Potential, batch: Batch, config: TrainingConfig) -> tuple[torch.Tensor, dict]:
@@ -137,6 +164,7 @@ class Trainer:
         frames = read_frames(config.dataset)
         validate_labelled(frames, source=config.dataset)
         self.dataset_hash = dataset_hash(frames)
+        frames = delta_labels(frames, config, config.dataset)  # after the hash: that is of the DFT labels
         elements = config.elements or elements_of(frames)
         missing = sorted(set(elements_of(frames)) - set(elements))
         if missing:
@@ -144,6 +172,7 @@ class Trainer:
         if config.validation_dataset:
             validation_frames = read_frames(config.validation_dataset)
             validate_labelled(validation_frames, source=config.validation_dataset)
+            validation_frames = delta_labels(validation_frames, config, config.validation_dataset)
             train_index = np.arange(len(frames))
             train_index = train_index[: max(1, math.ceil(config.training_fraction * len(frames)))]
         else:
@@ -155,6 +184,7 @@ class Trainer:
         self.validation_set = FeatureSet(validation_frames, self.potential, self.dtype)
         if not config.init_model:
             initialise(self.potential, self.train_set, self.train_frames, config.seed)
+        set_feature_ranges(self.potential, self.train_set)  # also on a warm start: ranges of this training set
         self.optimizer = torch.optim.Adam(self.potential.networks.parameters(), lr=config.learning_rate)
         self.scheduler = _make_scheduler(self.optimizer, config)
         self.generator = torch.Generator().manual_seed(config.seed)
@@ -165,6 +195,7 @@ class Trainer:
 
     def _build_potential(self, elements: list[str]) -> Potential:
         potential = Potential(elements, self.config.descriptor, self.config.network).to(self.dtype)
+        potential.baseline_config = self.config.baseline
         if self.config.init_model:
             parent = load_potential(self.config.init_model, dtype=self.dtype)
             if (parent.elements, parent.descriptor_config, parent.network_config) != (
@@ -175,6 +206,12 @@ class Trainer:
                 raise ModelFileError(
                     f"init_model {self.config.init_model} has a different architecture (elements, descriptor or "
                     "network) than this training configuration"
+                )
+            if baseline_record(parent.baseline_config) != baseline_record(self.config.baseline):
+                raise ModelFileError(
+                    f"init_model {self.config.init_model} was trained with baseline "
+                    f"{describe_baseline(parent.baseline_config)}, this configuration has "
+                    f"{describe_baseline(self.config.baseline)}: a warm start needs the same baseline"
                 )
             potential.load_state_dict(parent.state_dict())
         return potential
@@ -273,6 +310,7 @@ class Trainer:
             "best_state": self.best_state, "elapsed": self.elapsed if elapsed is None else elapsed,
             "curve": json.dumps(self.curve), "dataset_hash": self.dataset_hash,
             "learning_rate": self.config.learning_rate, "initial_loss": self.initial_loss,
+            "baseline": json.dumps(baseline_record(self.config.baseline)),
         }  # fmt: skip
         temporary = self.workdir / (CHECKPOINT + ".tmp")
         torch.save(state, temporary)
@@ -286,6 +324,8 @@ class Trainer:
             raise InputDataError(f"cannot resume: {path} is not a readable checkpoint ({exc})") from exc
         if state.get("dataset_hash") != self.dataset_hash:
             raise InputDataError(f"{CHECKPOINT} was written for a different dataset; cannot resume on this one")
+        if state.get("baseline", "null") != json.dumps(baseline_record(self.config.baseline)):
+            raise InputDataError(f"{CHECKPOINT} was written for a different baseline; cannot resume with this one")
         try:
             self.potential.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])

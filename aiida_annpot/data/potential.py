@@ -2,7 +2,8 @@
 
 The member files are stored verbatim in the node's repository (``member_0.safetensors``, …), so exporting a potential
 gives back exactly the files ``annpot train`` wrote. Queryable attributes: ``elements``, ``descriptor``,
-``network``, ``committee_size``, and per member the ``metrics`` and ``dataset_hash`` of its training run.
+``network``, ``baseline`` (delta learning; None without), ``committee_size``, and per member the ``metrics`` and
+``dataset_hash`` of its training run.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ class AnnPotential(Data):
             "elements": first["elements"],
             "descriptor": first["descriptor"],
             "network": first["network"],
+            "baseline": first.get("baseline"),
             "committee_size": len(paths),
             "metrics": [m.get("metrics") for m in metadata],
             "dataset_hash": [m.get("dataset_hash") for m in metadata],

@@ -151,7 +151,8 @@ class ActiveLearningWorkChain(ProtocolMixin, WorkChain):
             "iterations",
             valid_type=List,
             help="Per iteration: labels added and failed (with reasons), dataset size, validation errors, "
-            "accurate / candidate / failed ratios, structures selected, converged.",
+            "accurate / candidate / failed ratios, share of frames outside the training descriptor ranges, "
+            "structures selected, converged.",
         )
         spec.exit_code(401, "ERROR_NO_USABLE_LABELS", message="no usable DFT label in iteration {iteration}: {message}")
         spec.exit_code(402, "ERROR_REFERENCE_FAILED", message="the DFT labelling failed: {message}")
@@ -275,7 +276,8 @@ class ActiveLearningWorkChain(ProtocolMixin, WorkChain):
         last_stage = summary["stages"][-1]["ratios"] if summary["stages"] else summary["ratios"]
         selected = dict(sorted(node.outputs.selected.items())) if "selected" in node.outputs else {}
         self.ctx.row.update({"frames": summary["frames"], "ratios": summary["ratios"],
-                             "last_stage_ratios": last_stage, "selected": len(selected)})  # fmt: skip
+                             "last_stage_ratios": last_stage, "selected": len(selected),
+                             "out_of_range": summary.get("extrapolation", {}).get("ratio")})  # fmt: skip
         unmet = self._unmet(last_stage["accurate"])
         self.ctx.row["converged"] = not unmet
         if not unmet:

@@ -23,9 +23,25 @@ def run_cli(aiida_profile):
     from aiida_annpot.cli import cmd_root
 
     def run(*args):
-        return CliRunner().invoke(cmd_root, [str(arg) for arg in args], catch_exceptions=False)
+        try:
+            return CliRunner().invoke(cmd_root, [str(arg) for arg in args], catch_exceptions=False)
+        finally:
+            _restore_process_logging()
 
     return run
+
+
+def _restore_process_logging() -> None:
+    """Undo what the CLI's verbosity option did to logging in this process.
+
+    The option calls ``configure_logging()`` without the ORM handler, so processes run later in the same test
+    session would store no report messages. A real ``aiida-annpot`` call loads its profile afterwards, which
+    configures the handler again; here the profile is already loaded.
+    """
+    from aiida.common import log
+
+    log.CLI_ACTIVE, log.CLI_LOG_LEVEL = None, None
+    log.configure_logging(with_orm=True)
 
 
 @pytest.fixture
@@ -63,7 +79,8 @@ def count_processes(aiida_profile):
 ROWS = [
     {"iteration": 1, "labels_submitted": 4, "labels_added": 4, "labels_failed": 0, "dataset_frames": 4,
      "validation": {"energy_rmse": 12.5, "force_rmse": 0.21}, "frames": 20,
-     "ratios": {"accurate": 0.6, "candidate": 0.3, "failed": 0.1}, "selected": 3, "converged": False,
+     "ratios": {"accurate": 0.6, "candidate": 0.3, "failed": 0.1}, "out_of_range": 0.25, "selected": 3,
+     "converged": False,
      "unmet": ["last stage accurate 0.600 < 0.9"]},
     {"iteration": 2, "labels_submitted": 3, "labels_added": 3, "labels_failed": 0, "dataset_frames": 7,
      "running": True},

@@ -31,7 +31,9 @@ def test_status_has_one_row_per_iteration_and_the_exit_message(run_cli, fast_si_
         assert int(line[1]) == row["labels_added"] and int(line[2]) == row["labels_failed"]
         assert float(line[4]) == pytest.approx(row["validation"]["energy_rmse"], abs=0.006)
         assert float(line[6]) == pytest.approx(row["ratios"]["accurate"], abs=0.006)
-    assert " ".join(lines[-1][10:]) == ("converged" if node.exit_status == 0 else "not converged")
+        assert 0.0 <= row["out_of_range"] <= 1.0  # share of explored frames outside the training feature ranges
+        assert float(line[9]) == pytest.approx(row["out_of_range"], abs=0.006)
+    assert " ".join(lines[-1][11:]) == ("converged" if node.exit_status == 0 else "not converged")
 
 
 def test_plot_writes_every_figure_as_png(run_cli, fast_si_campaign, tmp_path):

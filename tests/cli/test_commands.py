@@ -50,7 +50,21 @@ def test_status_of_a_running_campaign_reads_the_live_extra(run_cli, fake_campaig
     lines = result.output.splitlines()
     assert lines[0] == f"ActiveLearningWorkChain<{node.pk}> 'fake': waiting"
     first = next(line for line in lines if line.split()[:1] == ["1"])
-    assert first.split() == ["1", "4", "0", "4", "12.50", "0.210", "0.60", "0.30", "0.10", "3", "not", "converged"]
+    assert first.split() == [
+        "1",
+        "4",
+        "0",
+        "4",
+        "12.50",
+        "0.210",
+        "0.60",
+        "0.30",
+        "0.10",
+        "0.25",
+        "3",
+        "not",
+        "converged",
+    ]
     second = next(line for line in lines if line.split()[:1] == ["2"])
     assert second.split()[-1] == "running" and "-" in second.split()
 

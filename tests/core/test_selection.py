@@ -10,6 +10,7 @@ from aiida_annpot.core.selection import (
     STATUSES,
     SelectionResult,
     classify,
+    extrapolation_summary,
     farthest_point_sampling,
     select_candidates,
 )
@@ -203,3 +204,61 @@ def test_fps_validation():
         farthest_point_sampling(np.ones((3, 2)), 1, first=3)
     with pytest.raises(ValueError, match="non-negative"):
         farthest_point_sampling(np.ones((3, 2)), -1)
+
+
+# --- extrapolation: accurate frames outside the training ranges ----------------------------------------------------
+
+#: σ per frame: accurate, accurate, candidate, accurate, failed, accurate (0.1 ≤ σ < 0.5 is the trust window)
+EXTRAP_SIGMA = np.array([0.01, 0.02, 0.2, 0.03, 0.9, 0.04])
+#: grades: frame 1 is accurate and far out of range, 3 only just out of range, 4 out of range but failed
+EXTRAP_GRADES = np.array([0.0, 2.5, 0.0, 0.05, 3.0, np.nan])
+
+
+def _extrapolation_case(mode: str, tolerance: float = 0.1, grades=EXTRAP_GRADES, **overrides):
+    config = _config(extrapolation=mode, extrapolation_tolerance=tolerance, **overrides)
+    fingerprints = np.arange(12.0).reshape(6, 2)
+    return select_candidates(EXTRAP_SIGMA, np.full(6, 2.0), fingerprints, config, extrapolation=grades)
+
+
+def test_candidate_mode_promotes_accurate_frames_out_of_range():
+    plain = select_candidates(EXTRAP_SIGMA, np.full(6, 2.0), np.arange(12.0).reshape(6, 2), _config())
+    ignore = _extrapolation_case("ignore")
+    promote = _extrapolation_case("candidate")
+    assert plain.status.tolist() == ["accurate", "accurate", "selected", "accurate", "failed", "accurate"]
+    for result in (ignore, _extrapolation_case("candidate", grades=None)):  # "ignore" or no grades: as before
+        np.testing.assert_array_equal(result.status, plain.status)
+        np.testing.assert_array_equal(result.selected, plain.selected)
+        assert result.counts == plain.counts and result.promoted.size == 0
+    # frame 1 (grade 2.5 > 0.1) joins the candidates; 3 (0.05) is inside the tolerance, 4 stays failed, NaN is unknown
+    assert promote.promoted.tolist() == [1]
+    assert promote.status.tolist() == ["accurate", "selected", "selected", "accurate", "failed", "accurate"]
+    assert sorted(promote.selected.tolist()) == [1, 2] and promote.selected[0] == 2  # largest σ picked first
+    assert promote.counts["accurate"] == plain.counts["accurate"] - 1
+    assert _extrapolation_case("candidate", tolerance=0.0).promoted.tolist() == [1, 3]
+
+
+def test_promoted_frames_pass_the_same_filters_as_candidates():
+    distance = np.array([2.0, 0.5, 2.0, 2.0, 2.0, 2.0])  # frame 1 has atoms too close
+    config = _config(extrapolation="candidate", extrapolation_tolerance=0.0)
+    result = select_candidates(EXTRAP_SIGMA, distance, np.arange(12.0).reshape(6, 2), config,
+                               extrapolation=EXTRAP_GRADES)  # fmt: skip
+    assert result.promoted.tolist() == [1, 3] and result.status[1] == "too_close" and result.status[3] == "selected"
+    # a duplicate of the reference set is dropped, and the cap holds
+    fingerprints = np.arange(12.0).reshape(6, 2)
+    capped = select_candidates(EXTRAP_SIGMA, np.full(6, 2.0), fingerprints, config.model_copy(
+        update={"duplicate_threshold": 0.5, "max_candidates": 1}), fingerprints[[3]] + 0.1, EXTRAP_GRADES)  # fmt: skip
+    # frame 1 is farther from the reference than 2, so farthest-point sampling takes it first
+    assert capped.status.tolist() == ["accurate", "selected", "not_selected", "duplicate", "failed", "accurate"]
+
+
+def test_extrapolation_grades_must_match_the_frames():
+    with pytest.raises(ValueError, match=r"one grade per frame \(6\), got shape \(5,\)"):
+        _extrapolation_case("candidate", grades=np.zeros(5))
+    with pytest.raises(ValueError, match="one grade per frame"):
+        _extrapolation_case("ignore", grades=np.zeros((6, 1)))
+
+
+def test_extrapolation_summary_counts_frames_above_the_tolerance():
+    summary = extrapolation_summary(EXTRAP_GRADES, 0.1)
+    assert summary == {"tolerance": 0.1, "out_of_range": 2, "ratio": pytest.approx(2 / 6)}
+    assert extrapolation_summary(np.array([]), 0.0) == {"tolerance": 0.0, "out_of_range": 0, "ratio": 0.0}

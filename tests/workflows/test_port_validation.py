@@ -103,6 +103,7 @@ def test_a_group_that_is_not_a_pseudo_family(inputs):
         ({"learning_rate": -0.01}, ("learning_rate: Input should be greater than 0",)),
         ({"network": {"hidden": [0]}}, ("hidden layer widths must be positive",)),
         ({"dataset": "mine.extxyz"}, ("do not set dataset: the calculation writes these files from its inputs",)),
+        ({"baseline": {"name": "zbl-typo"}}, ("baseline", "zbl-typo")),  # delta learning: unknown baseline name
     ],
 )
 def test_an_invalid_training_config(inputs, changes, fragments):
