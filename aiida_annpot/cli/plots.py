@@ -1,8 +1,10 @@
-"""``aiida-annpot plot``: PNG figures of a campaign (matplotlib's Agg backend, no display needed).
+"""``aiida-annpot plot``: PNG figures of a campaign or a validation (matplotlib's Agg backend, no display needed).
 
-``validation_errors.png`` (committee validation errors per iteration), ``learning_curves.png`` (the last committee's
-members, per epoch), ``force_deviation.png`` (histograms of σ_F^max per iteration with the trust levels) and
-``parity.png`` (the final potential against the DFT labels of the final dataset).
+A campaign gives ``validation_errors.png`` (committee validation errors per iteration), ``learning_curves.png`` (the
+last committee's members, per epoch), ``force_deviation.png`` (histograms of σ_F^max per iteration with the trust
+levels) and ``parity.png`` (the final potential against the DFT labels of the final dataset). A validation
+(``annpot.validation``) gives ``equation_of_state.png`` (DFT and potential energies against volume with their
+Birch–Murnaghan fits) and ``md_energy.png`` (total energy of the NVE run against time, with its drift).
 """
 
 from __future__ import annotations
@@ -13,10 +15,11 @@ import click
 import numpy as np
 from aiida.cmdline.utils import decorators, echo
 
-from .root import NODE, cmd_root, load_campaign
+from .root import NODE, cmd_root, load_campaign_or_validation
 from .status import iteration_rows
 
-__all__ = ["plot_deviations", "plot_learning_curves", "plot_parity", "plot_validation", "write_plots"]
+__all__ = ["plot_deviations", "plot_equation_of_state", "plot_learning_curves", "plot_md_energy", "plot_parity",
+           "plot_validation", "write_plots", "write_validation_plots"]  # fmt: skip
 
 
 def _pyplot():
@@ -136,15 +139,78 @@ def write_plots(node, output: str | Path) -> list[Path]:
     return [path for path in written if path is not None]
 
 
+def plot_equation_of_state(node, output: Path) -> Path | None:
+    """Energy per atom against volume per atom, DFT and potential, points and Birch–Murnaghan fits."""
+    from ..core.properties import fit_birch_murnaghan
+
+    if "equation_of_state" not in node.outputs:
+        return None
+    curve = node.outputs.equation_of_state
+    volumes = curve.get_array("volume_per_atom")
+    reference = None
+    figure, axis = _pyplot().subplots(figsize=(6, 4.5))
+    dense = np.linspace(volumes.min(), volumes.max(), 200)
+    for source, label, color in (("dft", "DFT (pw.x)", "black"), ("ann", "potential", "tab:red")):
+        energies = curve.get_array(f"{source}_energy_per_atom")
+        try:
+            fit = fit_birch_murnaghan(volumes, energies)
+        except ValueError:
+            fit = None
+        reference = energies.min() if reference is None else reference  # meV/atom relative to the DFT minimum
+        if fit is not None:
+            label += f": V0 = {fit.volume:.3f} Å³/atom, B0 = {fit.bulk_modulus:.1f} GPa"
+            axis.plot(dense, 1000 * (fit.energy_at(dense) - reference), color=color, linewidth=1)
+        axis.plot(volumes, 1000 * (energies - reference), "o", color=color, label=label, fillstyle="none")
+    axis.set(xlabel="volume (Å³/atom)", ylabel="energy − DFT minimum (meV/atom)")
+    axis.legend(fontsize=8)
+    figure.suptitle(f"equation of state: {node.process_label}<{node.pk}>")
+    return _save(figure, output / "equation_of_state.png")
+
+
+def plot_md_energy(node, output: Path) -> Path | None:
+    """Total energy per atom of the NVE run against time, with the fitted drift."""
+    if "md_energy" not in node.outputs:
+        return None
+    times = node.outputs.md_energy.get_array("time_ps")
+    total = 1000 * node.outputs.md_energy.get_array("total_energy_per_atom")
+    figure, axis = _pyplot().subplots(figsize=(6, 3.5))
+    axis.plot(times, total - total[0], ".-", markersize=3, label="total energy")
+    md = node.outputs.properties.get_dict().get("md_stability", {})
+    drift = md.get("energy_drift_meV_per_atom_per_ps")
+    if drift is not None and len(times) > 1:
+        slope, offset = np.polyfit(times, total - total[0], 1)
+        axis.plot(times, slope * times + offset, color="grey", linestyle="--", label=f"drift {drift:.3g} meV/atom/ps")
+    axis.set(xlabel="time (ps)", ylabel="E_total − E_total(first frame) (meV/atom)")
+    axis.legend(fontsize=8)
+    return _save(figure, output / "md_energy.png")
+
+
+def write_validation_plots(node, output: str | Path) -> list[Path]:
+    """The figures of a validation work chain, written to ``output`` (created if needed)."""
+    output = Path(output)
+    output.mkdir(parents=True, exist_ok=True)
+    written = [plot_equation_of_state(node, output), plot_md_energy(node, output)]
+    return [path for path in written if path is not None]
+
+
 @cmd_root.command("plot")
-@click.argument("campaign", type=NODE)
+@click.argument("node", type=NODE)
 @click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="Folder for the PNG files (created if missing; files of the same name are replaced).")  # fmt: skip
 @decorators.with_dbenv()
-def cmd_plot(campaign, output):
-    """PNG figures of CAMPAIGN: validation errors, learning curves, force deviations, parity of the potential."""
-    written = write_plots(load_campaign(campaign), output)
+def cmd_plot(node, output):
+    """PNG figures of NODE, a campaign (validation errors, learning curves, force deviations, parity of the
+    potential) or a validation (energy-volume curves, NVE energy)."""
+    from ..workflows.validation import ValidationWorkChain
+
+    node = load_campaign_or_validation(node)
+    if node.process_type == ValidationWorkChain.build_process_type():
+        written = write_validation_plots(node, output)
+        nothing = "nothing to plot: the validation has no equation_of_state or md_energy output"
+    else:
+        written = write_plots(node, output)
+        nothing = "nothing to plot yet: no iteration has finished"
     if not written:
-        echo.echo_warning("nothing to plot yet: no iteration has finished")
+        echo.echo_warning(nothing)
     for path in written:
         echo.echo(str(path))

@@ -7,7 +7,7 @@ from aiida.cmdline.groups import VerdiCommandGroup
 from aiida.cmdline.params import options, types
 from aiida.cmdline.utils import echo
 
-__all__ = ["NODE", "cmd_root", "load_campaign"]
+__all__ = ["NODE", "cmd_root", "load_campaign", "load_campaign_or_validation"]
 
 #: A node argument: PK, UUID or label, as in ``verdi node show``.
 NODE = types.NodeParamType()
@@ -17,7 +17,7 @@ NODE = types.NodeParamType()
 @options.VERBOSITY()
 @options.PROFILE(type=types.ProfileParamType(load_profile=True), expose_value=False)
 def cmd_root():
-    """Launch, follow and inspect aiida-annpot active-learning campaigns."""
+    """Launch, follow and inspect aiida-annpot active-learning campaigns and validations."""
 
 
 def load_campaign(node):
@@ -26,6 +26,17 @@ def load_campaign(node):
 
     if node.process_type != ActiveLearningWorkChain.build_process_type():
         echo.echo_critical(f"node {node.pk} is {describe(node)}, not an active-learning campaign")
+    return node
+
+
+def load_campaign_or_validation(node):
+    """``node`` if it is an ActiveLearningWorkChain or a ValidationWorkChain; otherwise a clear error, exit code 1."""
+    from ..workflows.active_learning import ActiveLearningWorkChain
+    from ..workflows.validation import ValidationWorkChain
+
+    kinds = (ActiveLearningWorkChain.build_process_type(), ValidationWorkChain.build_process_type())
+    if node.process_type not in kinds:
+        echo.echo_critical(f"node {node.pk} is {describe(node)}, not an active-learning campaign or a validation")
     return node
 
 
