@@ -8,9 +8,16 @@ pseudo_family: Si-LDA-debian
 codes: {pw: pw@localhost, annpot: annpot@localhost}
 overrides: {}                 # protocol overrides
 options: {}                   # scheduler options for every CalcJob
+model_selection: 1234         # optional: PK or UUID of a finished annpot.model_selection
 ```
 Each problem is reported with the field it concerns (``codes.pw: no code 'pw@foo'``); the builder's own port
 validation runs last, so an invalid campaign never reaches the engine.
+
+The committee's training configuration is built in this order: protocol defaults → protocol → ``model_selection``
+(its chosen ``config`` replaces ``committee.config`` as a whole: it is the complete configuration the candidates were
+compared with, so no protocol training key is mixed into it) → ``overrides.committee.config`` (merged key by key on
+top, e.g. ``max_epochs`` or ``threads``). Without such overrides the campaign's ``committee.config`` input is the
+selection's output node itself, so the provenance graph links the campaign to the selection.
 """
 
 from __future__ import annotations
@@ -49,6 +56,7 @@ class CampaignFile(BaseModel):
     codes: Codes
     overrides: dict = Field(default_factory=dict)
     options: dict = Field(default_factory=dict)
+    model_selection: int | str | None = Field(None, description="PK or UUID of a finished annpot.model_selection")
 
 
 def _schema_errors(error: ValidationError) -> list[str]:
@@ -117,6 +125,63 @@ def _load_structures(campaign: CampaignFile, folder: Path) -> tuple[dict, list[s
     return structures, errors
 
 
+def _load_model_selection(reference: int | str):
+    """The finished ``annpot.model_selection`` with PK or UUID ``reference`` (it has a chosen ``config``)."""
+    from aiida.common.exceptions import MultipleObjectsError, NotExistent
+    from aiida.orm import load_node
+
+    from ..workflows.model_selection import ModelSelectionWorkChain
+
+    try:
+        node = load_node(reference)
+    except (NotExistent, MultipleObjectsError, ValueError) as exc:
+        return None, f"model_selection: no node {reference!r} ({exc})"
+    if getattr(node, "process_type", None) != ModelSelectionWorkChain.build_process_type():
+        kind = getattr(node, "process_label", None) or type(node).__name__
+        return None, f"model_selection: node {reference!r} is a {kind}, not an annpot.model_selection work chain"
+    name = f"ModelSelectionWorkChain<{node.pk}>"
+    if not node.is_finished_ok or "config" not in node.outputs:
+        state = node.process_state.value if node.process_state else "unknown state"
+        status = f", exit status {node.exit_status}: {node.exit_message}" if node.is_finished else ""
+        return None, f"model_selection: {name} has not finished successfully ({state}{status})"
+    return node, None
+
+
+def _selection_problems(selection, structures: dict) -> list[str]:
+    """The chosen configuration must cover the elements of the campaign's structures, if it names elements."""
+    elements = selection.outputs.config.get_dict().get("elements")
+    wanted = sorted({symbol for s in structures.values() for kind in s.kinds for symbol in kind.symbols})
+    missing = sorted(set(wanted) - set(elements or wanted))
+    return [f"model_selection: the chosen configuration covers elements {elements}, the structures also have "
+            f"{', '.join(missing)}"] if missing else []  # fmt: skip
+
+
+def _protocol_overrides(campaign: CampaignFile) -> dict:
+    """The overrides for the protocol: with a model selection, ``committee.config`` applies to its config instead."""
+    committee = campaign.overrides.get("committee")
+    if campaign.model_selection is None or not isinstance(committee, dict) or "config" not in committee:
+        return campaign.overrides
+    return {**campaign.overrides, "committee": {k: v for k, v in committee.items() if k != "config"}}
+
+
+def _apply_model_selection(builder, selection, campaign: CampaignFile) -> None:
+    """``committee.config`` := the selection's ``config``, with ``overrides.committee.config`` merged on top."""
+    from aiida.orm import Dict
+
+    from ..workflows.protocols import merge
+
+    config = selection.outputs.config
+    changes = (campaign.overrides.get("committee") or {}).get("config") or {}
+    try:
+        builder.committee.config = Dict(merge(config.get_dict(), changes)) if changes else config
+    except ValueError as exc:  # the port validator of the merged settings
+        raise CampaignFileError(f"overrides.committee.config on top of model_selection: {exc}") from exc
+    extra = f", with overrides of {', '.join(sorted(changes))}" if changes else ""
+    builder.metadata.description = (
+        f"committee training configuration chosen by ModelSelectionWorkChain<{selection.pk}>{extra}"
+    )
+
+
 def _check_options(options: dict) -> list[str]:
     from aiida.engine import CalcJob
 
@@ -156,17 +221,23 @@ def build_from_file(path: str | Path):
         family_error = validate_pseudo_family(campaign.pseudo_family, structures)
         errors += [f"pseudo_family: {family_error}"] if family_error else []
     errors += _check_protocol(campaign) + _check_options(campaign.options)
+    selection = None
+    if campaign.model_selection is not None:
+        selection, selection_error = _load_model_selection(campaign.model_selection)
+        errors += [selection_error] if selection_error else _selection_problems(selection, structures)
     if errors:
         raise CampaignFileError("\n".join(errors))
     try:
         builder = ActiveLearningWorkChain.get_builder_from_protocol(
             pw_code, annpot_code, structures, campaign.pseudo_family, protocol=campaign.protocol,
-            overrides=campaign.overrides, options=campaign.options,
+            overrides=_protocol_overrides(campaign), options=campaign.options,
         )  # fmt: skip
     except (ValueError, TypeError, KeyError, AttributeError) as exc:  # e.g. an override of the wrong type
         raise CampaignFileError(f"overrides / options: cannot build the campaign inputs: {exc}") from exc
     if campaign.label:
         builder.metadata.label = campaign.label
+    if selection is not None:
+        _apply_model_selection(builder, selection, campaign)
     error = ActiveLearningWorkChain.spec().inputs.validate(builder._inputs(prune=True))
     if error is not None:
         raise CampaignFileError(f"invalid campaign inputs: {error}")

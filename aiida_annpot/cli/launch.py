@@ -1,4 +1,8 @@
-"""``aiida-annpot launch``: validate a campaign file, then run it in the foreground or submit it to the daemon."""
+"""``aiida-annpot launch``: validate a campaign file, then run it in the foreground or submit it to the daemon.
+
+With a ``model_selection`` key in the campaign file the committee trains with the configuration that model selection
+chose (see :mod:`.campaign_file` for the order of protocol, selection and overrides); launch says so first.
+"""
 
 from __future__ import annotations
 
@@ -25,6 +29,8 @@ def cmd_launch(campaign_file, daemon):
         builder = build_from_file(campaign_file)
     except CampaignFileError as exc:
         echo.echo_critical(f"invalid campaign file {campaign_file}:\n{exc}")
+    if builder.metadata.get("description"):
+        echo.echo_report(builder.metadata.description)
     if daemon:
         try:
             node = submit(builder)
