@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
 
 import numpy as np
 import pytest
@@ -18,6 +17,7 @@ from aiida_annpot.core.calculator import AnnCalculator
 from aiida_annpot.core.modelfile import load_potential, read_metadata
 from aiida_annpot.data import AtomisticDataset
 from aiida_annpot.workflows.committee import CommitteeTrainingWorkChain
+from tests.submission import copy_dicts, validation_error
 
 ZBL = {"name": "zbl", "parameters": {"inner": 1.0, "outer": 3.0}}
 BAD_BASELINES = [
@@ -41,18 +41,6 @@ def train_inputs(annpot_code, dataset, training_settings):
 def committee_inputs(annpot_code, dataset, training_settings):
     return {"dataset": dataset, "config": Dict(training_settings(baseline=ZBL)), "committee_size": Int(2),
             "train": {"train": {"code": annpot_code}}}  # fmt: skip
-
-
-def validation_error(process_class, inputs: dict) -> str | None:
-    """What submitting ``inputs`` would say (None: they pass), as in tests/workflows/test_port_validation.py."""
-    spec = process_class.spec().inputs
-    error = spec.validate(spec.pre_process(copy_dicts(inputs)))  # pre_process fills and freezes its argument
-    return None if error is None else str(error)
-
-
-def copy_dicts(value):
-    """Nested mappings copied, the nodes in them not."""
-    return {key: copy_dicts(item) for key, item in value.items()} if isinstance(value, Mapping) else value
 
 
 def counts() -> tuple[int, int]:

@@ -11,6 +11,7 @@ from plumpy import ProcessState
 from aiida_annpot.cli.campaign_file import CampaignFileError, build_from_file
 from aiida_annpot.workflows.active_learning import ActiveLearningWorkChain
 from aiida_annpot.workflows.model_selection import ModelSelectionWorkChain
+from tests.submission import validation_error
 
 #: Common training settings of the selection: a couple of epochs (the choice is not what this file tests).
 TRAINING = {"max_epochs": 3, "batch_size": 4, "learning_rate": 0.03, "threads": 1, "seed": 1}
@@ -45,19 +46,13 @@ def hand_made_selection(state: ProcessState, exit_status: int | None = None) -> 
     return node.store()
 
 
-def validation_error(builder) -> str | None:
-    spec = ActiveLearningWorkChain.spec().inputs
-    error = spec.validate(spec.pre_process(builder._inputs(prune=True)))
-    return None if error is None else str(error)
-
-
 def test_chosen_config_becomes_the_committee_config(write_campaign, selection, count_processes):
     chosen = selection.outputs.config
     before = count_processes()
     for reference in (selection.pk, selection.uuid):
         builder = build_from_file(write_campaign(model_selection=reference))
         assert builder.committee.config.uuid == chosen.uuid, "the campaign's input is the selection's output node"
-        assert validation_error(builder) is None
+        assert validation_error(ActiveLearningWorkChain, builder) is None
         assert f"ModelSelectionWorkChain<{selection.pk}>" in builder.metadata.description
     assert count_processes() == before, "nothing was run"
     # the protocol's own training settings are replaced, not mixed in (fast sets validation_fraction: 0.2)
@@ -85,7 +80,7 @@ def test_overrides_apply_on_top_of_the_chosen_config(write_campaign, selection):
     assert builder.committee.committee_size.value == 3
     assert "with overrides of max_epochs, min_learning_rate, network" in builder.metadata.description
     assert selection.outputs.config.get_dict() == chosen, "the selection's output is not modified"
-    assert validation_error(builder) is None
+    assert validation_error(ActiveLearningWorkChain, builder) is None
 
 
 def test_an_invalid_override_on_top_of_the_chosen_config_is_named(write_campaign, selection):

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Mapping
 
 import numpy as np
 import pytest
@@ -21,6 +20,7 @@ from aiida_annpot.common.config import TrainingConfig, load_config
 from aiida_annpot.data import AnnPotential, AtomisticDataset
 from aiida_annpot.workflows.model_selection import ModelSelectionWorkChain
 from aiida_annpot.workflows.train_base import AnnTrainBaseWorkChain
+from tests.submission import validation_error
 
 #: Common training settings: short, single-threaded (a couple of minutes for all 12 jobs on a loaded 2-core machine).
 TRAINING = {"max_epochs": 40, "early_stopping_patience": 40, "batch_size": 4, "learning_rate": 0.01, "seed": 0,
@@ -36,17 +36,6 @@ JOB_LABELS = {f"candidate_{c}_{f}" for c in range(4) for f in ("f025", "f050", "
 
 def selection_inputs(code, dataset, grid=GRID, training=TRAINING) -> dict:
     return {"dataset": dataset, "grid": Dict(grid), "training": Dict(training), "train": {"train": {"code": code}}}
-
-
-def copy_dicts(value):
-    return {key: copy_dicts(item) for key, item in value.items()} if isinstance(value, Mapping) else value
-
-
-def validation_error(inputs: dict) -> str | None:
-    """What submitting ``inputs`` would say (None: they pass)."""
-    spec = ModelSelectionWorkChain.spec().inputs
-    error = spec.validate(spec.pre_process(copy_dicts(inputs)))
-    return None if error is None else str(error)
 
 
 def process_count() -> int:
@@ -82,7 +71,7 @@ def cu_dataset(emt_frames):
     ],
 )  # fmt: skip
 def test_bad_grid_or_training_is_refused(annpot_code, cu_dataset, grid, training, port, fragments):
-    message = validation_error(selection_inputs(annpot_code, cu_dataset, grid, training))
+    message = validation_error(ModelSelectionWorkChain, selection_inputs(annpot_code, cu_dataset, grid, training))
     assert message is not None, "the inputs were accepted"
     assert f"port '{port}'" in message, message
     for fragment in fragments:
@@ -99,13 +88,14 @@ def test_bad_grid_or_training_is_refused(annpot_code, cu_dataset, grid, training
 )
 def test_too_small_dataset_is_refused(annpot_code, emt_frames, n_frames, grid, fragment):
     dataset = AtomisticDataset.from_frames(emt_frames(n=n_frames, seed=5))
-    message = validation_error(selection_inputs(annpot_code, dataset, grid))
+    message = validation_error(ModelSelectionWorkChain, selection_inputs(annpot_code, dataset, grid))
     assert message is not None and "port 'inputs'" in message and fragment in message, message
 
 
 def test_refused_before_any_node_is_stored(annpot_code, cu_dataset):
     """Running bad inputs raises at once: no process, and the dataset is still unstored."""
-    assert validation_error(selection_inputs(annpot_code, cu_dataset)) is None, "the valid inputs pass"
+    valid = selection_inputs(annpot_code, cu_dataset)
+    assert validation_error(ModelSelectionWorkChain, valid) is None, "the valid inputs pass"
     before = process_count()
     for grid, training in (({**GRID, "descriptors": []}, TRAINING), (GRID, {**TRAINING, "descriptor": CHEBYSHEV})):
         with pytest.raises(ValueError, match=r"the model grid is empty|training must not set descriptor"):
@@ -272,16 +262,14 @@ def test_campaign_and_committee_builders_accept_the_chosen_config(selection, pw_
     builder = ActiveLearningWorkChain.get_builder_from_protocol(pw_code, annpot_code, {"si": si_cell()},
                                                                 si_pseudo_family, protocol="fast")  # fmt: skip
     builder.committee.config = outputs["config"]
-    spec = ActiveLearningWorkChain.spec().inputs
-    assert spec.validate(spec.pre_process(copy_dicts(builder._inputs(prune=True)))) is None
+    assert validation_error(ActiveLearningWorkChain, builder) is None
     assert builder.committee.config.uuid == outputs["config"].uuid, "the campaign links to the chosen config"
 
     committee = CommitteeTrainingWorkChain.get_builder()
     committee.dataset = outputs["training_dataset"]
     committee.config = outputs["config"]
     committee.train.train.code = annpot_code
-    spec = CommitteeTrainingWorkChain.spec().inputs
-    assert spec.validate(spec.pre_process(copy_dicts(committee._inputs(prune=True)))) is None
+    assert validation_error(CommitteeTrainingWorkChain, committee) is None
 
 
 # --- failed training jobs ---------------------------------------------------------------------------------------------

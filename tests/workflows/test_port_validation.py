@@ -7,7 +7,6 @@ submitting them would (``spec().inputs.pre_process`` then ``validate``), before 
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
 
 import pytest
 from aiida.engine import run
@@ -20,20 +19,9 @@ from aiida_annpot.workflows.active_learning import ActiveLearningWorkChain
 from aiida_annpot.workflows.committee import CommitteeTrainingWorkChain
 from aiida_annpot.workflows.exploration import ExplorationWorkChain
 from aiida_annpot.workflows.reference import ReferenceWorkChain
+from tests.submission import validation_error
 
 STAGE = {"temperature": 300, "steps": 20, "timestep": 1.0, "sample_interval": 5}
-
-
-def validation_error(process_class, inputs: dict) -> str | None:
-    """What submitting ``inputs`` to ``process_class`` would say (None: they pass)."""
-    spec = process_class.spec().inputs
-    error = spec.validate(spec.pre_process(copy_dicts(inputs)))  # pre_process fills and freezes its argument
-    return None if error is None else str(error)
-
-
-def copy_dicts(value):
-    """Nested mappings copied, the nodes in them not: what a process does with its raw inputs."""
-    return {key: copy_dicts(item) for key, item in value.items()} if isinstance(value, Mapping) else value
 
 
 def assert_refused(process_class, inputs: dict, port: str, *fragments: str) -> str:

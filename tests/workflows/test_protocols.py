@@ -10,19 +10,13 @@ from aiida.orm import StructureData
 from ase.build import bulk
 
 from aiida_annpot.workflows.active_learning import ActiveLearningWorkChain
+from tests.submission import validation_error
 
 PROTOCOLS = ("fast", "balanced", "stringent")
 
 
 def protocol_file() -> dict:
     return yaml.safe_load(ActiveLearningWorkChain.get_protocol_filepath().read_text())
-
-
-def validation_error(builder) -> str | None:
-    """What submitting ``builder`` would say about its inputs (None: they pass the process spec)."""
-    spec = ActiveLearningWorkChain.spec().inputs
-    error = spec.validate(spec.pre_process(builder._inputs(prune=True)))
-    return None if error is None else str(error)
 
 
 @pytest.fixture(scope="module")
@@ -136,7 +130,7 @@ def test_free_form_paths_accept_any_key_at_merge_time():
 @pytest.mark.parametrize("name", PROTOCOLS)
 def test_builder_of_each_protocol_passes_the_process_spec(builders, name, pw_code, annpot_code, si_pseudo_family):
     builder = builders[name]
-    assert validation_error(builder) is None
+    assert validation_error(ActiveLearningWorkChain, builder) is None
     expected = ActiveLearningWorkChain.get_protocol_inputs(name)
     reference = expected["reference"]
 
@@ -188,7 +182,7 @@ def test_options_reach_pw_and_annpot(pw_code, annpot_code, si_pseudo_family, si_
     builder = ActiveLearningWorkChain.get_builder_from_protocol(pw_code, annpot_code, [si_cell()], si_pseudo_family,
                                                                 protocol="fast", options=options)  # fmt: skip
     assert options == before
-    assert validation_error(builder) is None
+    assert validation_error(ActiveLearningWorkChain, builder) is None
     pw = builder.reference.pw_base.pw.metadata.options
     train = builder.committee.train.train.metadata.options
     explore = builder.exploration.explore.explore.metadata.options
@@ -216,7 +210,7 @@ def test_structures_keep_their_keys_or_are_numbered(pw_code, annpot_code, si_pse
     numbered = ActiveLearningWorkChain.get_builder_from_protocol(pw_code, annpot_code, [si_cell(), primitive],
                                                                  si_pseudo_family, protocol="fast")  # fmt: skip
     assert list(numbered.structures) == ["s00", "s01"] and numbered.structures["s01"].uuid == primitive.uuid
-    assert validation_error(numbered) is None
+    assert validation_error(ActiveLearningWorkChain, numbered) is None
 
 
 def test_overrides_reach_the_builder(pw_code, annpot_code, si_pseudo_family, si_cell):
@@ -224,7 +218,7 @@ def test_overrides_reach_the_builder(pw_code, annpot_code, si_pseudo_family, si_
                  "committee": {"committee_size": 3, "config": {"max_epochs": 7}}, "max_iterations": 2}  # fmt: skip
     builder = ActiveLearningWorkChain.get_builder_from_protocol(pw_code, annpot_code, [si_cell()], si_pseudo_family,
                                                                 protocol="fast", overrides=overrides)  # fmt: skip
-    assert validation_error(builder) is None
+    assert validation_error(ActiveLearningWorkChain, builder) is None
     system = builder.reference.pw_base.pw.parameters["SYSTEM"]
     assert system["ecutwfc"] == 25.0 and system["ecutrho"] == 80.0 and system["nosym"] is True
     assert builder.committee.committee_size.value == 3 and builder.committee.config["max_epochs"] == 7
