@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 __all__ = [
     "VALIDATION_PROPERTIES",
@@ -41,6 +41,16 @@ class ConfigError(ValueError):
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _positive_repetitions(value: list[int]) -> list[int]:
+    if any(n < 1 for n in value):
+        raise ValueError(f"supercell repetitions must be at least 1, got {value}")
+    return value
+
+
+#: Repetitions of a cell along its three lattice vectors, each at least 1.
+Supercell = Annotated[list[int], Field(min_length=3, max_length=3), AfterValidator(_positive_repetitions)]
 
 
 class ChebyshevConfig(_Strict):
@@ -280,7 +290,7 @@ class GenerationConfig(_Strict):
     vacancies and surface slabs of it; every random choice is seeded.
     """
 
-    supercell: list[int] = Field([1, 1, 1], min_length=3, max_length=3, description="Repetitions of the input cell.")
+    supercell: Supercell = Field([1, 1, 1], description="Repetitions of the input cell.")
     include_ideal: bool = Field(True, description="Label the ideal supercell itself.")
     isotropic_strains: int = Field(4, ge=0, description="Isotropically strained copies.")
     anisotropic_strains: int = Field(0, ge=0, description="Copies under a random symmetric strain.")
@@ -295,8 +305,6 @@ class GenerationConfig(_Strict):
 
     @model_validator(mode="after")
     def _something_to_label(self) -> GenerationConfig:
-        if any(n < 1 for n in self.supercell):
-            raise ValueError(f"supercell repetitions must be at least 1, got {self.supercell}")
         if any(len(m) != 3 or not any(m) for m in self.slab_miller):
             raise ValueError(f"slab_miller must hold non-zero Miller index triples, got {self.slab_miller}")
         count = (int(self.include_ideal) + self.isotropic_strains + self.anisotropic_strains + self.rattles
@@ -349,32 +357,20 @@ class EquationOfStateSettings(_Strict):
 class VacancySettings(_Strict):
     """Unrelaxed vacancy formation energy E_f = E(N−1) − (N−1)/N·E(N) in a supercell of the input cell."""
 
-    supercell: list[int] = Field([1, 1, 1], min_length=3, max_length=3, description="Repetitions of the input cell.")
+    supercell: Supercell = Field([1, 1, 1], description="Repetitions of the input cell.")
     site: int = Field(0, ge=0, description="Index (in the supercell) of the removed atom.")
-
-    @model_validator(mode="after")
-    def _positive_repetitions(self) -> VacancySettings:
-        if any(n < 1 for n in self.supercell):
-            raise ValueError(f"supercell repetitions must be at least 1, got {self.supercell}")
-        return self
 
 
 class MDStabilitySettings(_Strict):
     """NVE molecular dynamics with the potential alone: energy drift and closest approach of atoms."""
 
-    supercell: list[int] = Field([1, 1, 1], min_length=3, max_length=3, description="Repetitions of the input cell.")
+    supercell: Supercell = Field([1, 1, 1], description="Repetitions of the input cell.")
     temperature: float = Field(300.0, gt=0.0, description="K, of the initial Maxwell–Boltzmann velocities.")
     steps: int = Field(2000, ge=10)
     timestep: float = Field(1.0, gt=0.0, le=10.0, description="fs.")
     sample_interval: int = Field(5, ge=1, description="Steps between recorded frames.")
     max_drift: float = Field(1.0, gt=0.0, description="meV/atom/ps: a larger |drift| fails the test.")
     min_distance: float = Field(1.5, gt=0.0, description="Å: atoms closer than this fail the test.")
-
-    @model_validator(mode="after")
-    def _positive_repetitions(self) -> MDStabilitySettings:
-        if any(n < 1 for n in self.supercell):
-            raise ValueError(f"supercell repetitions must be at least 1, got {self.supercell}")
-        return self
 
 
 #: Physical properties the validation work chain can compare with DFT.

@@ -16,7 +16,7 @@ from ..calcfunctions.selection import select_candidates
 from ..calculations.explore import validate_exploration_config, validate_start_structures
 from ..data.dataset import AtomisticDataset
 from ..data.potential import AnnPotential
-from .explore_base import AnnExploreBaseWorkChain
+from .explore_base import CALLER_SET_INPUTS, AnnExploreBaseWorkChain
 from .ports import at_least_one
 
 __all__ = ["ExplorationWorkChain", "deal_start_structures"]
@@ -65,13 +65,7 @@ class ExplorationWorkChain(WorkChain):
         spec.expose_inputs(
             AnnExploreBaseWorkChain,
             namespace="explore",
-            exclude=(
-                "explore.potential",
-                "explore.structures",
-                "explore.config",
-                "explore.reference_dataset",
-                "explore.parent_folder",
-            ),
+            exclude=CALLER_SET_INPUTS,
             namespace_options={"help": "The annpot code, scheduler options and restart settings."},
         )
         spec.inputs.validator = validate_start_structures

@@ -41,7 +41,7 @@ from ..common.config import ConfigError, ValidationConfig, load_config
 from ..data.dataset import AtomisticDataset
 from ..data.potential import AnnPotential
 from .active_learning import ActiveLearningWorkChain
-from .explore_base import AnnExploreBaseWorkChain
+from .explore_base import CALLER_SET_INPUTS, AnnExploreBaseWorkChain
 from .reference import ReferenceWorkChain, validate_pseudo_family
 
 __all__ = ["ValidationWorkChain"]
@@ -130,13 +130,7 @@ class ValidationWorkChain(WorkChain):
         spec.expose_inputs(
             AnnExploreBaseWorkChain,
             namespace="md",
-            exclude=(
-                "explore.potential",
-                "explore.structures",
-                "explore.config",
-                "explore.reference_dataset",
-                "explore.parent_folder",
-            ),
+            exclude=CALLER_SET_INPUTS,
             namespace_options={
                 "required": False,
                 "populate_defaults": False,
