@@ -53,15 +53,20 @@ def validation_structures(structure: StructureData, config: Dict) -> dict:
 
 
 @calcfunction
-def evaluate_potential(potential: AnnPotential, **structures) -> Dict:
-    """The potential's (committee mean) energy in eV of every structure, keyed like ``structures``."""
+def evaluate_potential(potential: AnnPotential, **structures) -> dict:
+    """The potential's (committee mean) energy in eV of every structure, and how far each structure's descriptors
+    leave the training ranges (its extrapolation grade, 0 inside), both keyed like ``structures``.
+
+    :returns: ``energies`` and ``extrapolation`` (Dicts).
+    """
     calculator = potential.calculator(dtype="float64")  # imports torch
-    energies = {}
+    energies, grades = {}, {}
     for key, structure in sorted(structures.items()):
         atoms = structure.get_ase()
         atoms.calc = calculator
         energies[key] = float(atoms.get_potential_energy())
-    return Dict(energies)
+        grades[key] = float(calculator.get_property("extrapolation", atoms))
+    return {"energies": Dict(energies), "extrapolation": Dict(grades)}
 
 
 def _finite(value):
@@ -163,12 +168,16 @@ def _labels(kwargs: dict) -> dict[str, dict]:
 
 
 @calcfunction
-def compare_properties(config: Dict, ann_energies: Dict | None = None, md_frames: SinglefileData | None = None,
-                       md_summary: Dict | None = None, **labels) -> dict:  # fmt: skip
+def compare_properties(config: Dict, ann_energies: Dict | None = None, extrapolation: Dict | None = None,
+                       md_frames: SinglefileData | None = None, md_summary: Dict | None = None,
+                       **labels) -> dict:  # fmt: skip
     """Properties of DFT and of the potential side by side, with errors ANN − DFT (relative for V0 and B).
 
     :param config: the ValidationConfig settings.
     :param ann_energies: the potential's energies (eV) by structure key, from :func:`evaluate_potential`.
+    :param extrapolation: the structures' extrapolation grades by key, from :func:`evaluate_potential`: each DFT
+        property then carries ``max_extrapolation_grade`` over its structures (above ~0.01 the potential is
+        extrapolating there, so a large error is expected).
     :param md_frames: the frames of the NVE run (``annpot explore``), with ``md_summary`` its summary.
     :param labels: per DFT structure key ``structure_<key>`` and ``parameters_<key>`` (the PwCalculation's
         ``output_parameters``).
@@ -188,6 +197,12 @@ def compare_properties(config: Dict, ann_energies: Dict | None = None, md_frames
         )
     if "vacancy" in settings.properties:
         result["vacancy"] = _vacancy(labels, ann, settings)
+    if extrapolation is not None:
+        grades = extrapolation.get_dict()
+        result["extrapolation"] = grades
+        for name, prefix in (("equation_of_state", "eos_"), ("vacancy", "vacancy_")):
+            if name in result:
+                result[name]["max_extrapolation_grade"] = max(v for k, v in grades.items() if k.startswith(prefix))
     if "md_stability" in settings.properties:
         result["md_stability"], outputs["md_energy"] = _md_stability(md_frames, md_summary, settings)
     outputs["properties"] = Dict(_finite(result))

@@ -11,7 +11,9 @@ Methods, in the order of the outline:
    data (identical structures are labelled once); each structure's PwCalculation is found through the
    ``label_<key>`` call link and checked against the sources of the merged dataset. A failed point stops the work
    chain with ``ERROR_DFT_POINT_FAILED`` naming it.
-3. **run_ann** — the potential's energies of the same structures, in-process (calcfunction).
+3. **run_ann** — the potential's energies of the same structures, in-process (calcfunction), and their
+   extrapolation grades: each DFT property reports the largest over its structures, so an error where the
+   potential extrapolates (a vacancy absent from the training set) is recognisable as such.
 4. **run_md / inspect_md** — NVE molecular dynamics with the potential alone, as an ``annpot explore`` job with one
    ``ensemble: nve`` stage (velocity Verlet from Maxwell–Boltzmann velocities).
 5. **results** — a calcfunction compares: Birch–Murnaghan V0, B0, B0', E0 (per atom), the unrelaxed vacancy
@@ -37,7 +39,7 @@ from ..calcfunctions.validation import (
     evaluate_potential,
     validation_structures,
 )
-from ..common.config import ConfigError, ValidationConfig, load_config
+from ..common.config import ConfigError, SelectionConfig, ValidationConfig, load_config
 from ..data.dataset import AtomisticDataset
 from ..data.potential import AnnPotential
 from .active_learning import ActiveLearningWorkChain
@@ -48,6 +50,9 @@ __all__ = ["ValidationWorkChain"]
 
 #: Properties that compare the potential with DFT (the others use the potential alone).
 DFT_PROPERTIES = ("equation_of_state", "vacancy")
+#: Extrapolation grade above which the report names a structure as outside the training ranges (the selection
+#: default tolerance).
+EXTRAPOLATING = SelectionConfig.model_fields["extrapolation_tolerance"].default
 #: Exploration settings of the NVE run besides its stage: float64 so that rounding does not drift the energy, and
 #: one thread, the fastest for a few dozen atoms.
 MD_ENGINE = {"dtype": "float64", "threads": 1, "seed": 0}
@@ -280,10 +285,14 @@ class ValidationWorkChain(WorkChain):
         return None
 
     def run_ann(self):
-        """The potential's energies of the same structures (committee mean, in-process)."""
+        """The potential's energies of the same structures (committee mean, in-process) and their extrapolation
+        grades (how far their descriptors leave the training ranges)."""
         self.ctx.ann = evaluate_potential(self.inputs.potential, **self.ctx.dft,
                                           metadata={"call_link_label": "evaluate_potential"})  # fmt: skip
-        self.report(f"potential energies of {len(self.ctx.dft)} structure(s) computed")
+        grades = self.ctx.ann["extrapolation"].get_dict()
+        outside = [f"{key} ({grade:.2f})" for key, grade in sorted(grades.items()) if grade > EXTRAPOLATING]
+        self.report(f"potential energies of {len(self.ctx.dft)} structure(s) computed; outside the training "
+                    f"descriptor ranges: {', '.join(outside) or 'none'}")  # fmt: skip
 
     # --- MD -----------------------------------------------------------------------------------------------------
     def run_md(self):
@@ -314,7 +323,7 @@ class ValidationWorkChain(WorkChain):
         """Compare DFT and potential (calcfunction) and attach the outputs."""
         inputs = {"config": self.inputs.config, "metadata": {"call_link_label": "compare_properties"}}
         if self.ctx.dft:
-            inputs["ann_energies"] = self.ctx.ann
+            inputs["ann_energies"], inputs["extrapolation"] = self.ctx.ann["energies"], self.ctx.ann["extrapolation"]
             for key, parameters in self.ctx.parameters.items():
                 inputs[f"structure_{key}"] = self.ctx.dft[key]
                 inputs[f"parameters_{key}"] = parameters

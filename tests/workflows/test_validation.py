@@ -234,6 +234,13 @@ def test_si_properties_against_pw(si_validation):  # noqa: F811
     assert abs(volume["relative_error"]) < 0.05  # the campaign trained on ±4 % strains of this very cell
     assert np.isfinite(md["energy_drift_meV_per_atom_per_ps"]) and md["completed"] and md["frames"] == 80
     assert md["min_distance_A"] > 1.8
+    # the fast campaign labels no vacancy: the defective cell's descriptors leave the training ranges, while the
+    # ideal cell (labelled by the campaign) stays inside them
+    grades = properties["extrapolation"]
+    assert grades["vacancy_defect"] > 0.1, grades
+    assert grades["vacancy_perfect"] < 0.01, grades
+    assert vacancy["max_extrapolation_grade"] == grades["vacancy_defect"]
+    assert eos["max_extrapolation_grade"] == max(v for k, v in grades.items() if k.startswith("eos_"))
 
 
 @pytest.mark.slow
@@ -272,6 +279,7 @@ def test_properties_link_back_to_the_pw_calculations(si_validation):  # noqa: F8
     assert node.outputs.dataset.n_frames == 6  # five volumes and the defective cell
     ann = incoming.get_node_by_label("ann_energies")
     assert ann.creator.process_label == "evaluate_potential"
+    assert incoming.get_node_by_label("extrapolation").creator.uuid == ann.creator.uuid
     assert ann.creator.base.links.get_incoming().get_node_by_label("potential").uuid == node.inputs.potential.uuid
     assert node.outputs.equation_of_state.creator.uuid == compared.uuid
 
