@@ -69,6 +69,10 @@ def print_properties(label: str, properties: dict) -> None:
         entry = properties["vacancy"]["unrelaxed_formation_energy_eV"]
         print(f"  {'unrelaxed_formation_energy_eV':>32}: DFT {entry['dft']:9.3f}  potential {entry['ann']:9.3f}  "
               f"error {entry['error']:+.3f}")  # fmt: skip
+    grades = properties.get("extrapolation", {})
+    if grades:
+        outside = ", ".join(f"{key} {grade:.2f}" for key, grade in sorted(grades.items()) if grade > 0.01)
+        print(f"  {'extrapolation grades > 0.01':>32}: {outside or 'none'}")
     if "md_stability" in properties:
         md = properties["md_stability"]
         print(
