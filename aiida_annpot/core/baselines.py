@@ -24,7 +24,7 @@ from ase.stress import full_3x3_to_voigt_6_stress, voigt_6_to_full_3x3_stress
 
 from .errors import InputDataError
 
-__all__ = ["SHORT_NAMES", "ZBLCalculator", "baseline_record", "describe_baseline", "make_baseline",
+__all__ = ["SHORT_NAMES", "ZBLCalculator", "baseline_record", "delta_labels", "describe_baseline", "make_baseline",
            "subtract_baseline"]  # fmt: skip
 
 #: e²/(4πε₀) in eV·Å.
@@ -252,3 +252,10 @@ def subtract_baseline(frames: list[Atoms], baseline: Calculator, source: str = "
                 f"{type(exc).__name__}: {exc}"
             ) from exc
     return residuals
+
+
+def delta_labels(frames: list[Atoms], baseline, source: str = "dataset") -> list[Atoms]:
+    """What a delta-learning model's networks fit: the frames labelled DFT − ``baseline`` (a BaselineConfig or its
+    JSON record); the frames themselves when ``baseline`` is None. Training and evaluation both use it, so their
+    errors mean the same thing (errors of the residual are errors of the total)."""
+    return frames if baseline is None else subtract_baseline(frames, make_baseline(baseline), source=source)

@@ -188,13 +188,12 @@ def _load_data(data: Path, potential):
 
     A delta-learning potential's networks predict DFT − baseline, so the baseline is subtracted from the labels.
     """
-    from .baselines import make_baseline, subtract_baseline
+    from .baselines import delta_labels
     from .dataset import FeatureSet, read_frames, validate_labelled
 
     frames = read_frames(data)
     validate_labelled(frames, source=str(data), require_forces=False)
-    if potential.baseline_config is not None:
-        frames = subtract_baseline(frames, make_baseline(potential.baseline_config), source=str(data))
+    frames = delta_labels(frames, potential.baseline_config, source=str(data))
     return FeatureSet(frames, potential, potential.dtype)
 
 

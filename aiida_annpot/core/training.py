@@ -21,7 +21,7 @@ import torch
 from ase.data import atomic_numbers
 
 from ..common.config import TrainingConfig
-from .baselines import baseline_record, describe_baseline, make_baseline, subtract_baseline
+from .baselines import baseline_record, delta_labels, describe_baseline
 from .dataset import Batch, FeatureSet, dataset_hash, elements_of, read_frames, validate_labelled
 from .errors import InputDataError, ModelFileError, TrainingDivergedError, UnknownElementError
 from .interrupt import StopRequest
@@ -58,16 +58,6 @@ def split_indices(n_frames: int, config: TrainingConfig) -> tuple[np.ndarray, np
     train = order[n_validation:]
     train = train[: max(1, math.ceil(config.training_fraction * len(train)))]
     return np.sort(train), np.sort(order[:n_validation])
-
-
-def delta_labels(frames, config: TrainingConfig, source: str) -> list:
-    """Delta learning: frames labelled with DFT − ``config.baseline`` (the frames themselves without a baseline).
-
-    The calculator adds the baseline back, so errors of these residuals are the errors of the total.
-    """
-    if config.baseline is None:
-        return frames
-    return subtract_baseline(frames, make_baseline(config.baseline), source=source)
 
 
 def fit_reference_energies(frames, elements: list[str]) -> tuple[np.ndarray, float]:
@@ -164,7 +154,7 @@ class Trainer:
         frames = read_frames(config.dataset)
         validate_labelled(frames, source=config.dataset)
         self.dataset_hash = dataset_hash(frames)
-        frames = delta_labels(frames, config, config.dataset)  # after the hash: that is of the DFT labels
+        frames = delta_labels(frames, config.baseline, config.dataset)  # after the hash: that is of the DFT labels
         elements = config.elements or elements_of(frames)
         missing = sorted(set(elements_of(frames)) - set(elements))
         if missing:
@@ -172,7 +162,7 @@ class Trainer:
         if config.validation_dataset:
             validation_frames = read_frames(config.validation_dataset)
             validate_labelled(validation_frames, source=config.validation_dataset)
-            validation_frames = delta_labels(validation_frames, config, config.validation_dataset)
+            validation_frames = delta_labels(validation_frames, config.baseline, config.validation_dataset)
             train_index = np.arange(len(frames))
             train_index = train_index[: max(1, math.ceil(config.training_fraction * len(frames)))]
         else:
