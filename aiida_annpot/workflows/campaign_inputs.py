@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aiida.orm import Dict, List
 
+from ..calculations.base import validate_config_dict
 from ..calculations.explore import validate_exploration_config
 from ..common.config import ConfigError, ExplorationStage, GenerationConfig, load_config
 from .reference import validate_pseudo_family
@@ -15,11 +16,7 @@ TARGET_KEYS = ("energy_rmse", "force_rmse")
 
 
 def validate_generation(value: Dict, _) -> str | None:
-    try:
-        load_config(value.get_dict(), GenerationConfig)
-    except ConfigError as exc:
-        return str(exc)
-    return None
+    return validate_config_dict(value, GenerationConfig, path_keys=(), placeholders={})
 
 
 def validate_stage_schedule(value: List, _) -> str | None:

@@ -39,6 +39,7 @@ from ..calcfunctions.validation import (
     evaluate_potential,
     validation_structures,
 )
+from ..calculations.base import validate_config_dict
 from ..common.config import ConfigError, SelectionConfig, ValidationConfig, load_config
 from ..data.dataset import AtomisticDataset
 from ..data.potential import AnnPotential
@@ -59,11 +60,7 @@ MD_ENGINE = {"dtype": "float64", "threads": 1, "seed": 0}
 
 
 def validate_config(value: Dict, _) -> str | None:
-    try:
-        load_config(value.get_dict(), ValidationConfig)
-    except ConfigError as exc:
-        return str(exc)
-    return None
+    return validate_config_dict(value, ValidationConfig, path_keys=(), placeholders={})
 
 
 def unsupported_property(structure: StructureData, settings: ValidationConfig) -> str | None:
