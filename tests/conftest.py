@@ -233,3 +233,27 @@ def fast_si_campaign(pw_code, annpot_code, si_pseudo_family, si_cell):
         pw_code, annpot_code, {"si": si_cell()}, si_pseudo_family, protocol="fast"
     )
     return run_get_node(builder)
+
+
+#: The validation of the fast campaign's potential that the tests share: five volumes of ±8 %, the vacancy in the
+#: 8-atom cell, 0.4 ps of NVE on it (about 30 s with pw.x on 2 cores).
+SI_VALIDATION_CONFIG = {
+    "equation_of_state": {"points": 5, "max_volume_strain": 0.08},
+    "vacancy": {"supercell": [1, 1, 1], "site": 0},
+    "md_stability": {"supercell": [1, 1, 1], "temperature": 300.0, "steps": 400, "timestep": 1.0,
+                     "sample_interval": 5},
+}  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def si_validation(fast_si_campaign):
+    """(builder, node) of ValidationWorkChain with :data:`SI_VALIDATION_CONFIG` on the fast Si campaign's potential,
+    run once per session and shared by the work chain and ``plot`` tests. Read-only."""
+    from aiida.engine import run_get_node
+
+    from aiida_annpot.workflows.validation import ValidationWorkChain
+
+    _, campaign = fast_si_campaign
+    builder = ValidationWorkChain.get_builder_from_campaign(campaign, config=SI_VALIDATION_CONFIG)
+    _, node = run_get_node(builder)
+    return builder, node

@@ -6,13 +6,11 @@ from __future__ import annotations
 import pytest
 from aiida.orm import Int
 
-from tests.workflows.validation_fixtures import si_validation  # noqa: F401 (a fixture)
-
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.mark.slow
-def test_plot_of_a_validation_draws_the_energy_volume_curves(run_cli, si_validation, tmp_path):  # noqa: F811
+def test_plot_of_a_validation_draws_the_energy_volume_curves(run_cli, si_validation, tmp_path):
     _, node = si_validation
     result = run_cli("plot", node.pk, "-o", tmp_path / "plots")
     assert result.exit_code == 0, result.output
@@ -23,7 +21,7 @@ def test_plot_of_a_validation_draws_the_energy_volume_curves(run_cli, si_validat
 
 
 @pytest.mark.slow
-def test_plot_refuses_a_child_of_the_validation(run_cli, si_validation, tmp_path):  # noqa: F811
+def test_plot_refuses_a_child_of_the_validation(run_cli, si_validation, tmp_path):
     _, node = si_validation
     reference = node.base.links.get_outgoing(link_label_filter="reference").one().node
     result = run_cli("plot", reference.pk, "-o", tmp_path / "out")

@@ -21,8 +21,6 @@ from aiida_annpot.data import AnnPotential
 from aiida_annpot.workflows.active_learning import ActiveLearningWorkChain
 from aiida_annpot.workflows.validation import ValidationWorkChain
 
-from .validation_fixtures import SI_CONFIG, si_validation  # noqa: F401 (a fixture)
-
 EOS_ONLY = {"properties": ["equation_of_state"]}
 MD_ONLY = {"properties": ["md_stability"],
            "md_stability": {"supercell": [2, 2, 2], "steps": 200, "timestep": 1.0, "sample_interval": 5}}  # fmt: skip
@@ -200,7 +198,7 @@ def test_md_stability_alone_runs_an_nve_explore_job(inputs):
 
 
 @pytest.mark.slow
-def test_the_builder_takes_the_campaign_potential_structure_and_dft_settings(fast_si_campaign, si_validation):  # noqa: F811
+def test_the_builder_takes_the_campaign_potential_structure_and_dft_settings(fast_si_campaign, si_validation):
     outputs, campaign = fast_si_campaign
     builder, _ = si_validation
     assert builder.potential.uuid == outputs["potential"].uuid
@@ -214,7 +212,7 @@ def test_the_builder_takes_the_campaign_potential_structure_and_dft_settings(fas
 
 
 @pytest.mark.slow
-def test_si_properties_against_pw(si_validation):  # noqa: F811
+def test_si_properties_against_pw(si_validation):
     _, node = si_validation
     assert node.is_finished_ok, node.exit_message
     properties = node.outputs.properties.get_dict()
@@ -244,7 +242,7 @@ def test_si_properties_against_pw(si_validation):  # noqa: F811
 
 
 @pytest.mark.slow
-def test_the_curve_matches_the_dft_energies_and_one_mesh_is_used(si_validation):  # noqa: F811
+def test_the_curve_matches_the_dft_energies_and_one_mesh_is_used(si_validation):
     _, node = si_validation
     compared = node.outputs.properties.creator
     incoming = compared.base.links.get_incoming()
@@ -267,7 +265,7 @@ def test_the_curve_matches_the_dft_energies_and_one_mesh_is_used(si_validation):
 
 
 @pytest.mark.slow
-def test_properties_link_back_to_the_pw_calculations(si_validation):  # noqa: F811
+def test_properties_link_back_to_the_pw_calculations(si_validation):
     _, node = si_validation
     compared = node.outputs.properties.creator
     assert compared.process_label == "compare_properties"
