@@ -5,7 +5,8 @@ Per label three inputs with one suffix: ``structure_<k>`` (the calculation's inp
 PwCalculation that made it finished OK (the SCF converged) and its energy and forces are finite. Units become the
 engine's: energy eV, forces eV/Å, stress eV/Å³ with ASE's sign (Quantum ESPRESSO prints stress with the opposite
 sign, in GPa once aiida-quantumespresso has parsed it). A frame whose structure is already in the dataset (or came
-earlier in the same call) is dropped as a duplicate. Every rejected label is listed with its reason.
+earlier in the same call) is dropped as a duplicate. Every rejected label is listed with its reason. Each frame keeps
+its label suffix as its name (``AtomisticDataset.names``).
 """
 
 from __future__ import annotations
@@ -85,6 +86,7 @@ def merge_dataset(dataset: AtomisticDataset | None = None, **labels) -> dict:
     """
     frames = dataset.to_frames() if dataset is not None else []
     sources = dataset.sources if dataset is not None else []
+    names = dataset.names if dataset is not None else []
     seen = {structure_key(frame) for frame in frames}
     rejected = {}
     for suffix, parts in _labels(labels).items():
@@ -106,9 +108,10 @@ def merge_dataset(dataset: AtomisticDataset | None = None, **labels) -> dict:
                 seen.add(key)
                 frames.append(frame)
                 sources.append(calculation.uuid)
+                names.append(suffix)
         if reason is not None:
             rejected[suffix] = {"structure": parts["structure"].uuid, "reason": reason}
     outputs = {"rejected": Dict(rejected)}
     if frames:
-        outputs["dataset"] = AtomisticDataset.from_frames(frames, sources)
+        outputs["dataset"] = AtomisticDataset.from_frames(frames, sources, names)
     return outputs

@@ -19,10 +19,10 @@ from ..common.config import SelectionConfig, load_config
 from ..core import selection
 from ..core.explored import read_explored_frames
 
-__all__ = ["select_candidates"]
+__all__ = ["read_frames_files", "select_candidates"]
 
 
-def _read_frames(files: dict[str, SinglefileData]) -> tuple[list[Atoms], np.ndarray, list[str]]:
+def read_frames_files(files: dict[str, SinglefileData]) -> tuple[list[Atoms], np.ndarray, list[str]]:
     """Frames, (F, D) fingerprints and the input key of every frame, over ``files`` in key order."""
     frames, fingerprints, origins = [], [], []
     for key in sorted(files):
@@ -45,7 +45,7 @@ def select_candidates(selection_settings: Dict, reference_fingerprints: ArrayDat
     ``extrapolation`` (NaN where not recorded), ``stage`` and ``selected``).
     """
     config = load_config(selection_settings.get_dict(), SelectionConfig)
-    atoms, fingerprints, origins = _read_frames(frames)
+    atoms, fingerprints, origins = read_frames_files(frames)
     sigma = np.array([frame.info["max_force_std"] for frame in atoms], dtype=float)
     distance = np.array([frame.info["min_distance"] for frame in atoms], dtype=float)
     stage = np.array([frame.info["stage"] for frame in atoms], dtype=int)

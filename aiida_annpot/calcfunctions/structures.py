@@ -9,7 +9,7 @@ from __future__ import annotations
 from aiida.engine import calcfunction
 from aiida.orm import Bool, Float, Int, List, StructureData
 
-from ..core import generate
+from ..core import generate, properties
 
 
 def _outputs(frames) -> dict[str, StructureData]:
@@ -23,6 +23,13 @@ def supercell_structure(structure: StructureData, repeat: List) -> StructureData
 
 
 @calcfunction
+def volume_series(structure: StructureData, points: Int, max_volume_strain: Float) -> dict:
+    """An energy–volume series: ``points`` isotropically scaled copies, volumes evenly over V0·(1 ± strain)."""
+    factors = properties.volume_factors(points.value, max_volume_strain.value)
+    return _outputs(properties.scaled_cells(structure.get_ase(), factors))
+
+
+@calcfunction
 def strain_structures(structure: StructureData, count: Int, max_strain: Float, anisotropic: Bool, seed: Int) -> dict:
     """``count`` homogeneously strained copies (isotropic or full symmetric strain up to ``max_strain``)."""
     frames = generate.strained(structure.get_ase(), count.value, max_strain.value, anisotropic.value, seed.value)
@@ -30,9 +37,12 @@ def strain_structures(structure: StructureData, count: Int, max_strain: Float, a
 
 
 @calcfunction
-def rattle_structures(structure: StructureData, count: Int, stdev: Float, seed: Int) -> dict:
-    """``count`` copies with Gaussian displacements of ``stdev`` Å on every coordinate."""
-    return _outputs(generate.rattled(structure.get_ase(), count.value, stdev.value, seed.value))
+def rattle_structures(structure: StructureData, count: Int, stdev: Float, seed: Int,
+                      min_distance_ratio: Float | None = None) -> dict:  # fmt: skip
+    """``count`` copies with Gaussian displacements of ``stdev`` Å on every coordinate; with ``min_distance_ratio``
+    no two atoms come closer than that fraction of the structure's nearest-neighbour distance."""
+    ratio = min_distance_ratio.value if min_distance_ratio is not None else 0.0
+    return _outputs(generate.rattled(structure.get_ase(), count.value, stdev.value, seed.value, ratio))
 
 
 @calcfunction

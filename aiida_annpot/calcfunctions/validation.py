@@ -8,8 +8,6 @@ side by side. The analysis itself is :mod:`aiida_annpot.core.properties` (no Aii
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 from aiida.engine import calcfunction
 from aiida.orm import ArrayData, Dict, SinglefileData, StructureData
@@ -17,6 +15,7 @@ from aiida.orm import ArrayData, Dict, SinglefileData, StructureData
 from ..common.config import ValidationConfig, load_config
 from ..core import generate, properties
 from ..data.potential import AnnPotential
+from .testset import finite
 
 __all__ = ["compare_properties", "eos_keys", "evaluate_potential", "validation_structures"]
 
@@ -67,17 +66,6 @@ def evaluate_potential(potential: AnnPotential, **structures) -> dict:
         energies[key] = float(atoms.get_potential_energy())
         grades[key] = float(calculator.get_property("extrapolation", atoms))
     return {"energies": Dict(energies), "extrapolation": Dict(grades)}
-
-
-def _finite(value):
-    """JSON-safe: non-finite floats become None (AiiDA's JSON storage refuses NaN and infinity)."""
-    if isinstance(value, dict):
-        return {key: _finite(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [_finite(item) for item in value]
-    if isinstance(value, float | np.floating):
-        return float(value) if math.isfinite(value) else None
-    return value
 
 
 def _dft_energy(parameters: Dict, key: str) -> float:
@@ -205,5 +193,5 @@ def compare_properties(config: Dict, ann_energies: Dict | None = None, extrapola
                 result[name]["max_extrapolation_grade"] = max(v for k, v in grades.items() if k.startswith(prefix))
     if "md_stability" in settings.properties:
         result["md_stability"], outputs["md_energy"] = _md_stability(md_frames, md_summary, settings)
-    outputs["properties"] = Dict(_finite(result))
+    outputs["properties"] = Dict(finite(result))
     return outputs

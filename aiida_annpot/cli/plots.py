@@ -1,8 +1,10 @@
 """``aiida-annpot plot``: PNG figures of a campaign or a validation (matplotlib's Agg backend, no display needed).
 
-A campaign gives ``validation_errors.png`` (committee validation errors per iteration), ``learning_curves.png`` (the
-last committee's members, per epoch), ``force_deviation.png`` (histograms of σ_F^max per iteration with the trust
-levels) and ``parity.png`` (the final potential against the DFT labels of the final dataset). A validation
+A campaign gives ``errors.png`` (the committee's test-set and validation errors per iteration),
+``learning_curves.png`` (the last committee's members, per epoch), ``force_deviation.png`` (histograms of σ_F^max
+per iteration with the trust levels), ``parity.png`` (the final potential against the DFT labels of the independent
+test set, frames it never trained on), ``test_equation_of_state.png`` (the test set's energy–volume series, DFT and
+potential) and ``parity_training.png`` (the same on the training labels, for comparison). A validation
 (``annpot.validation``) gives ``equation_of_state.png`` (DFT and potential energies against volume with their
 Birch–Murnaghan fits) and ``md_energy.png`` (total energy of the NVE run against time, with its drift).
 """
@@ -18,8 +20,8 @@ from aiida.cmdline.utils import decorators, echo
 from .root import NODE, cmd_root, load_campaign_or_validation
 from .status import iteration_rows
 
-__all__ = ["plot_deviations", "plot_equation_of_state", "plot_learning_curves", "plot_md_energy", "plot_parity",
-           "plot_validation", "write_plots", "write_validation_plots"]  # fmt: skip
+__all__ = ["plot_deviations", "plot_equation_of_state", "plot_errors", "plot_learning_curves", "plot_md_energy",
+           "plot_parity", "plot_test_equation_of_state", "write_plots", "write_validation_plots"]  # fmt: skip
 
 
 def _pyplot():
@@ -42,19 +44,26 @@ def _called(node, process_label: str) -> list:
     return sorted((c for c in node.called if c.process_label == process_label), key=lambda c: c.ctime)
 
 
-def plot_validation(rows: list[dict], output: Path) -> Path | None:
-    """Mean validation energy and force RMSE of each iteration's committee."""
-    rows = [row for row in rows if row.get("validation")]
+def plot_errors(rows: list[dict], output: Path, targets: dict | None = None) -> Path | None:
+    """Energy and force RMSE of each iteration's committee on the test set and (mean over members) on the
+    members' validation splits, with the test targets as dashed lines."""
+    rows = [row for row in rows if row.get("validation") or row.get("test")]
     if not rows:
         return None
+    targets = targets or {}
     figure, axes = _pyplot().subplots(1, 2, figsize=(9, 3.5))
     iterations = [row["iteration"] for row in rows]
     for axis, key, unit in zip(axes, ("energy_rmse", "force_rmse"), ("meV/atom", "eV/Å"), strict=True):
-        values = [np.nan if row["validation"].get(key) is None else row["validation"][key] for row in rows]
-        axis.plot(iterations, values, "o-")
-        axis.set(xlabel="iteration", ylabel=f"validation {key.split('_')[0]} RMSE ({unit})")
+        for source, style in (("test", "o-"), ("validation", "s--")):
+            values = [np.nan if row.get(source, {}).get(key) is None else row[source][key] for row in rows]
+            if not np.isnan(values).all():
+                axis.plot(iterations, values, style, label=f"{source} set")
+        if key in targets:
+            axis.axhline(targets[key], color="grey", linestyle=":", label="test target")
+        axis.set(xlabel="iteration", ylabel=f"{key.split('_')[0]} RMSE ({unit})", yscale="log")
         axis.xaxis.get_major_locator().set_params(integer=True)
-    return _save(figure, output / "validation_errors.png")
+        axis.legend(fontsize=8)
+    return _save(figure, output / "errors.png")
 
 
 def plot_learning_curves(node, output: Path) -> Path | None:
@@ -110,9 +119,9 @@ def parity_data(potential, dataset) -> dict[str, np.ndarray]:
     return {key: np.hstack(values) for key, values in data.items()}
 
 
-def plot_parity(potential, dataset, output: Path) -> Path:
-    """Predicted against DFT energies and forces on the frames of ``dataset``, with the RMSE."""
-    data = parity_data(potential, dataset)
+def plot_parity(data: dict[str, np.ndarray], output: Path, title: str) -> Path:
+    """Predicted against DFT energies (eV/atom) and force components (eV/Å), with the RMSE; ``data`` as
+    :func:`parity_data` gives it."""
     figure, axes = _pyplot().subplots(1, 2, figsize=(9, 4))
     for axis, key, unit, scale in zip(axes, ("energy", "forces"), ("meV/atom", "eV/Å"), (1000, 1), strict=True):
         dft, ann = data[f"dft_{key}"], data[f"ann_{key}"]
@@ -123,46 +132,80 @@ def plot_parity(potential, dataset, output: Path) -> Path:
         axis.set(xlabel=f"DFT {key}", ylabel=f"potential {key}", title=f"RMSE {rmse:.3g} {unit}")
     axes[0].set(xlabel="DFT energy (eV/atom)", ylabel="potential energy (eV/atom)")
     axes[1].set(xlabel="DFT force component (eV/Å)", ylabel="potential force component (eV/Å)")
-    # each member validated on its own seeded split, so no frame set is held out from the whole committee
-    figure.suptitle(f"committee mean on all {len(data['dft_energy'])} DFT labels (training and validation frames)")
-    return _save(figure, output / "parity.png")
+    figure.suptitle(title)
+    return _save(figure, output)
+
+
+def test_parity_data(predictions) -> dict[str, np.ndarray]:
+    """The parity data of a campaign's ``test_predictions`` output, in :func:`parity_data`'s layout."""
+    return {"dft_energy": predictions.get_array("dft_energy_per_atom"),
+            "ann_energy": predictions.get_array("ann_energy_per_atom"),
+            "dft_forces": predictions.get_array("dft_forces"),
+            "ann_forces": predictions.get_array("ann_forces")}  # fmt: skip
+
+
+def _eos_curves(axis, volumes: np.ndarray, energies: dict[str, np.ndarray]) -> None:
+    """DFT and potential energies per atom against volume per atom, points and Birch–Murnaghan fits, in meV/atom
+    relative to the DFT minimum."""
+    from ..core.properties import fit_birch_murnaghan
+
+    reference = energies["dft"].min()
+    dense = np.linspace(volumes.min(), volumes.max(), 200)
+    for source, label, color in (("dft", "DFT (pw.x)", "black"), ("ann", "potential", "tab:red")):
+        try:
+            fit = fit_birch_murnaghan(volumes, energies[source])
+        except ValueError:
+            fit = None
+        if fit is not None:
+            label += f": V0 = {fit.volume:.3f} Å³/atom, B0 = {fit.bulk_modulus:.1f} GPa"
+            axis.plot(dense, 1000 * (fit.energy_at(dense) - reference), color=color, linewidth=1)
+        axis.plot(volumes, 1000 * (energies[source] - reference), "o", color=color, label=label, fillstyle="none")
+    axis.set(xlabel="volume (Å³/atom)", ylabel="energy − DFT minimum (meV/atom)")
+    axis.legend(fontsize=8)
+
+
+def plot_test_equation_of_state(score: dict, output: Path) -> Path | None:
+    """The test set's energy–volume series of every input structure: DFT and the final potential."""
+    series = {group: entry["equation_of_state"] for group, entry in score.get("properties", {}).items()
+              if "equation_of_state" in entry}  # fmt: skip
+    if not series:
+        return None
+    figure, axes = _pyplot().subplots(1, len(series), figsize=(6 * len(series), 4.5), squeeze=False)
+    for axis, (group, eos) in zip(axes[0], sorted(series.items()), strict=True):
+        energies = {"dft": np.array(eos["dft_energy_per_atom"]), "ann": np.array(eos["ann_energy_per_atom"])}
+        _eos_curves(axis, np.array(eos["volume_per_atom"]), energies)
+        axis.set_title(f"test set, structure {group}")
+    return _save(figure, output / "test_equation_of_state.png")
 
 
 def write_plots(node, output: str | Path) -> list[Path]:
     """Every figure this campaign has data for, written to ``output`` (created if needed)."""
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
-    written = [plot_validation(iteration_rows(node), output), plot_learning_curves(node, output),
+    targets = node.inputs.test_targets.get_dict() if "test_targets" in node.inputs else {}
+    written = [plot_errors(iteration_rows(node), output, targets), plot_learning_curves(node, output),
                plot_deviations(node, output)]  # fmt: skip
+    if "test_predictions" in node.outputs:
+        data = test_parity_data(node.outputs.test_predictions)
+        written.append(plot_parity(data, output / "parity.png", f"final committee on the {len(data['dft_energy'])} "
+                                   "test-set frames (never trained on)"))  # fmt: skip
+        written.append(plot_test_equation_of_state(node.outputs.test_score.get_dict(), output))
     if "potential" in node.outputs and "dataset" in node.outputs:
-        written.append(plot_parity(node.outputs.potential, node.outputs.dataset, output))
+        data = parity_data(node.outputs.potential, node.outputs.dataset)
+        # each member validated on its own seeded split, so no frame set is held out from the whole committee
+        title = f"final committee on its {len(data['dft_energy'])} training labels (not an accuracy measure)"
+        written.append(plot_parity(data, output / "parity_training.png", title))
     return [path for path in written if path is not None]
 
 
 def plot_equation_of_state(node, output: Path) -> Path | None:
     """Energy per atom against volume per atom, DFT and potential, points and Birch–Murnaghan fits."""
-    from ..core.properties import fit_birch_murnaghan
-
     if "equation_of_state" not in node.outputs:
         return None
     curve = node.outputs.equation_of_state
-    volumes = curve.get_array("volume_per_atom")
-    reference = None
     figure, axis = _pyplot().subplots(figsize=(6, 4.5))
-    dense = np.linspace(volumes.min(), volumes.max(), 200)
-    for source, label, color in (("dft", "DFT (pw.x)", "black"), ("ann", "potential", "tab:red")):
-        energies = curve.get_array(f"{source}_energy_per_atom")
-        try:
-            fit = fit_birch_murnaghan(volumes, energies)
-        except ValueError:
-            fit = None
-        reference = energies.min() if reference is None else reference  # meV/atom relative to the DFT minimum
-        if fit is not None:
-            label += f": V0 = {fit.volume:.3f} Å³/atom, B0 = {fit.bulk_modulus:.1f} GPa"
-            axis.plot(dense, 1000 * (fit.energy_at(dense) - reference), color=color, linewidth=1)
-        axis.plot(volumes, 1000 * (energies - reference), "o", color=color, label=label, fillstyle="none")
-    axis.set(xlabel="volume (Å³/atom)", ylabel="energy − DFT minimum (meV/atom)")
-    axis.legend(fontsize=8)
+    energies = {source: curve.get_array(f"{source}_energy_per_atom") for source in ("dft", "ann")}
+    _eos_curves(axis, curve.get_array("volume_per_atom"), energies)
     figure.suptitle(f"equation of state: {node.process_label}<{node.pk}>")
     return _save(figure, output / "equation_of_state.png")
 
@@ -199,8 +242,8 @@ def write_validation_plots(node, output: str | Path) -> list[Path]:
               help="Folder for the PNG files (created if missing; files of the same name are replaced).")  # fmt: skip
 @decorators.with_dbenv()
 def cmd_plot(node, output):
-    """PNG figures of NODE, a campaign (validation errors, learning curves, force deviations, parity of the
-    potential) or a validation (energy-volume curves, NVE energy)."""
+    """PNG figures of NODE, a campaign (test-set and validation errors, learning curves, force deviations, parity
+    and energy-volume curve on the test set) or a validation (energy-volume curves, NVE energy)."""
     from ..workflows.validation import ValidationWorkChain
 
     node = load_campaign_or_validation(node)

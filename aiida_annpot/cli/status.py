@@ -15,8 +15,8 @@ from .root import NODE, cmd_root, load_campaign
 __all__ = ["campaign_header", "iteration_rows", "iteration_table", "row_state"]
 
 HEADERS = ("iter", "labels\nadded", "labels\nfailed", "dataset\nframes", "E_val\nmeV/atom", "F_val\neV/Å",
-           "accurate\nratio", "candidate\nratio", "failed\nratio", "out of\nrange", "selected",
-           "state")  # fmt: skip
+           "E_test\nmeV/atom", "F_test\neV/Å", "B0 test\nerror", "E_vac test\nerror eV", "accurate\nlast stage",
+           "candidate\nratio", "failed\nratio", "selected", "state")  # fmt: skip
 
 
 def iteration_rows(node) -> list[dict]:
@@ -41,18 +41,44 @@ def _number(value, digits: int) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
+def _percent(value) -> str:
+    return "-" if value is None else f"{100 * value:+.1f}%"
+
+
+def _failed_labels(row: dict) -> str:
+    """Failed training labels, and failed test labels where the test set was labelled in this row."""
+    text = str(row.get("labels_failed", "-"))
+    return text + (f" (+{row['test_labels_failed']} test)" if row.get("test_labels_failed") else "")
+
+
 def iteration_table(rows: list[dict]) -> str:
-    """One line per iteration: labels, validation errors, exploration ratios, selection, state."""
+    """One line per iteration: labels, validation and test-set errors, exploration ratios, selection, state.
+
+    The test columns are the committee's errors on the campaign's independent test set: energy and force RMSE, the
+    relative error of the bulk modulus B0 and the error of the vacancy formation energy.
+    """
     lines = []
     for row in rows:
-        validation, ratios = row.get("validation", {}), row.get("ratios", {})
-        lines.append([
-            row["iteration"], row.get("labels_added", "-"), row.get("labels_failed", "-"),
-            row.get("dataset_frames", "-"), _number(validation.get("energy_rmse"), 2),
-            _number(validation.get("force_rmse"), 3), _number(ratios.get("accurate"), 2),
-            _number(ratios.get("candidate"), 2), _number(ratios.get("failed"), 2),
-            _number(row.get("out_of_range"), 2), row.get("selected", "-"), row_state(row),
-        ])  # fmt: skip
+        validation, ratios, test = row.get("validation", {}), row.get("ratios", {}), row.get("test", {})
+        lines.append(
+            [
+                row["iteration"],
+                row.get("labels_added", "-"),
+                _failed_labels(row),
+                row.get("dataset_frames", "-"),
+                _number(validation.get("energy_rmse"), 2),
+                _number(validation.get("force_rmse"), 3),
+                _number(test.get("energy_rmse"), 2),
+                _number(test.get("force_rmse"), 3),
+                _percent(test.get("bulk_modulus_error")),
+                _number(test.get("vacancy_error"), 2),
+                _number(row.get("last_stage_ratios", {}).get("accurate"), 2),
+                _number(ratios.get("candidate"), 2),
+                _number(ratios.get("failed"), 2),
+                row.get("selected", "-"),
+                row_state(row),
+            ]
+        )
     return tabulate(lines, headers=HEADERS, disable_numparse=True, colalign=("right",) * (len(HEADERS) - 1))
 
 

@@ -6,6 +6,7 @@ before anything is queued. Every model forbids unknown keys. Units: Å, eV, fs, 
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -28,6 +29,7 @@ __all__ = [
     "ModelSelectionConfig",
     "NetworkConfig",
     "SelectionConfig",
+    "TestSetConfig",
     "TrainingConfig",
     "VacancySettings",
     "ValidationConfig",
@@ -238,6 +240,14 @@ class SelectionConfig(_Strict):
         0.0, ge=0.0, description="Fingerprint distance below which a candidate duplicates the reference set."
     )
     max_candidates: int = Field(20, ge=0, description="Cap per iteration; farthest-point sampling picks them.")
+    candidate_fraction: float = Field(
+        1.0,
+        gt=0.0,
+        le=1.0,
+        description="The cap follows the committee's disagreement: this share of the "
+        "candidates left after the filters is picked, at least min_candidates and at most max_candidates.",
+    )
+    min_candidates: int = Field(1, ge=0, description="Picks per iteration while that many candidates are left.")
     extrapolation: Literal["ignore", "candidate"] = Field(
         "ignore",
         description="candidate: a frame the committee calls accurate but whose descriptors leave the training "
@@ -256,6 +266,13 @@ class SelectionConfig(_Strict):
         if not self.trust_lo < self.trust_hi:
             raise ValueError(f"trust_lo ({self.trust_lo}) must be below trust_hi ({self.trust_hi})")
         return self
+
+    def cap(self, candidates: int) -> int:
+        """How many of ``candidates`` remaining candidates to pick: ``candidate_fraction`` of them, rounded up,
+        at least min_candidates, at most max_candidates (which wins) and never more than there are."""
+        share = round(self.candidate_fraction * candidates, 9)  # 0.07 × 100 is 7.000000000000001 in floats
+        wanted = max(self.min_candidates, math.ceil(share))
+        return min(wanted, self.max_candidates, candidates)
 
 
 class ExplorationConfig(_Strict):
@@ -283,21 +300,50 @@ class ExplorationConfig(_Strict):
     threads: int | None = Field(None, ge=1)
 
 
-class GenerationConfig(_Strict):
-    """The initial structures of a campaign, generated from each input structure (Miksch et al. 2021, step 1).
+def _amplitudes(value: list[float]) -> list[float]:
+    if any(not 0.0 < a < 1.0 for a in value):
+        raise ValueError(f"rattle amplitudes must lie in (0, 1) Å, got {value}")
+    return value
 
-    The ideal supercell comes first, then isotropically and anisotropically strained copies, rattled copies,
-    vacancies and surface slabs of it; every random choice is seeded.
+
+#: Rattle amplitudes in Å, each in (0, 1).
+Amplitudes = Annotated[list[float], AfterValidator(_amplitudes)]
+
+
+class GenerationConfig(_Strict):
+    """The structures generated from each input structure (Miksch et al. 2021, step i): the ideal supercell, an
+    energy–volume series, isotropically and anisotropically (shear and normal) strained copies, rattled copies at
+    several amplitudes, vacancies in a cell large enough to hold one (with rattled copies) and surface slabs.
+    Every random choice is seeded. The campaign's training set and its independent test set are both made by this
+    schema, with different seeds and ranges.
     """
 
     supercell: Supercell = Field([1, 1, 1], description="Repetitions of the input cell.")
     include_ideal: bool = Field(True, description="Label the ideal supercell itself.")
-    isotropic_strains: int = Field(4, ge=0, description="Isotropically strained copies.")
-    anisotropic_strains: int = Field(0, ge=0, description="Copies under a random symmetric strain.")
+    volumes: int = Field(0, ge=0, description="Energy–volume series: ideal cells at this many volumes (0: none).")
+    max_volume_strain: float = Field(0.1, gt=0.0, lt=0.5, description="The series spans V0·(1 ± this).")
+    isotropic_strains: int = Field(4, ge=0, description="Copies under a random isotropic strain.")
+    anisotropic_strains: int = Field(0, ge=0, description="Copies under a random symmetric (shear and normal) strain.")
     max_strain: float = Field(0.04, gt=0.0, lt=0.5, description="Largest strain component.")
-    rattles: int = Field(4, ge=0, description="Copies with Gaussian displacements.")
-    rattle_stdev: float = Field(0.05, gt=0.0, lt=1.0, description="Å, per Cartesian coordinate.")
-    vacancies: int = Field(0, ge=0, description="Copies with one atom removed.")
+    rattles: int = Field(4, ge=0, description="Copies with Gaussian displacements, per amplitude.")
+    rattle_amplitudes: Amplitudes = Field(
+        [0.05],
+        min_length=1,
+        description="Å, standard deviations per Cartesian coordinate; up to the largest "
+        "displacements the target MD reaches.",
+    )
+    min_distance_ratio: float = Field(
+        0.8,
+        ge=0.0,
+        lt=1.0,
+        description="Rattled copies keep atoms at least this fraction of the ideal cell's "
+        "nearest-neighbour distance apart (0: no limit).",
+    )
+    vacancies: int = Field(0, ge=0, description="Copies of the vacancy cell with one atom removed (distinct sites).")
+    vacancy_supercell: Supercell = Field(
+        [1, 1, 1], description="Repetitions of the supercell that make the vacancy cell (a vacancy needs room)."
+    )
+    vacancy_rattles: Amplitudes = Field([], description="Å: one rattled copy of every vacancy cell per amplitude.")
     slab_miller: list[list[int]] = Field([], description="Miller index triples of surface slabs.")
     slab_layers: int = Field(4, ge=1)
     slab_vacuum: float = Field(6.0, gt=0.0, description="Å of vacuum on each side of a slab.")
@@ -307,10 +353,36 @@ class GenerationConfig(_Strict):
     def _something_to_label(self) -> GenerationConfig:
         if any(len(m) != 3 or not any(m) for m in self.slab_miller):
             raise ValueError(f"slab_miller must hold non-zero Miller index triples, got {self.slab_miller}")
-        count = (int(self.include_ideal) + self.isotropic_strains + self.anisotropic_strains + self.rattles
-                 + self.vacancies + len(self.slab_miller))  # fmt: skip
+        if self.volumes == 1:
+            raise ValueError("volumes must be 0 (no energy–volume series) or at least 2")
+        count = (int(self.include_ideal) + self.volumes + self.isotropic_strains + self.anisotropic_strains
+                 + self.rattles * len(self.rattle_amplitudes) + self.vacancies * (1 + len(self.vacancy_rattles))
+                 + len(self.slab_miller))  # fmt: skip
         if count == 0:
             raise ValueError("generation makes no structure: enable include_ideal or ask for some copies")
+        return self
+
+
+class TestSetConfig(_Strict):
+    """The campaign's independent test set: structures labelled once with the campaign's DFT settings and never
+    trained on. ``generation`` makes them from every input structure with its own seed (use wider ranges than the
+    training set's); with ``vacancies`` the ideal vacancy cell is labelled too, for the vacancy formation energy,
+    and an energy–volume series (``volumes`` ≥ 5) gives V0 and B0. ``md_frames`` frames of the last iteration's
+    exploration at its hottest stage are labelled at the end and scored with the final committee.
+    """
+
+    __test__ = False  # not a pytest class
+
+    generation: GenerationConfig | None = Field(
+        None, description="GenerationConfig of the generated test structures; none: only user-given structures."
+    )
+    md_frames: int = Field(0, ge=0, description="Hot MD frames of the final committee's exploration to label.")
+    seed: int = Field(0, ge=0, description="Seeds the choice of the MD frames.")
+
+    @model_validator(mode="after")
+    def _fit_needs_points(self) -> TestSetConfig:
+        if self.generation is not None and 0 < self.generation.volumes < 5:
+            raise ValueError(f"a Birch–Murnaghan fit needs at least 5 volumes, got {self.generation.volumes}")
         return self
 
 

@@ -37,7 +37,6 @@ from pathlib import Path
 import ase.io
 import numpy as np
 import torch
-import vesin
 from ase import Atoms, units
 from ase.md.langevin import Langevin
 from ase.md.langevinbaoab import LangevinBAOAB
@@ -50,6 +49,7 @@ from .calculator import AnnCalculator
 from .dataset import dataset_hash, read_frames
 from .errors import InputDataError, UnknownElementError
 from .explored import FRAMES, PROGRESS, REFERENCE_FINGERPRINTS, SELECTED, SUMMARY, read_explored_frames
+from .generate import min_distance
 from .geometry import MIN_ALLOWED_DISTANCE, NeighborSearch
 from .interrupt import StopRequest
 from .selection import SelectionResult, class_summary, classify, extrapolation_summary, select_candidates
@@ -77,16 +77,6 @@ class _Context:
 
 class _InterruptedError(Exception):
     """Raised after a recorded frame when the run must stop; the trajectory resumes from that frame."""
-
-
-def min_distance(atoms: Atoms, cutoff: float) -> float:
-    """Smallest interatomic distance in Å, periodic images included; ``inf`` when no pair is closer than ``cutoff``."""
-    pbc = np.asarray(atoms.pbc, dtype=bool)
-    box = atoms.cell.array if pbc.any() else np.zeros((3, 3))
-    (distances,) = vesin.NeighborList(cutoff=cutoff, full_list=False).compute(
-        points=np.ascontiguousarray(atoms.positions, dtype=np.float64), box=box, periodic=pbc.copy(), quantities="d"
-    )
-    return float(distances.min()) if distances.size else math.inf
 
 
 def _load_structures(config: ExplorationConfig, calc: AnnCalculator) -> list[Atoms]:

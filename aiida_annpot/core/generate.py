@@ -7,16 +7,37 @@ generated structure is a provenance step away from the structure it came from.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
+import vesin
 from ase import Atoms
 from ase.build import make_supercell, surface
 
 from .errors import InputDataError
 
+#: Draws of one rattled copy before giving up on keeping atoms at least ``min_distance`` apart.
+MAX_RATTLE_DRAWS = 1000
+
 
 def _require(condition: bool, message: str) -> None:
     if not condition:
         raise InputDataError(message)
+
+
+def min_distance(atoms: Atoms, cutoff: float) -> float:
+    """Smallest interatomic distance in Å, periodic images included; ``inf`` when no pair is closer than ``cutoff``."""
+    pbc = np.asarray(atoms.pbc, dtype=bool)
+    box = atoms.cell.array if pbc.any() else np.zeros((3, 3))
+    (distances,) = vesin.NeighborList(cutoff=cutoff, full_list=False).compute(
+        points=np.ascontiguousarray(atoms.positions, dtype=np.float64), box=box, periodic=pbc.copy(), quantities="d"
+    )
+    return float(distances.min()) if distances.size else math.inf
+
+
+def nearest_neighbour_distance(atoms: Atoms) -> float:
+    """The smallest interatomic distance of ``atoms`` (searched up to the cell's longest vector)."""
+    return min_distance(atoms, float(max(atoms.cell.lengths().max(), 3.0)))
 
 
 def supercell(atoms: Atoms, repeat: tuple[int, int, int]) -> Atoms:
@@ -48,15 +69,31 @@ def strained(atoms: Atoms, count: int, max_strain: float, anisotropic: bool, see
     return frames
 
 
-def rattled(atoms: Atoms, count: int, stdev: float, seed: int) -> list[Atoms]:
-    """``count`` copies with every Cartesian coordinate displaced by a normal deviate of ``stdev`` Å."""
+def rattled(atoms: Atoms, count: int, stdev: float, seed: int, min_distance_ratio: float = 0.0) -> list[Atoms]:
+    """``count`` copies with every Cartesian coordinate displaced by a normal deviate of ``stdev`` Å.
+
+    With ``min_distance_ratio`` > 0 a draw that brings two atoms closer than that fraction of ``atoms``'s
+    nearest-neighbour distance is drawn again: independent Gaussian displacements of 0.2 Å put a pair at 1.6 Å in
+    some draws, a contact that MD at the temperatures these amplitudes stand for never makes, and whose DFT forces
+    (tens of eV/Å) would dominate any error measure.
+    """
     _require(count >= 1, f"count must be at least 1, got {count}")
     _require(0.0 < stdev < 1.0, f"stdev must be in (0, 1) Å, got {stdev}")
+    _require(0.0 <= min_distance_ratio < 1.0, f"min_distance_ratio must be in [0, 1), got {min_distance_ratio}")
+    closest = min_distance_ratio * nearest_neighbour_distance(atoms) if min_distance_ratio else 0.0
     rng = np.random.default_rng(seed)
     frames = []
     for _ in range(count):
-        copy = atoms.copy()
-        copy.positions += rng.normal(0.0, stdev, atoms.positions.shape)
+        for _ in range(MAX_RATTLE_DRAWS):
+            copy = atoms.copy()
+            copy.positions += rng.normal(0.0, stdev, atoms.positions.shape)
+            if not closest or min_distance(copy, closest) >= closest:
+                break
+        else:
+            raise InputDataError(
+                f"no rattle of {stdev} Å in {MAX_RATTLE_DRAWS} draws keeps atoms {closest:.2f} Å apart: lower the "
+                "amplitude or min_distance_ratio"
+            )
         frames.append(copy)
     return frames
 

@@ -202,7 +202,8 @@ def select_candidates(
 
     Candidates (trust_lo ≤ σ < trust_hi) closer than ``config.min_distance`` become "too_close"; those within
     ``config.duplicate_threshold`` of a reference fingerprint, or of an already-picked frame, become "duplicate";
-    up to ``config.max_candidates`` of the rest are "selected" by farthest-point sampling (first pick: farthest from
+    ``config.cap(remaining)`` of the rest (a share of them, within [min_candidates, max_candidates]) are "selected"
+    by farthest-point sampling (first pick: farthest from
     the reference set, or the largest σ without one) and the others are "not_selected". With
     ``config.extrapolation == "candidate"``, accurate frames whose extrapolation grade exceeds
     ``config.extrapolation_tolerance`` join the candidates first (NaN grades never do); with "ignore" the grades
@@ -248,7 +249,7 @@ def select_candidates(
     cand, points, gap = cand[~dup], points[~dup], gap[~dup]
 
     first = int(np.argmax(sigma[cand])) if len(cand) and not len(ref) else None
-    order, gap = _greedy_max_min(points, config.max_candidates, gap, first, threshold)
+    order, gap = _greedy_max_min(points, config.cap(len(cand)), gap, first, threshold)
     rest = np.ones(len(cand), dtype=bool)
     rest[order] = False
     status[cand[rest]] = np.where(gap[rest] < threshold, "duplicate", "not_selected")

@@ -26,18 +26,22 @@ class AtomisticDataset(ArrayData):
     """Labelled atomic frames: units eV, eV/Å, eV/Å³ (ASE's stress convention, Voigt order)."""
 
     @classmethod
-    def from_frames(cls, frames: list[Atoms], sources: list[str | None] | None = None) -> AtomisticDataset:
+    def from_frames(cls, frames: list[Atoms], sources: list[str | None] | None = None,
+                    names: list[str | None] | None = None) -> AtomisticDataset:  # fmt: skip
         """A new (unstored) dataset from ASE frames carrying energy and forces (stress optional).
 
         :param sources: per frame, the UUID of the calculation that produced the labels, or None.
+        :param names: per frame, the name of its structure in the work chain that labelled it, or None.
         :raises aiida_annpot.core.errors.InputDataError: unusable frames (see ``validate_labelled``).
         """
         from ..core.dataset import dataset_hash, elements_of, validate_labelled
 
         validate_labelled(frames, source="dataset")
         sources = list(sources) if sources is not None else [None] * len(frames)
-        if len(sources) != len(frames):
-            raise ValueError(f"{len(sources)} sources given for {len(frames)} frames")
+        names = list(names) if names is not None else [None] * len(frames)
+        for what, values in (("sources", sources), ("names", names)):
+            if len(values) != len(frames):
+                raise ValueError(f"{len(values)} {what} given for {len(frames)} frames")
         node = cls()
         counts = np.array([len(frame) for frame in frames], dtype=np.int64)
         stresses = [frame.calc.results.get("stress") for frame in frames]
@@ -50,6 +54,7 @@ class AtomisticDataset(ArrayData):
         node.set_array("energies", np.array([frame.get_potential_energy() for frame in frames]))
         node.set_array("stresses", np.stack([_voigt(s) for s in stresses]))
         node.set_array("sources", np.array([s or "" for s in sources], dtype=f"<U{_UUID_LENGTH}"))
+        node.set_array("names", np.array([n or "" for n in names], dtype=str))
         node.base.attributes.set_many({
             "n_frames": len(frames),
             "n_atoms": int(counts.sum()),
@@ -82,6 +87,13 @@ class AtomisticDataset(ArrayData):
     def sources(self) -> list[str | None]:
         """Per frame, the UUID of the calculation that labelled it (None where unknown)."""
         return [s or None for s in self.get_array("sources").tolist()]
+
+    @property
+    def names(self) -> list[str | None]:
+        """Per frame, the name of its structure where the labelling work chain gave one (None elsewhere)."""
+        if "names" not in self.get_arraynames():  # datasets stored before frames had names
+            return [None] * self.n_frames
+        return [n or None for n in self.get_array("names").tolist()]
 
     def to_frames(self) -> list[Atoms]:
         """The frames as ASE ``Atoms`` with single-point results (energy, free_energy, forces, stress if known)."""

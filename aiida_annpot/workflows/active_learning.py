@@ -1,8 +1,14 @@
 """``annpot.active_learning``: the campaign. Initial structures → loop { reference → merge → committee →
 exploration → selection } until the committee stops finding new configurations.
 
+An independent test set (generated with its own seed and ranges by ``test_set``, given as ``test_structures``, or
+given labelled as ``test_dataset``) is labelled once with the same DFT settings and never trained on; every
+iteration scores its committee on it (errors per kind of structure, V0 and B0 of an energy–volume series, the
+vacancy formation energy).
+
 Converged means: the campaign has reached the last entry of its stage schedule, the accurate ratio of the last
-exploration stage reaches ``conv_accuracy`` and the committee's mean validation errors meet ``validation_targets``.
+exploration stage reaches ``conv_accuracy``, the committee's mean validation errors meet ``validation_targets``
+and its test-set figures meet ``test_targets``.
 After ``max_iterations`` without convergence the campaign still returns its potential and dataset, with a warning
 exit code. Each iteration adds one row to the ``iterations``
 output (and, while it runs, to the node's ``annpot_iterations`` extra, which ``aiida-annpot status`` shows).
@@ -11,18 +17,28 @@ output (and, while it runs, to the node's ``annpot_iterations`` extra, which ``a
 from __future__ import annotations
 
 from aiida.common import AttributeDict
-from aiida.engine import ToContext, WorkChain, while_
-from aiida.orm import Bool, Dict, Float, Int, List, StructureData
-from aiida_quantumespresso.calculations.functions.create_kpoints_from_distance import create_kpoints_from_distance
+from aiida.common.links import LinkType
+from aiida.engine import ToContext, WorkChain, if_, while_
+from aiida.orm import ArrayData, Bool, Dict, Float, Int, List, StructureData
 
 from ..calcfunctions import structures as generate
-from ..common.config import GenerationConfig, load_config
+from ..calcfunctions.testset import evaluate_test_set, sample_test_frames
+from ..common.config import GenerationConfig, TestSetConfig, load_config
+from ..core.testset import targets_unmet
 from ..data.dataset import AtomisticDataset
 from ..data.potential import AnnPotential
-from .campaign_inputs import validate_generation, validate_inputs, validate_stage_schedule, validate_targets
+from .campaign_inputs import (
+    validate_generation,
+    validate_inputs,
+    validate_stage_schedule,
+    validate_start_supercells,
+    validate_targets,
+    validate_test_set,
+    validate_test_targets,
+)
+from .campaign_structures import CampaignStructures
 from .committee import CommitteeTrainingWorkChain
 from .exploration import ExplorationWorkChain, deal_start_structures
-from .generation import generate_copies
 from .protocols import ProtocolMixin
 from .protocols.builder import fill_builder
 from .reference import ReferenceWorkChain
@@ -39,9 +55,16 @@ class ActiveLearningWorkChain(ProtocolMixin, WorkChain):
     _protocol_file = "active_learning.yaml"
 
     @classmethod
-    def get_builder_from_protocol(cls, pw_code, annpot_code, structures, pseudo_family: str,
-                                  protocol: str | None = None, overrides: dict | None = None,
-                                  options: dict | None = None):  # fmt: skip
+    def get_builder_from_protocol(
+        cls,
+        pw_code,
+        annpot_code,
+        structures,
+        pseudo_family: str,
+        protocol: str | None = None,
+        overrides: dict | None = None,
+        options: dict | None = None,
+    ):
         """A builder with every input set from ``protocol`` (fast / balanced / stringent) and ``overrides``.
 
         :param pw_code: the ``pw.x`` code (``quantumespresso.pw``).
@@ -75,6 +98,48 @@ class ActiveLearningWorkChain(ProtocolMixin, WorkChain):
             valid_type=AtomisticDataset,
             required=False,
             help="Labelled frames to start from (same DFT settings as `reference`).",
+        )
+        spec.input(
+            "test_set",
+            valid_type=Dict,
+            default=lambda: Dict({}),
+            validator=validate_test_set,
+            help="TestSetConfig: the generation of the independent test set (own seed, wider ranges).",
+        )
+        spec.input_namespace(
+            "test_structures",
+            valid_type=StructureData,
+            dynamic=True,
+            required=False,
+            help="Further test structures of the user's, labelled with the campaign's DFT settings.",
+        )
+        spec.input(
+            "test_dataset",
+            valid_type=AtomisticDataset,
+            required=False,
+            help="Labelled test frames of the user's (same DFT settings as `reference`), never trained on.",
+        )
+        spec.input(
+            "test_targets",
+            valid_type=Dict,
+            default=lambda: Dict({}),
+            validator=validate_test_targets,
+            help="Test-set targets: energy_rmse (meV/atom), force_rmse (eV/Å), volume_error and "
+            "bulk_modulus_error (relative, of V0 and B0), vacancy_error (eV).",
+        )
+        spec.input(
+            "start_supercells",
+            valid_type=List,
+            default=lambda: List([[1, 1, 1]]),
+            validator=validate_start_supercells,
+            help="Exploration start cells: repetitions of each generated supercell (a larger cell than the DFT "
+            "cell lets longer-range environments appear).",
+        )
+        spec.input(
+            "start_vacancies",
+            valid_type=Bool,
+            default=lambda: Bool(False),
+            help="The first generated vacancy structure of each input structure starts MD too.",
         )
         spec.input(
             "max_iterations",
@@ -143,6 +208,7 @@ class ActiveLearningWorkChain(ProtocolMixin, WorkChain):
                 cls.run_exploration,
                 cls.inspect_exploration,
             ),
+            if_(cls.should_label_md_test_frames)(cls.run_md_test_labels, cls.inspect_md_test_labels),
             cls.results,
         )
         spec.output("potential", valid_type=AnnPotential, help="The committee of the last iteration.")
@@ -154,18 +220,35 @@ class ActiveLearningWorkChain(ProtocolMixin, WorkChain):
             "accurate / candidate / failed ratios, share of frames outside the training descriptor ranges, "
             "structures selected, converged.",
         )
+        spec.output("test_dataset", valid_type=AtomisticDataset, required=False, help="The labelled test set.")
+        spec.output(
+            "test_score",
+            valid_type=Dict,
+            required=False,
+            help="The final committee on the test set: errors overall and per kind, V0, B0, vacancy energy.",
+        )
+        spec.output(
+            "test_predictions",
+            valid_type=ArrayData,
+            required=False,
+            help="Parity data of the final committee on the test set (energies per atom, force components).",
+        )
         spec.exit_code(401, "ERROR_NO_USABLE_LABELS", message="no usable DFT label in iteration {iteration}: {message}")
         spec.exit_code(402, "ERROR_REFERENCE_FAILED", message="the DFT labelling failed: {message}")
         spec.exit_code(403, "ERROR_COMMITTEE_FAILED", message="committee training failed: {message}")
         spec.exit_code(404, "ERROR_EXPLORATION_FAILED", message="exploration failed: {message}")
+        spec.exit_code(405, "ERROR_TEST_SET_FAILED", message="no usable test-set label: {message}")
         spec.exit_code(
             410,
             "WARNING_NOT_CONVERGED",
             message="not converged after {iterations} iteration(s): {reason}; outputs are the last ones",
         )
-        spec.exit_code(411, "WARNING_NOTHING_TO_LABEL",
-                       message="iteration {iteration} selected no new structure but is not converged ({reason}); "
-                       "widen the trust window or change the stages")  # fmt: skip
+        spec.exit_code(
+            411,
+            "WARNING_NOTHING_TO_LABEL",
+            message="iteration {iteration} selected no new structure but is not converged ({reason}); "
+            "widen the trust window or change the stages",
+        )
 
     # --- setup --------------------------------------------------------------------------------------------------
     def setup(self):
@@ -173,34 +256,48 @@ class ActiveLearningWorkChain(ProtocolMixin, WorkChain):
         self.ctx.rows = []
         self.ctx.dataset = self.inputs.get("dataset")
         self.ctx.potential = None
-        self.ctx.stop = None  # why the loop ends: "converged", "max_iterations" or "nothing_to_label"
-        self.ctx.meshes = {}  # input structure key → the k-point mesh of its supercell, shared by all its copies
-        self.ctx.mesh_of = {}  # label key → input structure key whose mesh it uses
+        self.ctx.stop = None  # why the loop ends: "converged", "max_iterations", "nothing_to_label"; or "final_test"
+        self.ctx.meshes = {}  # cell key → the k-point mesh of that ideal cell, shared by all its copies
+        self.ctx.cell_of = {}  # label key or start cell → cell key whose mesh it uses
+        self.ctx.test_dataset = self.inputs.get("test_dataset")
+        self.ctx.test_kinds = {}  # test label → [kind, input structure key]
+        self.ctx.test_score = None
+        self.ctx.start_group = {}  # exploration start cell → input structure key
 
-    def _fix_kpoints(self, key: str, cell: StructureData) -> None:
-        """One mesh per input structure, from the campaign's k-point distance on its ideal supercell."""
-        pw_base = self.inputs.reference.pw_base
-        if "kpoints_distance" not in pw_base:
-            return  # an explicit mesh for every structure already
-        self.ctx.meshes[key] = create_kpoints_from_distance(
-            cell, pw_base.kpoints_distance, pw_base.get("kpoints_force_parity", Bool(False)),
-            metadata={"call_link_label": f"kpoints_{key}"},
-        )  # fmt: skip
+    def _structures(self) -> CampaignStructures:
+        return CampaignStructures(self.inputs.reference.pw_base, self.ctx.meshes, self.ctx.cell_of)
 
     def generate_structures(self):
-        """Supercells of the inputs start the MD; strained, rattled, defective copies are the first DFT set."""
+        """Supercells of the inputs start the MD; strained, rattled, defective copies are the first DFT set; the
+        test set is generated the same way with its own settings (labels prefixed ``test_``)."""
         settings = load_config(self.inputs.generation.get_dict(), GenerationConfig)
-        self.ctx.starts, self.ctx.to_label = {}, {}
+        test = load_config(self.inputs.test_set.get_dict(), TestSetConfig)
+        cells = self._structures()
+        self.ctx.starts, self.ctx.to_label, self.ctx.test_to_label = {}, {}, {}
         for key, structure in sorted(self.inputs.structures.items()):
-            cell = generate.supercell_structure(structure, List(settings.supercell),
-                                                metadata={"call_link_label": f"supercell_{key}"})  # fmt: skip
-            self.ctx.starts[key] = cell
-            made = generate_copies(cell, key, settings)
-            self.ctx.to_label.update({f"{key}_{name}": node for name, node in made.items()})
-            self._fix_kpoints(key, cell)
-            self.ctx.mesh_of.update({f"{key}_{name}": key for name in made if not name.startswith("slab")})
-        self.report(f"generated {len(self.ctx.to_label)} initial structure(s) to label from "
-                    f"{len(self.inputs.structures)} input structure(s)")  # fmt: skip
+            cell = generate.supercell_structure(
+                structure, List(settings.supercell), metadata={"call_link_label": f"supercell_{key}"}
+            )
+            labelled = cells.generate(cell, key, settings)
+            self.ctx.to_label.update({label: node for label, (node, _) in labelled.items()})
+            starts = cells.start_cells(cell, key, self.inputs.start_supercells.get_list())
+            vacancy = cells.vacancy_start(labelled, key) if self.inputs.start_vacancies.value else None
+            if vacancy is not None:
+                starts[vacancy[0]] = vacancy[1]
+            self.ctx.starts.update(starts)
+            self.ctx.start_group.update({name: key for name in starts})
+            if test.generation is not None:
+                for label, (node, kind) in cells.generate(cell, key, test.generation, prefix="test_").items():
+                    self.ctx.test_to_label[label] = node
+                    self.ctx.test_kinds[label] = [kind, key]
+        for key, structure in sorted(self.inputs.get("test_structures", {}).items()):
+            self.ctx.test_to_label[f"test_user_{key}"] = structure
+            self.ctx.test_kinds[f"test_user_{key}"] = ["user", key]
+        self.report(
+            f"generated {len(self.ctx.to_label)} structure(s) to label and {len(self.ctx.test_to_label)} "
+            f"test structure(s) from {len(self.inputs.structures)} input structure(s); "
+            f"{len(self.ctx.starts)} exploration start cell(s)"
+        )
 
     def should_run_iteration(self) -> bool:
         return self.ctx.stop is None
@@ -209,35 +306,74 @@ class ActiveLearningWorkChain(ProtocolMixin, WorkChain):
     def run_reference(self):
         self.ctx.iteration += 1
         self.ctx.row = {"iteration": self.ctx.iteration, "labels_submitted": len(self.ctx.to_label)}
+        futures = {
+            "reference": self._submit_reference(
+                self.ctx.to_label, self.ctx.dataset, f"reference_{self.ctx.iteration:02d}"
+            )
+        }
+        self.report(f"iteration {self.ctx.iteration}: DFT labels for {len(self.ctx.to_label)} structure(s)")
+        if self.ctx.test_to_label:  # the test set is labelled once, alongside the first training labels
+            futures["test_reference"] = self._submit_reference(
+                self.ctx.test_to_label, self.ctx.test_dataset, "reference_test"
+            )
+            self.report(f"test set: DFT labels for {len(self.ctx.test_to_label)} structure(s)")
+            self.ctx.test_to_label = {}
+        return ToContext(**futures)
+
+    def _submit_reference(self, structures: dict, dataset, link_label: str):
+        """A ReferenceWorkChain with the campaign's DFT settings; each structure on its cell's k-point mesh."""
         inputs = AttributeDict(self.exposed_inputs(ReferenceWorkChain, namespace="reference"))
-        inputs.structures = self.ctx.to_label
-        meshes = {label: self.ctx.meshes[key] for label, key in self.ctx.mesh_of.items()
-                  if label in self.ctx.to_label and key in self.ctx.meshes}  # fmt: skip
+        inputs.structures = structures
+        meshes = self._structures().kpoints(structures)
         if meshes:
             inputs.kpoints = meshes
-        if self.ctx.dataset is not None:
-            inputs.dataset = self.ctx.dataset
-        inputs.metadata = {"call_link_label": f"reference_{self.ctx.iteration:02d}"}
-        self.report(f"iteration {self.ctx.iteration}: DFT labels for {len(self.ctx.to_label)} structure(s)")
-        return ToContext(reference=self.submit(ReferenceWorkChain, **inputs))
+        if dataset is not None:
+            inputs.dataset = dataset
+        inputs.metadata = {"call_link_label": link_label}
+        return self.submit(ReferenceWorkChain, **inputs)
 
     def inspect_reference(self):
         node = self.ctx.reference
         failed = node.outputs.failed.get_dict() if "failed" in node.outputs else {}
-        self.ctx.row.update({"labels_failed": len(failed),
-                             "failures": {key: entry["reason"] for key, entry in failed.items()}})  # fmt: skip
+        self.ctx.row.update(
+            {"labels_failed": len(failed), "failures": {key: entry["reason"] for key, entry in failed.items()}}
+        )
         if node.exit_status == ReferenceWorkChain.exit_codes.ERROR_NO_USABLE_LABELS.status:
-            return self._fail(self.exit_codes.ERROR_NO_USABLE_LABELS.format(iteration=self.ctx.iteration,
-                                                                           message=node.exit_message))  # fmt: skip
+            return self._fail(
+                self.exit_codes.ERROR_NO_USABLE_LABELS.format(iteration=self.ctx.iteration, message=node.exit_message)
+            )
         if not node.is_finished_ok:
             return self._fail(self.exit_codes.ERROR_REFERENCE_FAILED.format(message=_failure(node)))
+        if "test_reference" in self.ctx and self.ctx.iteration == 1:
+            failure = self._inspect_test_reference()
+            if failure is not None:
+                return self._fail(failure)
         before = self.ctx.dataset.n_frames if self.ctx.dataset is not None else 0
         self.ctx.dataset = node.outputs.dataset
-        self.ctx.row.update({"labels_added": self.ctx.dataset.n_frames - before,
-                             "dataset_frames": self.ctx.dataset.n_frames})  # fmt: skip
-        self.report(f"iteration {self.ctx.iteration}: {self.ctx.row['labels_added']} label(s) added, "
-                    f"{len(failed)} failed; dataset has {self.ctx.dataset.n_frames} frames")  # fmt: skip
+        self.ctx.row.update(
+            {"labels_added": self.ctx.dataset.n_frames - before, "dataset_frames": self.ctx.dataset.n_frames}
+        )
+        self.report(
+            f"iteration {self.ctx.iteration}: {self.ctx.row['labels_added']} label(s) added, "
+            f"{len(failed)} failed; dataset has {self.ctx.dataset.n_frames} frames"
+        )
         self._publish()
+        return None
+
+    def _inspect_test_reference(self):
+        """The labelled test set (the user's test frames plus the new labels); failed test labels are counted."""
+        node = self.ctx.test_reference
+        failed = node.outputs.failed.get_dict() if "failed" in node.outputs else {}
+        self.ctx.row.update(
+            {
+                "test_labels_failed": len(failed),
+                "test_failures": {key: entry["reason"] for key, entry in failed.items()},
+            }
+        )
+        if not node.is_finished_ok or "dataset" not in node.outputs:
+            return self.exit_codes.ERROR_TEST_SET_FAILED.format(message=_failure(node))
+        self.ctx.test_dataset = node.outputs.dataset
+        self.report(f"test set: {self.ctx.test_dataset.n_frames} labelled frame(s), {len(failed)} label(s) failed")
         return None
 
     def run_committee(self):
@@ -254,8 +390,35 @@ class ActiveLearningWorkChain(ProtocolMixin, WorkChain):
             return self._fail(self.exit_codes.ERROR_COMMITTEE_FAILED.format(message=_failure(node)))
         self.ctx.potential = node.outputs.potential
         self.ctx.row["validation"] = node.outputs.metrics["validation_mean"]
+        if self.ctx.test_dataset is not None:
+            self._score_test_set()
         self._publish()
         return None
+
+    def _score_test_set(self, link_label: str | None = None) -> None:
+        """The committee's errors on the test set (a calcfunction): headline figures and per-kind RMSEs."""
+        self.ctx.test_score = evaluate_test_set(
+            self.ctx.potential,
+            self.ctx.test_dataset,
+            Dict(self.ctx.test_kinds),
+            self.ctx.dataset,
+            metadata={"call_link_label": link_label or f"test_{self.ctx.iteration:02d}"},
+        )
+        score = self.ctx.test_score["score"].get_dict()
+        self.ctx.row["test"] = {
+            **score["headline"],
+            "frames": score["overall"]["frames"],
+            "kinds": {
+                kind: {"energy_rmse": e["energy_rmse"], "force_rmse": e["force_rmse"], "frames": e["frames"]}
+                for kind, e in score["kinds"].items()
+            },
+        }
+        figures = score["headline"]
+        self.report(
+            f"iteration {self.ctx.iteration}: test set ({score['overall']['frames']} frames) energy RMSE "
+            f"{_fmt(figures['energy_rmse'])} meV/atom, force RMSE {_fmt(figures['force_rmse'])} eV/Å, B0 "
+            f"error {_fmt(figures['bulk_modulus_error'])}, vacancy error {_fmt(figures['vacancy_error'])} eV"
+        )
 
     def run_exploration(self):
         schedule = self.inputs.stage_schedule.get_list()
@@ -275,9 +438,15 @@ class ActiveLearningWorkChain(ProtocolMixin, WorkChain):
         summary = node.outputs.summary.get_dict()
         last_stage = summary["stages"][-1]["ratios"] if summary["stages"] else summary["ratios"]
         selected = dict(sorted(node.outputs.selected.items())) if "selected" in node.outputs else {}
-        self.ctx.row.update({"frames": summary["frames"], "ratios": summary["ratios"],
-                             "last_stage_ratios": last_stage, "selected": len(selected),
-                             "out_of_range": summary.get("extrapolation", {}).get("ratio")})  # fmt: skip
+        self.ctx.row.update(
+            {
+                "frames": summary["frames"],
+                "ratios": summary["ratios"],
+                "last_stage_ratios": last_stage,
+                "selected": len(selected),
+                "out_of_range": summary.get("extrapolation", {}).get("ratio"),
+            }
+        )
         unmet = self._unmet(last_stage["accurate"])
         self.ctx.row["converged"] = not unmet
         if not unmet:
@@ -293,19 +462,76 @@ class ActiveLearningWorkChain(ProtocolMixin, WorkChain):
         else:
             self.ctx.to_label = {f"it{self.ctx.iteration:02d}_{key.split('_')[-1]}": s for key, s in selected.items()}
             self._trace_meshes(summary["selected"])
-            self.report(f"iteration {self.ctx.iteration}: not converged ({'; '.join(unmet)}); "
-                        f"{len(selected)} new structure(s) to label")  # fmt: skip
+            self.report(
+                f"iteration {self.ctx.iteration}: not converged ({'; '.join(unmet)}); "
+                f"{len(selected)} new structure(s) to label"
+            )
         self.ctx.row["unmet"] = unmet
         self.ctx.rows.append(self.ctx.row)
         self._publish(final=True)
         return None
 
-    def _trace_meshes(self, picks: list[dict]) -> None:
-        """A selected frame uses the mesh of the start structure its trajectory began from."""
+    # --- hot MD frames of the final committee for the test set ------------------------------------------------
+    def should_label_md_test_frames(self) -> bool:
+        test = load_config(self.inputs.test_set.get_dict(), TestSetConfig)
+        return bool(test.md_frames) and self.ctx.test_dataset is not None and "exploration" in self.ctx
+
+    def run_md_test_labels(self):
+        """Frames of the last exploration's hottest stage (the final committee's own MD), labelled for the test."""
+        test = load_config(self.inputs.test_set.get_dict(), TestSetConfig)
+        jobs = self.ctx.exploration.base.links.get_outgoing(link_type=LinkType.CALL_WORK).all()
+        frames = {f"frames_{link.link_label.split('_')[-1]}": link.node.outputs.frames for link in jobs
+                  if link.link_label.startswith("explore_") and "frames" in link.node.outputs}  # fmt: skip
+        distance = self.inputs.exploration_config.get_dict().get("selection", {}).get("min_distance", 1.0)
+        sampled = sample_test_frames(Int(test.md_frames), Int(test.seed), Float(distance), **frames,
+                                     metadata={"call_link_label": "sample_test_md"})  # fmt: skip
+        origins = sampled["origins"].get_dict()
         dealt = deal_start_structures(self.ctx.starts, self.inputs.exploration.num_jobs.value)
+        cells, to_label = self._structures(), {}
+        for key, origin in sorted(origins.items()):
+            label = f"test_md_{key.split('_')[-1]}"
+            start = dealt[int(origin["origin"].split("_")[-1])][origin["structure"]]
+            cells.follow(label, start)
+            to_label[label] = sampled[key]
+            self.ctx.test_kinds[label] = ["md", self.ctx.start_group[start]]
+        if not to_label:
+            self.report("no MD frame of the last exploration could be sampled for the test set")
+            return None
+        self.report(f"test set: DFT labels for {len(to_label)} MD frame(s) of the final committee's hottest stage")
+        return ToContext(md_test_reference=self._submit_reference(to_label, self.ctx.test_dataset,
+                                                                  "reference_test_md"))  # fmt: skip
+
+    def inspect_md_test_labels(self):
+        """Score the final committee on the whole test set, MD frames included; a campaign that had converged but
+        misses a test target on them is not converged after all."""
+        if "md_test_reference" not in self.ctx:
+            return
+        node, row = self.ctx.md_test_reference, self.ctx.rows[-1]
+        failed = node.outputs.failed.get_dict() if "failed" in node.outputs else {}
+        row["test_md_labels_failed"] = len(failed)
+        if not node.is_finished_ok or "dataset" not in node.outputs:
+            row["test_md_failure"] = _failure(node)
+            self.report(f"the MD test frames could not be labelled: {_failure(node)}")
+            self._publish(final=True)
+            return
+        self.ctx.test_dataset = node.outputs.dataset
+        self.ctx.row = row
+        self._score_test_set(link_label="test_final")
+        targets = self.inputs.test_targets.get_dict()
+        unmet = targets_unmet(row["test"], targets) if targets else []
+        if self.ctx.stop == "converged" and unmet:
+            self.ctx.stop = "final_test"
+            row["converged"], row["unmet"] = False, [f"with the MD test frames: {phrase}" for phrase in unmet]
+            self.report(f"the final committee misses the test targets on its own MD frames: {'; '.join(unmet)}")
+        self._publish(final=True)
+
+    def _trace_meshes(self, picks: list[dict]) -> None:
+        """A selected frame uses the mesh of the start cell its trajectory began from."""
+        dealt = deal_start_structures(self.ctx.starts, self.inputs.exploration.num_jobs.value)
+        cells = self._structures()
         for rank, pick in enumerate(picks):
             job = int(pick["origin"].split("_")[-1])
-            self.ctx.mesh_of[f"it{self.ctx.iteration:02d}_{rank:03d}"] = dealt[job][pick["structure"]]
+            cells.follow(f"it{self.ctx.iteration:02d}_{rank:03d}", dealt[job][pick["structure"]])
 
     def _unmet(self, accurate: float) -> list[str]:
         """Convergence criteria not met yet, as readable phrases.
@@ -324,6 +550,9 @@ class ActiveLearningWorkChain(ProtocolMixin, WorkChain):
             value = validation.get(key)
             if value is None or value > target:
                 unmet.append(f"validation {key} {value if value is None else round(value, 4)} > {target}")
+        targets = self.inputs.test_targets.get_dict()
+        if targets:
+            unmet.extend(targets_unmet(self.ctx.row.get("test", {}), targets))
         return unmet
 
     # --- bookkeeping --------------------------------------------------------------------------------------------
@@ -343,20 +572,32 @@ class ActiveLearningWorkChain(ProtocolMixin, WorkChain):
             self.out("potential", self.ctx.potential)
         if self.ctx.dataset is not None:
             self.out("dataset", self.ctx.dataset)
+        if self.ctx.test_dataset is not None:
+            self.out("test_dataset", self.ctx.test_dataset)
+        if self.ctx.test_score is not None:
+            self.out("test_score", self.ctx.test_score["score"])
+            self.out("test_predictions", self.ctx.test_score["predictions"])
         self.out("iterations", List(self.ctx.rows).store())
 
     def results(self):
         self._attach_outputs()
         last = self.ctx.rows[-1]
-        if self.ctx.stop == "max_iterations":
-            return self.exit_codes.WARNING_NOT_CONVERGED.format(iterations=self.ctx.iteration,
-                                                                reason="; ".join(last["unmet"]))  # fmt: skip
+        if self.ctx.stop in ("max_iterations", "final_test"):
+            return self.exit_codes.WARNING_NOT_CONVERGED.format(
+                iterations=self.ctx.iteration, reason="; ".join(last["unmet"])
+            )
         if self.ctx.stop == "nothing_to_label":
-            return self.exit_codes.WARNING_NOTHING_TO_LABEL.format(iteration=self.ctx.iteration,
-                                                                   reason="; ".join(last["unmet"]))  # fmt: skip
-        self.report(f"campaign converged after {self.ctx.iteration} iteration(s) with {self.ctx.dataset.n_frames} "
-                    "DFT labels")  # fmt: skip
+            return self.exit_codes.WARNING_NOTHING_TO_LABEL.format(
+                iteration=self.ctx.iteration, reason="; ".join(last["unmet"])
+            )
+        self.report(
+            f"campaign converged after {self.ctx.iteration} iteration(s) with {self.ctx.dataset.n_frames} DFT labels"
+        )
         return None
+
+
+def _fmt(value) -> str:
+    return "n/a" if value is None else f"{value:.3g}"
 
 
 def _failure(node) -> str:

@@ -3,13 +3,24 @@
 from __future__ import annotations
 
 from aiida.orm import Dict, List
+from pydantic import TypeAdapter, ValidationError
 
 from ..calculations.base import validate_config_dict
 from ..calculations.explore import validate_exploration_config
-from ..common.config import ConfigError, ExplorationStage, GenerationConfig, load_config
+from ..common.config import ConfigError, ExplorationStage, GenerationConfig, Supercell, TestSetConfig, load_config
+from ..core.testset import TARGET_KEYS as TEST_TARGET_KEYS
 from .reference import validate_pseudo_family
 
-__all__ = ["TARGET_KEYS", "validate_generation", "validate_inputs", "validate_stage_schedule", "validate_targets"]
+__all__ = [
+    "TARGET_KEYS",
+    "validate_generation",
+    "validate_inputs",
+    "validate_stage_schedule",
+    "validate_start_supercells",
+    "validate_targets",
+    "validate_test_set",
+    "validate_test_targets",
+]
 
 #: Validation targets a campaign may set, in the units of the metrics: meV/atom and eV/Å.
 TARGET_KEYS = ("energy_rmse", "force_rmse")
@@ -17,6 +28,35 @@ TARGET_KEYS = ("energy_rmse", "force_rmse")
 
 def validate_generation(value: Dict, _) -> str | None:
     return validate_config_dict(value, GenerationConfig, path_keys=(), placeholders={})
+
+
+def validate_test_set(value: Dict, _) -> str | None:
+    return validate_config_dict(value, TestSetConfig, path_keys=(), placeholders={})
+
+
+def validate_start_supercells(value: List, _) -> str | None:
+    repeats = value.get_list()
+    if not repeats:
+        return "start_supercells is empty: give at least one repetition triple such as [1, 1, 1]"
+    adapter = TypeAdapter(Supercell)
+    for index, repeat in enumerate(repeats):
+        try:
+            adapter.validate_python(repeat)
+        except ValidationError as exc:
+            return f"start_supercells[{index}] = {repeat!r}: {exc.errors()[0]['msg']}"
+    return None
+
+
+def _check_targets(targets: dict, known: tuple[str, ...], what: str) -> str | None:
+    unknown = sorted(set(targets) - set(known))
+    if unknown:
+        return f"unknown {what} target(s) {', '.join(unknown)}; known: {', '.join(known)}"
+    bad = {key: target for key, target in targets.items() if not (isinstance(target, int | float) and target > 0)}
+    return f"{what} targets must be positive numbers: {bad}" if bad else None
+
+
+def validate_test_targets(value: Dict, _) -> str | None:
+    return _check_targets(value.get_dict(), TEST_TARGET_KEYS, "test")
 
 
 def validate_stage_schedule(value: List, _) -> str | None:
@@ -35,11 +75,7 @@ def validate_stage_schedule(value: List, _) -> str | None:
 
 
 def validate_targets(value: Dict, _) -> str | None:
-    unknown = sorted(set(value.get_dict()) - set(TARGET_KEYS))
-    if unknown:
-        return f"unknown validation target(s) {', '.join(unknown)}; known: {', '.join(TARGET_KEYS)}"
-    bad = {key: target for key, target in value.get_dict().items() if not target > 0}
-    return f"validation targets must be positive: {bad}" if bad else None
+    return _check_targets(value.get_dict(), TARGET_KEYS, "validation")
 
 
 def validate_inputs(inputs: dict, _) -> str | None:
@@ -48,7 +84,8 @@ def validate_inputs(inputs: dict, _) -> str | None:
         return "no initial structures: the structures namespace is empty"
     family = inputs.get("reference", {}).get("pseudo_family")
     if family is not None:
-        message = validate_pseudo_family(family.value, structures)
+        test_structures = {f"test_structures.{key}": s for key, s in inputs.get("test_structures", {}).items()}
+        message = validate_pseudo_family(family.value, {**structures, **test_structures})
         if message:
             return message
     if "exploration_config" in inputs and "stage_schedule" in inputs:

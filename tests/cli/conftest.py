@@ -80,6 +80,8 @@ ROWS = [
     {"iteration": 1, "labels_submitted": 4, "labels_added": 4, "labels_failed": 0, "dataset_frames": 4,
      "validation": {"energy_rmse": 12.5, "force_rmse": 0.21}, "frames": 20,
      "ratios": {"accurate": 0.6, "candidate": 0.3, "failed": 0.1}, "out_of_range": 0.25, "selected": 3,
+     "last_stage_ratios": {"accurate": 0.55, "candidate": 0.35, "failed": 0.1}, "test_labels_failed": 1,
+     "test": {"energy_rmse": 8.25, "force_rmse": 0.123, "bulk_modulus_error": -0.052, "vacancy_error": 0.41},
      "converged": False,
      "unmet": ["last stage accurate 0.600 < 0.9"]},
     {"iteration": 2, "labels_submitted": 3, "labels_added": 3, "labels_failed": 0, "dataset_frames": 7,

@@ -11,7 +11,14 @@ from aiida.orm import StructureData
 
 pytestmark = pytest.mark.slow
 
-PLOTS = ("validation_errors.png", "learning_curves.png", "force_deviation.png", "parity.png")
+PLOTS = (
+    "errors.png",
+    "learning_curves.png",
+    "force_deviation.png",
+    "parity.png",
+    "test_equation_of_state.png",
+    "parity_training.png",
+)
 
 
 def _second_reference(node):
@@ -30,10 +37,12 @@ def test_status_has_one_row_per_iteration_and_the_exit_message(run_cli, fast_si_
     for line, row in zip(lines, rows, strict=True):
         assert int(line[1]) == row["labels_added"] and int(line[2]) == row["labels_failed"]
         assert float(line[4]) == pytest.approx(row["validation"]["energy_rmse"], abs=0.006)
-        assert float(line[6]) == pytest.approx(row["ratios"]["accurate"], abs=0.006)
-        assert 0.0 <= row["out_of_range"] <= 1.0  # share of explored frames outside the training feature ranges
-        assert float(line[9]) == pytest.approx(row["out_of_range"], abs=0.006)
-    assert " ".join(lines[-1][11:]) == ("converged" if node.exit_status == 0 else "not converged")
+        assert float(line[6]) == pytest.approx(row["test"]["energy_rmse"], abs=0.006)  # the independent test set
+        assert float(line[7]) == pytest.approx(row["test"]["force_rmse"], abs=0.0006)
+        assert float(line[8].rstrip("%")) == pytest.approx(100 * row["test"]["bulk_modulus_error"], abs=0.06)
+        assert line[9] == "-", "the small campaign's test set has no vacancy"
+        assert float(line[10]) == pytest.approx(row["last_stage_ratios"]["accurate"], abs=0.006)
+    assert " ".join(lines[-1][14:]) == ("converged" if node.exit_status == 0 else "not converged")
 
 
 def test_plot_writes_every_figure_as_png(run_cli, fast_si_campaign, tmp_path):

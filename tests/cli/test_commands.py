@@ -50,21 +50,9 @@ def test_status_of_a_running_campaign_reads_the_live_extra(run_cli, fake_campaig
     lines = result.output.splitlines()
     assert lines[0] == f"ActiveLearningWorkChain<{node.pk}> 'fake': waiting"
     first = next(line for line in lines if line.split()[:1] == ["1"])
-    assert first.split() == [
-        "1",
-        "4",
-        "0",
-        "4",
-        "12.50",
-        "0.210",
-        "0.60",
-        "0.30",
-        "0.10",
-        "0.25",
-        "3",
-        "not",
-        "converged",
-    ]
+    # labels, validation errors, test-set errors (E, F, B0 relative, vacancy eV), last-stage accurate share, ratios
+    assert first.split() == ["1", "4", "0", "(+1", "test)", "4", "12.50", "0.210", "8.25", "0.123", "-5.2%", "0.41",
+                             "0.55", "0.30", "0.10", "3", "not", "converged"]  # fmt: skip
     second = next(line for line in lines if line.split()[:1] == ["2"])
     assert second.split()[-1] == "running" and "-" in second.split()
 
@@ -90,8 +78,8 @@ def test_export_of_a_campaign_without_outputs_writes_the_summary(run_cli, fake_c
 def test_plot_of_a_running_campaign_draws_what_exists(run_cli, fake_campaign, tmp_path):
     result = run_cli("plot", fake_campaign().pk, "-o", tmp_path)
     assert result.exit_code == 0, result.output
-    assert (tmp_path / "validation_errors.png").read_bytes().startswith(b"\x89PNG")
-    assert str(tmp_path / "validation_errors.png") in result.output
+    assert (tmp_path / "errors.png").read_bytes().startswith(b"\x89PNG")
+    assert str(tmp_path / "errors.png") in result.output
     assert not (tmp_path / "parity.png").exists()
 
 

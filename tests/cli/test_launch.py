@@ -23,7 +23,7 @@ def test_valid_file_gives_a_validated_builder(write_campaign, count_processes):
     builder = build_from_file(write_campaign(options={"max_wallclock_seconds": 900}))
     assert builder.metadata.label == "cli-test"
     assert sorted(builder.structures) == ["cell"]
-    assert builder.committee.committee_size.value == 2, "the fast protocol"
+    assert builder.committee.committee_size.value == 4, "the fast protocol"
     assert builder.committee.train.train.metadata.options.max_wallclock_seconds == 900
     assert count_processes() == before
 

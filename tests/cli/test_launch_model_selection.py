@@ -57,7 +57,7 @@ def test_chosen_config_becomes_the_committee_config(write_campaign, selection, c
     assert count_processes() == before, "nothing was run"
     # the protocol's own training settings are replaced, not mixed in (fast sets validation_fraction: 0.2)
     assert "validation_fraction" not in builder.committee.config.get_dict()
-    assert builder.committee.committee_size.value == 2, "the rest of the fast protocol is kept"
+    assert builder.committee.committee_size.value == 4, "the rest of the fast protocol is kept"
 
 
 def test_overrides_apply_on_top_of_the_chosen_config(write_campaign, selection):

@@ -35,7 +35,10 @@ def _iterations(node) -> list[dict]:
 
 
 def _reference_workchains(node) -> list[WorkflowNode]:
-    return sorted((c for c in node.called if c.process_label == "ReferenceWorkChain"), key=lambda c: c.ctime)
+    """The training set's reference work chains in order (the test set's has the link label reference_test)."""
+    links = node.base.links.get_outgoing(node_class=WorkflowNode).all()
+    return [link.node for link in sorted(links, key=lambda link: link.link_label)
+            if link.link_label.startswith("reference_") and link.link_label != "reference_test"]  # fmt: skip
 
 
 def test_campaign_runs_at_least_two_iterations_and_ends_with_a_known_status(fast_si_campaign):
@@ -163,3 +166,45 @@ def test_each_step_is_a_provenance_node_with_call_link_labels(fast_si_campaign):
     merges = QueryBuilder().append(CalcFunctionNode, filters={"attributes.process_label": "merge_dataset"}).count()
     assert merges >= len(_iterations(node))
     assert isinstance(node.outputs.dataset, AtomisticDataset)
+
+
+def test_every_iteration_scores_its_committee_on_the_test_set(fast_si_campaign):
+    """Each row carries the committee's test-set errors; the last equals the test_score output."""
+    outputs, node = fast_si_campaign
+    rows = _iterations(node)
+    score = outputs["test_score"].get_dict()
+    for row in rows:
+        test = row["test"]
+        assert test["frames"] == score["overall"]["frames"] > 0
+        assert math.isfinite(test["energy_rmse"]) and math.isfinite(test["force_rmse"])
+        assert set(test["kinds"]) == set(score["kinds"])
+    assert rows[-1]["test"]["energy_rmse"] == pytest.approx(score["headline"]["energy_rmse"])
+    assert rows[-1]["test"]["bulk_modulus_error"] == pytest.approx(score["headline"]["bulk_modulus_error"])
+    assert rows[0]["test_labels_failed"] == 0
+    eos = score["properties"]["si"]["equation_of_state"]
+    assert eos["points"] == 6, "the test set's own volume series, none of it shared with the training set"
+    assert eos["bulk_modulus_GPa"]["dft"] == pytest.approx(96, rel=0.15), "LDA Si at these settings"
+    predictions = outputs["test_predictions"]
+    assert len(predictions.get_array("dft_energy_per_atom")) == score["overall"]["frames"]
+
+
+def test_test_set_is_labelled_once_and_never_trained_on(fast_si_campaign):
+    """The test labels come from their own ReferenceWorkChain (same DFT settings), share no structure with the
+    training set, and no test PwCalculation is an ancestor of the final potential."""
+    from aiida_annpot.calcfunctions.dataset import structure_key
+
+    outputs, node = fast_si_campaign
+    test_set, dataset, potential = outputs["test_dataset"], outputs["dataset"], outputs["potential"]
+    test_reference = node.base.links.get_outgoing(link_label_filter="reference_test").one().node
+    assert test_reference.process_label == "ReferenceWorkChain" and test_reference.is_finished_ok
+    assert test_reference.outputs.dataset.uuid == test_set.uuid
+    assert {structure_key(a) for a in test_set.to_frames()}.isdisjoint({structure_key(a) for a in dataset.to_frames()})
+    assert all(name.startswith("test_si_") for name in test_set.names)
+    ancestors = QueryBuilder().append(AnnPotential, filters={"id": potential.pk}, tag="potential")
+    ancestors.append(CalcJobNode, with_descendants="potential", project=["uuid"])
+    assert set(test_set.sources).isdisjoint(set(ancestors.all(flat=True)))
+    training_reference = node.base.links.get_outgoing(link_label_filter="reference_01").one().node
+    for key in ("pw_base__pw__parameters", "pw_base__kpoints_distance", "pseudo_family"):
+        ours = training_reference.base.links.get_incoming(link_label_filter=key).one().node
+        theirs = test_reference.base.links.get_incoming(link_label_filter=key).one().node
+        assert ours.uuid == theirs.uuid, f"the test set is labelled with the campaign's own {key}"

@@ -224,7 +224,19 @@ def test_vacancies_for_a_one_atom_structure_in_a_supercell_pass(inputs):
     [
         ({"vacancie": 1}, ("invalid GenerationConfig", "vacancie: Extra inputs are not permitted")),
         ({"supercell": [2, 0, 1]}, ("supercell repetitions must be at least 1",)),
-        ({"include_ideal": False, "isotropic_strains": 0, "rattles": 0}, ("generation makes no structure",)),
+        (
+            {
+                "include_ideal": False,
+                "volumes": 0,
+                "isotropic_strains": 0,
+                "anisotropic_strains": 0,
+                "rattles": 0,
+                "vacancies": 0,
+            },
+            ("generation makes no structure",),
+        ),
+        ({"volumes": 1}, ("volumes must be 0 (no energy–volume series) or at least 2",)),
+        ({"rattle_amplitudes": [0.1, 1.5]}, ("rattle amplitudes must lie in (0, 1) Å, got [0.1, 1.5]",)),
     ],
 )
 def test_an_invalid_generation(inputs, changes, fragments):

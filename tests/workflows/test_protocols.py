@@ -43,26 +43,27 @@ def test_inputs_merge_default_then_protocol_then_overrides():
                  "committee": {"config": {"max_epochs": 5}}}  # fmt: skip
     inputs = ActiveLearningWorkChain.get_protocol_inputs("fast", overrides)
 
-    assert inputs["max_iterations"] == 7  # override over fast's 3
+    assert inputs["max_iterations"] == 7  # override over fast's 5
     assert inputs["conv_accuracy"] == 0.9  # fast
-    assert inputs["warm_start"] is True  # default
+    assert inputs["warm_start"] is False  # fast
+    assert inputs["test_targets"] == data["default_inputs"]["test_targets"]  # default, untouched by fast
     reference = inputs["reference"]
     assert reference["ecutwfc"] == 33.0 and reference["ecutrho"] == 80.0  # override, then fast
-    assert reference["max_concurrent"] == 4 and reference["pw_protocol"] == "fast"
-    assert reference["electronic_type"] == "insulator" and reference["kpoints_distance"] == 0.6
-    assert reference["pw_parameters"] == {"ELECTRONS": {"conv_thr": 1.0e-8}}
+    assert reference["max_concurrent"] == 2 and reference["pw_protocol"] == "fast"
+    assert reference["electronic_type"] == "metal" and reference["kpoints_distance"] == 0.6  # default, then fast
+    assert reference["pw_parameters"] == {"ELECTRONS": {"conv_thr": 1.0e-8}, "SYSTEM": {"degauss": 0.01}}
     config = inputs["committee"]["config"]
     assert config["max_epochs"] == 5  # override
     assert config["learning_rate"] == 0.01 and config["network"] == {"hidden": [12], "activation": "tanh"}  # fast
     assert config["loss"] == data["default_inputs"]["committee"]["config"]["loss"]  # default, untouched by fast
-    assert inputs["committee"]["committee_size"] == 2
+    assert inputs["committee"]["committee_size"] == 4
     selection = inputs["exploration"]["config"]["selection"]
     fast = data["protocols"]["fast"]["exploration"]["config"]["selection"]
     default = data["default_inputs"]["exploration"]["config"]["selection"]
     assert selection == {**default, **fast} and "duplicate_threshold" not in fast  # fast's keys over the default's
     assert inputs["exploration"]["config"]["friction"] == 0.01
     assert inputs["exploration"]["stage_schedule"] == data["protocols"]["fast"]["exploration"]["stage_schedule"]
-    assert inputs["generation"] == {**data["default_inputs"]["generation"], **data["protocols"]["fast"]["generation"]}
+    assert inputs["generation"] == data["default_inputs"]["generation"]  # fast keeps the full recipe
 
 
 def test_default_protocol_and_no_overrides():
@@ -122,9 +123,10 @@ def test_free_form_paths_accept_any_key_at_merge_time():
     inputs = ActiveLearningWorkChain.get_protocol_inputs("fast", overrides)
     assert inputs["committee"]["config"]["anything_at_all"] == 1
     assert inputs["exploration"]["config"]["whatever"] == 2
-    assert inputs["reference"]["pw_parameters"] == {"ELECTRONS": {"conv_thr": 1.0e-8}, "SYSTEM": {"nosym": True}}
+    assert inputs["reference"]["pw_parameters"] == {"ELECTRONS": {"conv_thr": 1.0e-8},
+                                                    "SYSTEM": {"degauss": 0.01, "nosym": True}}  # fmt: skip
     assert inputs["generation"]["new_key"] == 3
-    assert inputs["validation_targets"] == {"energy_rmse": 20.0, "force_rmse": 0.3, "virial_rmse": 1.0}
+    assert inputs["validation_targets"] == {"virial_rmse": 1.0}
 
 
 @pytest.mark.parametrize("name", PROTOCOLS)
@@ -139,6 +141,9 @@ def test_builder_of_each_protocol_passes_the_process_spec(builders, name, pw_cod
     assert builder.conv_accuracy.value == expected["conv_accuracy"]
     assert builder.validation_targets.get_dict() == expected["validation_targets"]
     assert builder.generation.get_dict() == expected["generation"]
+    assert builder.test_set.get_dict() == expected["test_set"]
+    assert builder.test_targets.get_dict() == expected["test_targets"]
+    assert builder.start_supercells.get_list() == expected["exploration"]["start_supercells"]
 
     pw_base = builder.reference.pw_base
     parameters = pw_base.pw.parameters.get_dict()
@@ -153,7 +158,7 @@ def test_builder_of_each_protocol_passes_the_process_spec(builders, name, pw_cod
     assert builder.reference.pseudo_family.value == si_pseudo_family
     assert builder.reference.max_concurrent.value == reference["max_concurrent"]
 
-    assert builder.committee.committee_size.value == {"fast": 2, "balanced": 4, "stringent": 5}[name]
+    assert builder.committee.committee_size.value == {"fast": 4, "balanced": 4, "stringent": 5}[name]
     assert builder.committee.config.get_dict() == expected["committee"]["config"]
     assert builder.committee.train.train.code.uuid == annpot_code.uuid
     assert builder.exploration.explore.explore.code.uuid == annpot_code.uuid

@@ -3,7 +3,7 @@
 Inputs are merged default → protocol → overrides: mappings merge key by key, anything else is replaced. Overrides
 are deep-copied, never mutated, and a key the protocol does not know raises (a typo must not be silently ignored,
 see aiida-quantumespresso#745); the free-form settings (training and exploration configurations, pw.x namelists,
-generation, validation targets) are checked against their own schemas when the builder's ports validate them.
+generation, test set, targets) are checked against their own schemas when the builder's ports validate them.
 """
 
 from __future__ import annotations
@@ -16,7 +16,16 @@ import yaml
 __all__ = ["ProtocolMixin", "merge", "unknown_keys"]
 
 #: Paths (dotted) under which any key may appear; their content is validated by a schema, not by the protocol file.
-FREE_FORM = ("generation", "validation_targets", "reference.pw_parameters", "committee.config", "exploration.config")
+FREE_FORM = (
+    "generation",
+    "validation_targets",
+    "test_set",
+    "test_targets",
+    "start_supercells",
+    "reference.pw_parameters",
+    "committee.config",
+    "exploration.config",
+)
 
 
 def merge(base: dict, changes: dict) -> dict:

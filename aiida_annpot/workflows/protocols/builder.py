@@ -62,6 +62,8 @@ def fill_builder(builder, inputs: dict, pw_code, annpot_code, structures, pseudo
     builder.warm_start = Bool(inputs["warm_start"])
     builder.validation_targets = Dict(inputs["validation_targets"])
     builder.generation = Dict(inputs["generation"])
+    builder.test_set = Dict(inputs["test_set"])
+    builder.test_targets = Dict(inputs["test_targets"])
 
     reference = inputs["reference"]
     first = structures[sorted(structures)[0]]
@@ -82,4 +84,6 @@ def fill_builder(builder, inputs: dict, pw_code, annpot_code, structures, pseudo
                                                                     False)  # fmt: skip
     builder.exploration_config = Dict(exploration["config"])
     builder.stage_schedule = List(exploration["stage_schedule"])
+    builder.start_supercells = List(exploration["start_supercells"])
+    builder.start_vacancies = Bool(exploration["start_vacancies"])
     return builder
