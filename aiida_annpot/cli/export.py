@@ -1,7 +1,8 @@
 """``aiida-annpot export``: a campaign's results as plain files, usable without AiiDA.
 
 ``potential/member_<k>.safetensors`` (the committee's model files, byte for byte), ``dataset.extxyz`` (every DFT
-label) and ``summary.json`` (the iteration rows, the exit status, and the PKs and UUIDs of the potential and dataset).
+label), ``test_set.extxyz`` (the independent test set's labels) and ``summary.json`` (the iteration rows, the exit
+status, the final test-set score, and the PKs and UUIDs of the potential and datasets).
 """
 
 from __future__ import annotations
@@ -26,19 +27,23 @@ def campaign_summary(node) -> dict:
                      "exit_status": node.exit_status, "exit_message": node.exit_message},
         "iterations": iteration_rows(node),
     }  # fmt: skip
-    for key in ("potential", "dataset"):
+    for key in ("potential", "dataset", "test_dataset"):
         if key in node.outputs:
             summary[key] = {"pk": node.outputs[key].pk, "uuid": node.outputs[key].uuid}
     if "potential" in summary:
         summary["potential"].update(committee_size=node.outputs.potential.committee_size,
                                     elements=node.outputs.potential.elements)  # fmt: skip
-    if "dataset" in summary:
-        summary["dataset"]["n_frames"] = node.outputs.dataset.n_frames
+    for key in ("dataset", "test_dataset"):
+        if key in summary:
+            summary[key]["n_frames"] = node.outputs[key].n_frames
+    if "test_score" in node.outputs:
+        summary["test_score"] = node.outputs.test_score.get_dict()
     return summary
 
 
 def export_campaign(node, output: str | Path) -> list[Path]:
-    """Write the potential's member files, ``dataset.extxyz`` and ``summary.json`` to ``output``; the paths."""
+    """Write the potential's member files, ``dataset.extxyz``, ``test_set.extxyz`` and ``summary.json`` to
+    ``output``; the paths."""
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
     written = []
@@ -46,6 +51,8 @@ def export_campaign(node, output: str | Path) -> list[Path]:
         written += node.outputs.potential.export(output / "potential")
     if "dataset" in node.outputs:
         written.append(node.outputs.dataset.write_extxyz(output / "dataset.extxyz"))
+    if "test_dataset" in node.outputs:
+        written.append(node.outputs.test_dataset.write_extxyz(output / "test_set.extxyz"))
     summary = output / "summary.json"
     summary.write_text(json.dumps(campaign_summary(node), indent=2))
     return [*written, summary]

@@ -12,7 +12,7 @@ from tabulate import tabulate
 
 from .root import NODE, cmd_root, load_campaign
 
-__all__ = ["campaign_header", "iteration_rows", "iteration_table", "row_state"]
+__all__ = ["campaign_header", "iteration_rows", "iteration_table", "row_state", "test_set_table"]
 
 HEADERS = ("iter", "labels\nadded", "labels\nfailed", "dataset\nframes", "E_val\nmeV/atom", "F_val\neV/Å",
            "E_test\nmeV/atom", "F_test\neV/Å", "B0 test\nerror", "E_vac test\nerror eV", "accurate\nlast stage",
@@ -82,6 +82,32 @@ def iteration_table(rows: list[dict]) -> str:
     return tabulate(lines, headers=HEADERS, disable_numparse=True, colalign=("right",) * (len(HEADERS) - 1))
 
 
+def test_set_table(score: dict) -> str:
+    """The final committee on the test set: errors per kind of structure and overall, then per input structure
+    the properties, DFT and potential side by side."""
+    kinds = [[kind, entry["frames"], _number(entry["energy_rmse"], 2), _number(entry["force_rmse"], 3),
+              _number(entry["max_extrapolation"], 2)] for kind, entry in sorted(score["kinds"].items())]  # fmt: skip
+    overall = score["overall"]
+    kinds.append(["all", overall["frames"], _number(overall["energy_rmse"], 2), _number(overall["force_rmse"], 3),
+                  _number(overall["max_extrapolation"], 2)])  # fmt: skip
+    text = tabulate(kinds, headers=("test frames", "n", "E RMSE\nmeV/atom", "F RMSE\neV/Å", "max extrapolation\ngrade"),
+                    disable_numparse=True, colalign=("left", "right", "right", "right", "right"))  # fmt: skip
+    properties = []
+    for group, entry in sorted(score.get("properties", {}).items()):
+        named = (("equation_of_state", "equilibrium_volume_A3_per_atom", "V0 (Å³/atom)", 3, True),
+                 ("equation_of_state", "bulk_modulus_GPa", "B0 (GPa)", 1, True),
+                 ("vacancy", "unrelaxed_formation_energy_eV", "unrelaxed vacancy E_f (eV)", 2, False))  # fmt: skip
+        for section, key, label, digits, relative in named:
+            if section in entry:
+                values = entry[section][key]
+                error = _percent(values.get("relative_error")) if relative else _number(values["error"], 2)
+                properties.append([group, label, _number(values["dft"], digits), _number(values["ann"], digits), error])
+    if properties:
+        text += "\n\n" + tabulate(properties, headers=("structure", "property", "DFT", "potential", "error"),
+                                   disable_numparse=True)  # fmt: skip
+    return text
+
+
 def campaign_header(node) -> str:
     """``ActiveLearningWorkChain<PK> "label": finished, exit status 410: message``."""
     state = node.process_state.value if node.process_state else "unknown"
@@ -120,3 +146,6 @@ def cmd_status(campaign):
     echo.echo(campaign_header(node))
     rows = iteration_rows(node)
     echo.echo(iteration_table(rows) if rows else "no iteration finished yet")
+    if "test_score" in node.outputs:
+        echo.echo(f"\nfinal committee on the independent test set (frames never trained on):\n"
+                  f"{test_set_table(node.outputs.test_score.get_dict())}")  # fmt: skip

@@ -17,12 +17,10 @@ output (and, while it runs, to the node's ``annpot_iterations`` extra, which ``a
 from __future__ import annotations
 
 from aiida.common import AttributeDict
-from aiida.common.links import LinkType
 from aiida.engine import ToContext, WorkChain, if_, while_
-from aiida.orm import ArrayData, Bool, Dict, Float, Int, List, StructureData
+from aiida.orm import Bool, Dict, Float, Int, List, StructureData
 
 from ..calcfunctions import structures as generate
-from ..calcfunctions.testset import evaluate_test_set, sample_test_frames
 from ..common.config import GenerationConfig, TestSetConfig, load_config
 from ..core.testset import targets_unmet
 from ..data.dataset import AtomisticDataset
@@ -33,12 +31,12 @@ from .campaign_inputs import (
     validate_stage_schedule,
     validate_start_supercells,
     validate_targets,
-    validate_test_set,
-    validate_test_targets,
 )
 from .campaign_structures import CampaignStructures
+from .campaign_test_set import TestSetSteps, define_test_set
 from .committee import CommitteeTrainingWorkChain
 from .exploration import ExplorationWorkChain, deal_start_structures
+from .messages import failure_text
 from .protocols import ProtocolMixin
 from .protocols.builder import fill_builder
 from .reference import ReferenceWorkChain
@@ -49,7 +47,7 @@ __all__ = ["ActiveLearningWorkChain"]
 ITERATIONS_EXTRA = "annpot_iterations"
 
 
-class ActiveLearningWorkChain(ProtocolMixin, WorkChain):
+class ActiveLearningWorkChain(ProtocolMixin, TestSetSteps, WorkChain):
     """Build a committee potential by active learning with Quantum ESPRESSO labels."""
 
     _protocol_file = "active_learning.yaml"
@@ -99,34 +97,7 @@ class ActiveLearningWorkChain(ProtocolMixin, WorkChain):
             required=False,
             help="Labelled frames to start from (same DFT settings as `reference`).",
         )
-        spec.input(
-            "test_set",
-            valid_type=Dict,
-            default=lambda: Dict({}),
-            validator=validate_test_set,
-            help="TestSetConfig: the generation of the independent test set (own seed, wider ranges).",
-        )
-        spec.input_namespace(
-            "test_structures",
-            valid_type=StructureData,
-            dynamic=True,
-            required=False,
-            help="Further test structures of the user's, labelled with the campaign's DFT settings.",
-        )
-        spec.input(
-            "test_dataset",
-            valid_type=AtomisticDataset,
-            required=False,
-            help="Labelled test frames of the user's (same DFT settings as `reference`), never trained on.",
-        )
-        spec.input(
-            "test_targets",
-            valid_type=Dict,
-            default=lambda: Dict({}),
-            validator=validate_test_targets,
-            help="Test-set targets: energy_rmse (meV/atom), force_rmse (eV/Å), volume_error and "
-            "bulk_modulus_error (relative, of V0 and B0), vacancy_error (eV).",
-        )
+        define_test_set(spec)
         spec.input(
             "start_supercells",
             valid_type=List,
@@ -220,24 +191,10 @@ class ActiveLearningWorkChain(ProtocolMixin, WorkChain):
             "accurate / candidate / failed ratios, share of frames outside the training descriptor ranges, "
             "structures selected, converged.",
         )
-        spec.output("test_dataset", valid_type=AtomisticDataset, required=False, help="The labelled test set.")
-        spec.output(
-            "test_score",
-            valid_type=Dict,
-            required=False,
-            help="The final committee on the test set: errors overall and per kind, V0, B0, vacancy energy.",
-        )
-        spec.output(
-            "test_predictions",
-            valid_type=ArrayData,
-            required=False,
-            help="Parity data of the final committee on the test set (energies per atom, force components).",
-        )
         spec.exit_code(401, "ERROR_NO_USABLE_LABELS", message="no usable DFT label in iteration {iteration}: {message}")
         spec.exit_code(402, "ERROR_REFERENCE_FAILED", message="the DFT labelling failed: {message}")
         spec.exit_code(403, "ERROR_COMMITTEE_FAILED", message="committee training failed: {message}")
         spec.exit_code(404, "ERROR_EXPLORATION_FAILED", message="exploration failed: {message}")
-        spec.exit_code(405, "ERROR_TEST_SET_FAILED", message="no usable test-set label: {message}")
         spec.exit_code(
             410,
             "WARNING_NOT_CONVERGED",
@@ -343,7 +300,7 @@ class ActiveLearningWorkChain(ProtocolMixin, WorkChain):
                 self.exit_codes.ERROR_NO_USABLE_LABELS.format(iteration=self.ctx.iteration, message=node.exit_message)
             )
         if not node.is_finished_ok:
-            return self._fail(self.exit_codes.ERROR_REFERENCE_FAILED.format(message=_failure(node)))
+            return self._fail(self.exit_codes.ERROR_REFERENCE_FAILED.format(message=failure_text(node)))
         if "test_reference" in self.ctx and self.ctx.iteration == 1:
             failure = self._inspect_test_reference()
             if failure is not None:
@@ -360,22 +317,6 @@ class ActiveLearningWorkChain(ProtocolMixin, WorkChain):
         self._publish()
         return None
 
-    def _inspect_test_reference(self):
-        """The labelled test set (the user's test frames plus the new labels); failed test labels are counted."""
-        node = self.ctx.test_reference
-        failed = node.outputs.failed.get_dict() if "failed" in node.outputs else {}
-        self.ctx.row.update(
-            {
-                "test_labels_failed": len(failed),
-                "test_failures": {key: entry["reason"] for key, entry in failed.items()},
-            }
-        )
-        if not node.is_finished_ok or "dataset" not in node.outputs:
-            return self.exit_codes.ERROR_TEST_SET_FAILED.format(message=_failure(node))
-        self.ctx.test_dataset = node.outputs.dataset
-        self.report(f"test set: {self.ctx.test_dataset.n_frames} labelled frame(s), {len(failed)} label(s) failed")
-        return None
-
     def run_committee(self):
         inputs = AttributeDict(self.exposed_inputs(CommitteeTrainingWorkChain, namespace="committee"))
         inputs.dataset = self.ctx.dataset
@@ -387,38 +328,13 @@ class ActiveLearningWorkChain(ProtocolMixin, WorkChain):
     def inspect_committee(self):
         node = self.ctx.committee
         if not node.is_finished_ok:
-            return self._fail(self.exit_codes.ERROR_COMMITTEE_FAILED.format(message=_failure(node)))
+            return self._fail(self.exit_codes.ERROR_COMMITTEE_FAILED.format(message=failure_text(node)))
         self.ctx.potential = node.outputs.potential
         self.ctx.row["validation"] = node.outputs.metrics["validation_mean"]
         if self.ctx.test_dataset is not None:
             self._score_test_set()
         self._publish()
         return None
-
-    def _score_test_set(self, link_label: str | None = None) -> None:
-        """The committee's errors on the test set (a calcfunction): headline figures and per-kind RMSEs."""
-        self.ctx.test_score = evaluate_test_set(
-            self.ctx.potential,
-            self.ctx.test_dataset,
-            Dict(self.ctx.test_kinds),
-            self.ctx.dataset,
-            metadata={"call_link_label": link_label or f"test_{self.ctx.iteration:02d}"},
-        )
-        score = self.ctx.test_score["score"].get_dict()
-        self.ctx.row["test"] = {
-            **score["headline"],
-            "frames": score["overall"]["frames"],
-            "kinds": {
-                kind: {"energy_rmse": e["energy_rmse"], "force_rmse": e["force_rmse"], "frames": e["frames"]}
-                for kind, e in score["kinds"].items()
-            },
-        }
-        figures = score["headline"]
-        self.report(
-            f"iteration {self.ctx.iteration}: test set ({score['overall']['frames']} frames) energy RMSE "
-            f"{_fmt(figures['energy_rmse'])} meV/atom, force RMSE {_fmt(figures['force_rmse'])} eV/Å, B0 "
-            f"error {_fmt(figures['bulk_modulus_error'])}, vacancy error {_fmt(figures['vacancy_error'])} eV"
-        )
 
     def run_exploration(self):
         schedule = self.inputs.stage_schedule.get_list()
@@ -434,7 +350,7 @@ class ActiveLearningWorkChain(ProtocolMixin, WorkChain):
     def inspect_exploration(self):
         node = self.ctx.exploration
         if not node.is_finished_ok:
-            return self._fail(self.exit_codes.ERROR_EXPLORATION_FAILED.format(message=_failure(node)))
+            return self._fail(self.exit_codes.ERROR_EXPLORATION_FAILED.format(message=failure_text(node)))
         summary = node.outputs.summary.get_dict()
         last_stage = summary["stages"][-1]["ratios"] if summary["stages"] else summary["ratios"]
         selected = dict(sorted(node.outputs.selected.items())) if "selected" in node.outputs else {}
@@ -470,60 +386,6 @@ class ActiveLearningWorkChain(ProtocolMixin, WorkChain):
         self.ctx.rows.append(self.ctx.row)
         self._publish(final=True)
         return None
-
-    # --- hot MD frames of the final committee for the test set ------------------------------------------------
-    def should_label_md_test_frames(self) -> bool:
-        test = load_config(self.inputs.test_set.get_dict(), TestSetConfig)
-        return bool(test.md_frames) and self.ctx.test_dataset is not None and "exploration" in self.ctx
-
-    def run_md_test_labels(self):
-        """Frames of the last exploration's hottest stage (the final committee's own MD), labelled for the test."""
-        test = load_config(self.inputs.test_set.get_dict(), TestSetConfig)
-        jobs = self.ctx.exploration.base.links.get_outgoing(link_type=LinkType.CALL_WORK).all()
-        frames = {f"frames_{link.link_label.split('_')[-1]}": link.node.outputs.frames for link in jobs
-                  if link.link_label.startswith("explore_") and "frames" in link.node.outputs}  # fmt: skip
-        distance = self.inputs.exploration_config.get_dict().get("selection", {}).get("min_distance", 1.0)
-        sampled = sample_test_frames(Int(test.md_frames), Int(test.seed), Float(distance), **frames,
-                                     metadata={"call_link_label": "sample_test_md"})  # fmt: skip
-        origins = sampled["origins"].get_dict()
-        dealt = deal_start_structures(self.ctx.starts, self.inputs.exploration.num_jobs.value)
-        cells, to_label = self._structures(), {}
-        for key, origin in sorted(origins.items()):
-            label = f"test_md_{key.split('_')[-1]}"
-            start = dealt[int(origin["origin"].split("_")[-1])][origin["structure"]]
-            cells.follow(label, start)
-            to_label[label] = sampled[key]
-            self.ctx.test_kinds[label] = ["md", self.ctx.start_group[start]]
-        if not to_label:
-            self.report("no MD frame of the last exploration could be sampled for the test set")
-            return None
-        self.report(f"test set: DFT labels for {len(to_label)} MD frame(s) of the final committee's hottest stage")
-        return ToContext(md_test_reference=self._submit_reference(to_label, self.ctx.test_dataset,
-                                                                  "reference_test_md"))  # fmt: skip
-
-    def inspect_md_test_labels(self):
-        """Score the final committee on the whole test set, MD frames included; a campaign that had converged but
-        misses a test target on them is not converged after all."""
-        if "md_test_reference" not in self.ctx:
-            return
-        node, row = self.ctx.md_test_reference, self.ctx.rows[-1]
-        failed = node.outputs.failed.get_dict() if "failed" in node.outputs else {}
-        row["test_md_labels_failed"] = len(failed)
-        if not node.is_finished_ok or "dataset" not in node.outputs:
-            row["test_md_failure"] = _failure(node)
-            self.report(f"the MD test frames could not be labelled: {_failure(node)}")
-            self._publish(final=True)
-            return
-        self.ctx.test_dataset = node.outputs.dataset
-        self.ctx.row = row
-        self._score_test_set(link_label="test_final")
-        targets = self.inputs.test_targets.get_dict()
-        unmet = targets_unmet(row["test"], targets) if targets else []
-        if self.ctx.stop == "converged" and unmet:
-            self.ctx.stop = "final_test"
-            row["converged"], row["unmet"] = False, [f"with the MD test frames: {phrase}" for phrase in unmet]
-            self.report(f"the final committee misses the test targets on its own MD frames: {'; '.join(unmet)}")
-        self._publish(final=True)
 
     def _trace_meshes(self, picks: list[dict]) -> None:
         """A selected frame uses the mesh of the start cell its trajectory began from."""
@@ -572,11 +434,7 @@ class ActiveLearningWorkChain(ProtocolMixin, WorkChain):
             self.out("potential", self.ctx.potential)
         if self.ctx.dataset is not None:
             self.out("dataset", self.ctx.dataset)
-        if self.ctx.test_dataset is not None:
-            self.out("test_dataset", self.ctx.test_dataset)
-        if self.ctx.test_score is not None:
-            self.out("test_score", self.ctx.test_score["score"])
-            self.out("test_predictions", self.ctx.test_score["predictions"])
+        self._attach_test_outputs()
         self.out("iterations", List(self.ctx.rows).store())
 
     def results(self):
@@ -594,11 +452,3 @@ class ActiveLearningWorkChain(ProtocolMixin, WorkChain):
             f"campaign converged after {self.ctx.iteration} iteration(s) with {self.ctx.dataset.n_frames} DFT labels"
         )
         return None
-
-
-def _fmt(value) -> str:
-    return "n/a" if value is None else f"{value:.3g}"
-
-
-def _failure(node) -> str:
-    return f"{node.process_label}<{node.pk}> exit status {node.exit_status}: {node.exit_message}"

@@ -45,6 +45,7 @@ from ..data.dataset import AtomisticDataset
 from ..data.potential import AnnPotential
 from .active_learning import ActiveLearningWorkChain
 from .explore_base import CALLER_SET_INPUTS, AnnExploreBaseWorkChain
+from .messages import failure_text
 from .reference import ReferenceWorkChain, validate_pseudo_family
 
 __all__ = ["ValidationWorkChain"]
@@ -269,7 +270,7 @@ class ValidationWorkChain(WorkChain):
             reason = failed[sorted(failed)[0]]["reason"]
             return self.exit_codes.ERROR_DFT_POINT_FAILED.format(keys=", ".join(keys), reason=reason)
         if not node.is_finished_ok or "dataset" not in node.outputs:
-            return self.exit_codes.ERROR_REFERENCE_FAILED.format(message=_failure(node))
+            return self.exit_codes.ERROR_REFERENCE_FAILED.format(message=failure_text(node))
         calls = node.base.links.get_outgoing(link_type=LinkType.CALL_WORK)
         sources = set(node.outputs.dataset.sources)
         self.ctx.parameters = {}
@@ -310,7 +311,7 @@ class ValidationWorkChain(WorkChain):
     def inspect_md(self):
         node = self.ctx.md
         if not node.is_finished_ok:
-            return self.exit_codes.ERROR_MD_FAILED.format(message=_failure(node))
+            return self.exit_codes.ERROR_MD_FAILED.format(message=failure_text(node))
         trajectory = node.outputs.summary["trajectories"][0]
         self.report(f"NVE run ended {trajectory['reason']} after {trajectory['steps']} steps")
         return None
@@ -336,10 +337,6 @@ class ValidationWorkChain(WorkChain):
         if errors:
             return self.exit_codes.ERROR_EOS_FIT_FAILED.format(errors="; ".join(f"{k}: {v}" for k, v in errors.items()))
         return None
-
-
-def _failure(node) -> str:
-    return f"{node.process_label}<{node.pk}> exit status {node.exit_status}: {node.exit_message}"
 
 
 def _summary(properties: dict) -> str:

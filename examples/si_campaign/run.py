@@ -4,10 +4,13 @@
    ``$AIIDA_PATH`` (default: ``.aiida`` in the repository), made once and reused.
 2. The ``pw.x`` and ``annpot`` codes on its localhost computer and a pseudo family from Debian's Si.pz-vbc.UPF.
 3. ``ActiveLearningWorkChain`` with the ``fast`` protocol on the 8-atom diamond cell, run in the foreground: the
-   campaign's report lines stream to the terminal as it goes.
+   campaign's report lines stream to the terminal as it goes. Its independent test set (E–V series, strains,
+   rattles, a vacancy in a 24-atom cell, hot MD frames of the final committee) is labelled with the same pw.x
+   settings and scores every iteration's committee.
 4. In the output folder: ``summary.txt`` and ``iterations.json`` (one row per iteration), ``potential/`` (the
    committee's model files, usable with ``annpot`` and ``aiida_annpot.core.calculator.AnnCalculator``),
-   ``dataset.extxyz`` (every DFT label), ``summary.json`` and PNG plots, written by the functions behind
+   ``dataset.extxyz`` (every DFT label), ``test_set.extxyz``, ``summary.json`` and PNG plots (test-set errors per
+   iteration, parity and E–V curve on the test set), written by the functions behind
    ``aiida-annpot status``, ``export`` and ``plot``.
 
 Usage: python examples/si_campaign/run.py [--output DIR] [--protocol fast]
@@ -54,7 +57,7 @@ def main() -> None:
 
     from aiida_annpot.cli.export import export_campaign
     from aiida_annpot.cli.plots import write_plots
-    from aiida_annpot.cli.status import campaign_header, iteration_rows, iteration_table
+    from aiida_annpot.cli.status import campaign_header, iteration_rows, iteration_table, test_set_table
     from aiida_annpot.tools.local_setup import workstation_setup
     from aiida_annpot.workflows.active_learning import ActiveLearningWorkChain
 
@@ -74,6 +77,11 @@ def main() -> None:
     rows = iteration_rows(node)
     (output / "iterations.json").write_text(json.dumps(rows, indent=2))
     summary = f"{campaign_header(node)} in {minutes:.1f} min\n{iteration_table(rows)}\n"
+    if "test_score" in node.outputs:
+        summary += (
+            "\nfinal committee on the independent test set (frames never trained on):\n"
+            f"{test_set_table(node.outputs.test_score.get_dict())}\n"
+        )
     export_campaign(node, output)
     write_plots(node, output)
     (output / "summary.txt").write_text(summary)

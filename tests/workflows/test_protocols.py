@@ -55,7 +55,8 @@ def test_inputs_merge_default_then_protocol_then_overrides():
     config = inputs["committee"]["config"]
     assert config["max_epochs"] == 5  # override
     assert config["learning_rate"] == 0.01 and config["network"] == {"hidden": [12], "activation": "tanh"}  # fast
-    assert config["loss"] == data["default_inputs"]["committee"]["config"]["loss"]  # default, untouched by fast
+    default_loss = data["default_inputs"]["committee"]["config"]["loss"]
+    assert config["loss"] == {**default_loss, "energy_weight": 100.0}  # fast's energy weight over the default
     assert inputs["committee"]["committee_size"] == 4
     selection = inputs["exploration"]["config"]["selection"]
     fast = data["protocols"]["fast"]["exploration"]["config"]["selection"]
