@@ -2,13 +2,17 @@
 VENV ?= .venv
 PYTEST_ARGS ?=
 
-.PHONY: install test lint bench demo campaign
+.PHONY: install test test-quickstart lint bench demo campaign
 
 install:
 	bash scripts/setup.sh
 
 test: install
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+
+# The quick start's campaign as a test: converged, and its potential meets the targets on its own test set
+test-quickstart: install
+	$(VENV)/bin/python -m pytest -m quickstart tests/test_quick_start.py $(PYTEST_ARGS)
 
 lint: install
 	$(VENV)/bin/ruff check aiida_annpot tests bench

@@ -221,30 +221,16 @@ def si_cell():
     return factory
 
 
-#: The fast protocol made small for the test suite (the full quick start is tests/test_quick_start.py): fewer
-#: generated structures, a test set of eight 8-atom cells, a committee of 2, two iterations. It keeps every kind of
-#: step: an energy-volume series, strains, rattles, a vacancy in a 16-atom cell (also an exploration start).
-SMALL_CAMPAIGN = {
-    "max_iterations": 2,
-    "generation": {"volumes": 5, "anisotropic_strains": 2, "rattles": 1, "rattle_amplitudes": [0.05, 0.1],
-                   "vacancies": 1, "vacancy_rattles": []},
-    "test_set": {"generation": {"volumes": 6, "anisotropic_strains": 1, "rattles": 1, "rattle_amplitudes": [0.08],
-                                "vacancies": 0}},
-    "committee": {"committee_size": 2, "config": {"max_epochs": 300}},
-    "exploration": {"start_supercells": [[1, 1, 1]],
-                    "config": {"selection": {"trust_lo": 0.1, "trust_hi": 0.6, "min_distance": 1.9,
-                                             "candidate_fraction": 0.25, "min_candidates": 2, "max_candidates": 4}}},
-}  # fmt: skip
-
-
 @pytest.fixture(scope="session")
 def fast_si_campaign(pw_code, annpot_code, si_pseudo_family, si_cell):
-    """The fast protocol with :data:`SMALL_CAMPAIGN` on the 8-atom cubic Si cell with the real pw.x, run once per
-    session (a few minutes on 2 cores) and shared by every test that needs a finished campaign: (outputs, work
-    chain node). Read-only."""
+    """The fast protocol with :data:`tests.small_campaign.SMALL_CAMPAIGN` on the 8-atom cubic Si cell with the real
+    pw.x, run once per session (a few minutes on 2 cores) and shared by every test that needs a finished campaign:
+    (outputs, work chain node). Read-only."""
     from aiida.engine import run_get_node
 
     from aiida_annpot.workflows.active_learning import ActiveLearningWorkChain
+
+    from .small_campaign import SMALL_CAMPAIGN
 
     builder = ActiveLearningWorkChain.get_builder_from_protocol(
         pw_code, annpot_code, {"si": si_cell()}, si_pseudo_family, protocol="fast", overrides=SMALL_CAMPAIGN

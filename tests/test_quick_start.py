@@ -1,7 +1,8 @@
 """The quick start's campaign exactly as ``make campaign`` runs it (the fast protocol, no overrides, the 8-atom Si
 cell, real pw.x) must converge and give a potential that meets the targets on its own independent test set.
 
-About 10 minutes on 2 cores: marked ``quickstart`` (and ``slow``); ``make test`` runs it.
+About 15 minutes on 2 cores: marked ``quickstart`` (and ``slow``) and left out of the default run; ``make
+test-quickstart`` runs it.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ def test_quick_start_potential_meets_the_targets_on_its_test_set(quick_start):
     assert abs(figures["bulk_modulus_error"]) <= 0.10  # relative to the DFT B0 of the same series
     assert abs(figures["vacancy_error"]) <= 0.3  # eV, unrelaxed, in a larger cell than any vacancy trained on
     properties = score["properties"]["si"]
-    assert properties["equation_of_state"]["points"] >= 7
-    assert properties["vacancy"]["atoms_perfect_cell"] == 32
+    assert properties["equation_of_state"]["points"] == 8
+    assert properties["vacancy"]["atoms_perfect_cell"] == 64, "the isolated vacancy, in a cell never trained on"
     assert score["excluded_trained"] == 0, "the test set shares no structure with the training set"
     assert {"volume", "anisotropic", "vacancy"} <= set(score["kinds"])

@@ -162,9 +162,11 @@ def headline(score: dict) -> dict:
 
 def targets_unmet(figures: dict, targets: dict) -> list[str]:
     """Readable phrases for every target in ``targets`` that ``figures`` (from :func:`headline`) misses; a figure
-    that could not be computed misses its target."""
+    that could not be computed misses its target; a target of None is switched off."""
     unmet = []
     for key, target in sorted(targets.items()):
+        if target is None:  # switched off
+            continue
         value = figures.get(key)
         if value is None or not math.isfinite(value) or value > target:
             shown = "n/a" if value is None else f"{value:.4g}"

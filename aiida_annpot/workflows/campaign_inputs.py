@@ -48,11 +48,35 @@ def validate_start_supercells(value: List, _) -> str | None:
 
 
 def _check_targets(targets: dict, known: tuple[str, ...], what: str) -> str | None:
+    """Known keys with positive numbers; ``None`` switches a target off (so protocol overrides can drop one)."""
     unknown = sorted(set(targets) - set(known))
     if unknown:
         return f"unknown {what} target(s) {', '.join(unknown)}; known: {', '.join(known)}"
-    bad = {key: target for key, target in targets.items() if not (isinstance(target, int | float) and target > 0)}
-    return f"{what} targets must be positive numbers: {bad}" if bad else None
+    bad = {key: target for key, target in targets.items()
+           if target is not None and not (isinstance(target, int | float) and target > 0)}  # fmt: skip
+    return f"{what} targets must be positive numbers (or null to switch one off): {bad}" if bad else None
+
+
+def unreachable_test_targets(inputs: dict) -> str | None:
+    """Why a test target can never be met with the test set these inputs make: a figure the test set cannot give
+    would keep the campaign from converging, so it is refused before anything runs."""
+    targets = {key for key, value in inputs["test_targets"].get_dict().items() if value is not None}
+    if not targets or "test_dataset" in inputs:  # the user's frames may give any figure
+        return None
+    generation = load_config(inputs["test_set"].get_dict(), TestSetConfig).generation
+    if generation is None and not inputs.get("test_structures"):
+        return (
+            f"test_targets {', '.join(sorted(targets))} are set but there is no test set: give test_set.generation, "
+            "test_structures or test_dataset, or set the targets to null"
+        )
+    if generation is None:
+        return None
+    missing = []
+    if targets & {"volume_error", "bulk_modulus_error"} and generation.volumes + int(generation.include_ideal) < 5:
+        missing.append("volume_error / bulk_modulus_error need test_set.generation.volumes ≥ 5")
+    if "vacancy_error" in targets and not generation.vacancies:
+        missing.append("vacancy_error needs test_set.generation.vacancies ≥ 1")
+    return f"test targets that the test set cannot give: {'; '.join(missing)}" if missing else None
 
 
 def validate_test_targets(value: Dict, _) -> str | None:
@@ -98,6 +122,10 @@ def validate_inputs(inputs: dict, _) -> str | None:
         small = [key for key, s in structures.items() if len(s.sites) * _cells(inputs["generation"]) < 2]
         if small:
             return f"vacancies asked for, but structure(s) {', '.join(small)} would have fewer than 2 atoms"
+    if "test_targets" in inputs and "test_set" in inputs:
+        message = unreachable_test_targets(inputs)
+        if message:
+            return message
     if not 0 < inputs["conv_accuracy"].value <= 1:
         return f"conv_accuracy must be in (0, 1], got {inputs['conv_accuracy'].value}"
     if inputs["max_iterations"].value < 1:

@@ -5,7 +5,7 @@
 2. The ``pw.x`` and ``annpot`` codes on its localhost computer and a pseudo family from Debian's Si.pz-vbc.UPF.
 3. ``ActiveLearningWorkChain`` with the ``fast`` protocol on the 8-atom diamond cell, run in the foreground: the
    campaign's report lines stream to the terminal as it goes. Its independent test set (E–V series, strains,
-   rattles, a vacancy in a 24-atom cell, hot MD frames of the final committee) is labelled with the same pw.x
+   rattles, the isolated vacancy in a 64-atom cell, hot MD frames of the final committee) is labelled with the same pw.x
    settings and scores every iteration's committee.
 4. In the output folder: ``summary.txt`` and ``iterations.json`` (one row per iteration), ``potential/`` (the
    committee's model files, usable with ``annpot`` and ``aiida_annpot.core.calculator.AnnCalculator``),

@@ -11,6 +11,7 @@ from __future__ import annotations
 import collections
 import json
 import sys
+from pathlib import Path
 
 from aiida import load_profile
 
@@ -21,7 +22,10 @@ from aiida.orm import CalcJobNode, StructureData, WorkflowNode, load_code, load_
 from ase.build import bulk  # noqa: E402
 
 from aiida_annpot.tools.local_setup import ensure_campaign_codes, workstation_setup  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository: tests.small_campaign
 from aiida_annpot.workflows.active_learning import ActiveLearningWorkChain  # noqa: E402
+from tests.small_campaign import NO_TEST_SET, SMALL_CAMPAIGN  # noqa: E402
 
 FAMILY = "Si-LDA-debian"
 
@@ -53,7 +57,7 @@ def submit_campaign(computer: str = "localhost", iterations: str = "2") -> dict:
     structure = StructureData(ase=bulk("Si", "diamond", a=5.43, cubic=True))
     builder = ActiveLearningWorkChain.get_builder_from_protocol(
         load_code(f"pw@{computer}"), load_code(f"annpot@{computer}"), {"si": structure}, FAMILY, protocol="fast",
-        overrides={"max_iterations": int(iterations)},
+        overrides={**SMALL_CAMPAIGN, **NO_TEST_SET, "max_iterations": int(iterations)},
     )  # fmt: skip
     return {"pk": submit(builder).pk}
 

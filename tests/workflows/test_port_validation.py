@@ -200,6 +200,38 @@ def test_bad_validation_targets(inputs, targets, fragments):
     assert_refused(ActiveLearningWorkChain, inputs, "inputs.validation_targets", *fragments)
 
 
+@pytest.mark.parametrize(
+    ("targets", "port", "fragments"),
+    [
+        ({"energy_rmse": 5.0, "stress_rmse": 1.0}, "inputs.test_targets",
+         ("unknown test target(s) stress_rmse", "known: energy_rmse, force_rmse, volume_error")),
+        ({"vacancy_error": -0.3}, "inputs.test_targets", ("test targets must be positive", "'vacancy_error': -0.3")),
+    ],
+)  # fmt: skip
+def test_bad_test_targets(inputs, targets, port, fragments):
+    inputs["test_targets"] = Dict(targets)
+    assert_refused(ActiveLearningWorkChain, inputs, port, *fragments)
+
+
+def test_test_targets_without_a_test_set_are_refused(inputs):
+    inputs["test_set"] = Dict({"generation": None})
+    assert_refused(ActiveLearningWorkChain, inputs, "inputs", "test_targets", "are set but there is no test set")
+    inputs["test_targets"] = Dict(dict.fromkeys(inputs["test_targets"].get_dict()))  # every target switched off
+    assert validation_error(ActiveLearningWorkChain, inputs) is None
+
+
+def test_test_targets_the_test_set_cannot_give_are_refused(inputs):
+    test_set = inputs["test_set"].get_dict()
+    inputs["test_set"] = Dict({**test_set, "generation": {**test_set["generation"], "vacancies": 0, "volumes": 0}})
+    assert_refused(ActiveLearningWorkChain, inputs, "inputs", "volume_error / bulk_modulus_error need",
+                   "vacancy_error needs test_set.generation.vacancies ≥ 1")  # fmt: skip
+
+
+def test_test_structures_need_pseudopotentials_too(inputs):
+    inputs["test_structures"] = {"gold": structure("Au", cubic=True)}
+    assert_refused(ActiveLearningWorkChain, inputs, "inputs", "structure test_structures.gold", "Au")
+
+
 def test_vacancies_for_a_one_atom_structure(inputs):
     one_atom = StructureData(ase=Atoms("Si", cell=[2.6, 2.6, 2.6], pbc=True))  # simple cubic Si, 1 atom
     inputs["structures"] = {"sc": one_atom, "diamond": inputs["structures"]["s00"]}

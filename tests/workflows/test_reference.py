@@ -13,6 +13,8 @@ from aiida.orm import Int
 
 from aiida_annpot.workflows.active_learning import ActiveLearningWorkChain
 
+from ..small_campaign import NO_TEST_SET
+
 pytestmark = pytest.mark.slow
 
 #: pw.x settings under which the expanded cell cannot converge; one attempt (no restart by PwBaseWorkChain).
@@ -20,7 +22,7 @@ HARSH_DFT = {"reference": {"pw_parameters": {"ELECTRONS": {"electron_maxstep": 1
 
 
 def _builder(pw_code, annpot_code, family, structures, generation):
-    overrides = {**HARSH_DFT, "max_iterations": 1, "generation": generation}
+    overrides = {**HARSH_DFT, **NO_TEST_SET, "max_iterations": 1, "generation": generation}
     builder = ActiveLearningWorkChain.get_builder_from_protocol(pw_code, annpot_code, structures, family,
                                                                 protocol="fast", overrides=overrides)  # fmt: skip
     builder.reference.pw_base.max_iterations = Int(1)
@@ -28,8 +30,8 @@ def _builder(pw_code, annpot_code, family, structures, generation):
 
 
 def _no_copies(**changes) -> dict:
-    return {"isotropic_strains": 0, "anisotropic_strains": 0, "rattles": 0, "rattle_stdev": 0.03, "vacancies": 0,
-            **changes}  # fmt: skip
+    return {"volumes": 0, "isotropic_strains": 0, "anisotropic_strains": 0, "rattles": 0, "rattle_amplitudes": [0.03],
+            "vacancies": 0, **changes}  # fmt: skip
 
 
 def test_failed_labels_are_excluded_with_their_reason_and_the_campaign_goes_on(
