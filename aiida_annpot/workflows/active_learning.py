@@ -172,10 +172,13 @@ class ActiveLearningWorkChain(ProtocolMixin, TestSetSteps, WorkChain):
             cls.setup,
             cls.generate_structures,
             while_(cls.should_run_iteration)(
-                cls.run_reference,
-                cls.inspect_reference,
-                cls.run_committee,
-                cls.inspect_committee,
+                cls.start_iteration,
+                if_(cls.has_new_labels)(
+                    cls.run_reference,
+                    cls.inspect_reference,
+                    cls.run_committee,
+                    cls.inspect_committee,
+                ),
                 cls.run_exploration,
                 cls.inspect_exploration,
             ),
@@ -260,9 +263,21 @@ class ActiveLearningWorkChain(ProtocolMixin, TestSetSteps, WorkChain):
         return self.ctx.stop is None
 
     # --- one iteration ------------------------------------------------------------------------------------------
-    def run_reference(self):
+    def start_iteration(self):
         self.ctx.iteration += 1
         self.ctx.row = {"iteration": self.ctx.iteration, "labels_submitted": len(self.ctx.to_label)}
+        if not self.has_new_labels():  # the committee stays; its figures carry over to this row
+            previous = self.ctx.rows[-1]
+            self.ctx.row.update({key: previous[key] for key in ("validation", "test", "dataset_frames")
+                                 if key in previous}, labels_added=0, labels_failed=0)  # fmt: skip
+            self.report(f"iteration {self.ctx.iteration}: nothing new to label; the committee explores the next "
+                        "entry of the stage schedule")  # fmt: skip
+
+    def has_new_labels(self) -> bool:
+        """Structures to label (always in the first iteration); else the last committee explores on."""
+        return bool(self.ctx.to_label) or self.ctx.potential is None
+
+    def run_reference(self):
         futures = {
             "reference": self._submit_reference(
                 self.ctx.to_label, self.ctx.dataset, f"reference_{self.ctx.iteration:02d}"
@@ -301,15 +316,15 @@ class ActiveLearningWorkChain(ProtocolMixin, TestSetSteps, WorkChain):
             )
         if not node.is_finished_ok:
             return self._fail(self.exit_codes.ERROR_REFERENCE_FAILED.format(message=failure_text(node)))
-        if "test_reference" in self.ctx and self.ctx.iteration == 1:
-            failure = self._inspect_test_reference()
-            if failure is not None:
-                return self._fail(failure)
         before = self.ctx.dataset.n_frames if self.ctx.dataset is not None else 0
         self.ctx.dataset = node.outputs.dataset
         self.ctx.row.update(
             {"labels_added": self.ctx.dataset.n_frames - before, "dataset_frames": self.ctx.dataset.n_frames}
         )
+        if "test_reference" in self.ctx and self.ctx.iteration == 1:
+            failure = self._inspect_test_reference()
+            if failure is not None:  # the training labels computed so far are still attached
+                return self._fail(failure)
         self.report(
             f"iteration {self.ctx.iteration}: {self.ctx.row['labels_added']} label(s) added, "
             f"{len(failed)} failed; dataset has {self.ctx.dataset.n_frames} frames"
@@ -373,8 +388,10 @@ class ActiveLearningWorkChain(ProtocolMixin, TestSetSteps, WorkChain):
             )
         elif self.ctx.iteration >= self.inputs.max_iterations.value:
             self.ctx.stop = "max_iterations"
-        elif not selected:
+        elif not selected and self.ctx.iteration >= len(self.inputs.stage_schedule.get_list()):
             self.ctx.stop = "nothing_to_label"
+        elif not selected:  # only the stage schedule is ahead: explore its next entry with the same committee
+            self.ctx.to_label = {}
         else:
             self.ctx.to_label = {f"it{self.ctx.iteration:02d}_{key.split('_')[-1]}": s for key, s in selected.items()}
             self._trace_meshes(summary["selected"])
