@@ -54,7 +54,7 @@ def test_inputs_merge_default_then_protocol_then_overrides():
     assert reference["pw_parameters"] == {"ELECTRONS": {"conv_thr": 1.0e-8}, "SYSTEM": {"degauss": 0.01}}
     config = inputs["committee"]["config"]
     assert config["max_epochs"] == 5  # override
-    assert config["learning_rate"] == 0.01 and config["network"] == {"hidden": [12], "activation": "tanh"}  # fast
+    assert config["learning_rate"] == 0.01 and config["network"] == {"hidden": [16, 16], "activation": "tanh"}  # fast
     default_loss = data["default_inputs"]["committee"]["config"]["loss"]
     assert config["loss"] == {**default_loss, "energy_weight": 100.0}  # fast's energy weight over the default
     assert inputs["committee"]["committee_size"] == 4
@@ -114,7 +114,7 @@ def test_overrides_are_not_mutated_nor_aliased():
     inputs["committee"]["config"]["network"]["hidden"].append(4)
     inputs["reference"]["pw_parameters"]["SYSTEM"]["nosym"] = False
     assert overrides == before
-    assert ActiveLearningWorkChain.get_protocol_inputs("fast")["committee"]["config"]["network"]["hidden"] == [12]
+    assert ActiveLearningWorkChain.get_protocol_inputs("fast")["committee"]["config"]["network"]["hidden"] == [16, 16]
 
 
 def test_free_form_paths_accept_any_key_at_merge_time():
