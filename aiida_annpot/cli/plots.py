@@ -120,17 +120,20 @@ def parity_data(potential, dataset) -> dict[str, np.ndarray]:
 
 
 def plot_parity(data: dict[str, np.ndarray], output: Path, title: str) -> Path:
-    """Predicted against DFT energies (eV/atom) and force components (eV/Å), with the RMSE; ``data`` as
-    :func:`parity_data` gives it."""
+    """Predicted against DFT energies (meV/atom above the lowest DFT energy, so the ticks stay short) and force
+    components (eV/Å), with the RMSE; ``data`` as :func:`parity_data` gives it."""
     figure, axes = _pyplot().subplots(1, 2, figsize=(9, 4))
-    for axis, key, unit, scale in zip(axes, ("energy", "forces"), ("meV/atom", "eV/Å"), (1000, 1), strict=True):
-        dft, ann = data[f"dft_{key}"], data[f"ann_{key}"]
-        rmse = scale * np.sqrt(np.mean((dft - ann) ** 2))
+    lowest = data["dft_energy"].min()
+    shifted = {"dft_energy": 1000 * (data["dft_energy"] - lowest), "ann_energy": 1000 * (data["ann_energy"] - lowest),
+               "dft_forces": data["dft_forces"], "ann_forces": data["ann_forces"]}  # fmt: skip
+    for axis, key, unit in zip(axes, ("energy", "forces"), ("meV/atom", "eV/Å"), strict=True):
+        dft, ann = shifted[f"dft_{key}"], shifted[f"ann_{key}"]
+        rmse = np.sqrt(np.mean((dft - ann) ** 2))
         low, high = min(dft.min(), ann.min()), max(dft.max(), ann.max())
         axis.plot([low, high], [low, high], color="grey", linewidth=0.8)
         axis.plot(dft, ann, ".", markersize=3)
         axis.set(xlabel=f"DFT {key}", ylabel=f"potential {key}", title=f"RMSE {rmse:.3g} {unit}")
-    axes[0].set(xlabel="DFT energy (eV/atom)", ylabel="potential energy (eV/atom)")
+    axes[0].set(xlabel="DFT energy − lowest DFT energy (meV/atom)", ylabel="potential energy − the same (meV/atom)")
     axes[1].set(xlabel="DFT force component (eV/Å)", ylabel="potential force component (eV/Å)")
     figure.suptitle(title)
     return _save(figure, output)
