@@ -23,6 +23,7 @@ from aiida.orm import (
 from ase import units
 
 from aiida_annpot.calculations.explore import AnnExploreCalculation
+from aiida_annpot.core.properties import fit_birch_murnaghan
 from aiida_annpot.data.dataset import AtomisticDataset
 from aiida_annpot.data.potential import AnnPotential
 from aiida_annpot.workflows.active_learning import ITERATIONS_EXTRA, ActiveLearningWorkChain
@@ -129,23 +130,34 @@ def test_selected_structure_leads_back_to_its_exploration_and_committee(fast_si_
 
 
 def test_labels_have_dft_units_and_stress_sign(fast_si_campaign):
-    """Pressure from the stress labels follows -dE/dV of the isotropically strained cells (same pw.x settings).
+    """Pressure from the stress labels follows -dE/dV (a Birch–Murnaghan fit) of the ideal cell's energy-volume
+    series (same pw.x settings).
 
     At 20 Ry the analytic stress differs from the finite-volume derivative by a nearly constant Pulay term (about
     1 GPa here), so the test compares the pressure differences between the cells, which that offset cancels.
     """
     outputs, _ = fast_si_campaign
     frames = outputs["dataset"].to_frames()
-    strained = [f for f in frames if np.allclose(f.get_scaled_positions(), frames[0].get_scaled_positions(), atol=1e-8)]
-    assert len(strained) >= 4, "the ideal and isotropically strained cells are in the dataset"
+    names = outputs["dataset"].names
+    strained = [f for f, name in zip(frames, names, strict=True) if name.startswith(("si_ideal", "si_volume_"))]
+    assert len(strained) >= 4, "the ideal cell and its energy-volume series are in the dataset"
+    ideal = strained[0].get_scaled_positions()
+    assert all(np.allclose(f.get_scaled_positions(), ideal, atol=1e-8) for f in strained), "isotropic copies"
     strained.sort(key=lambda f: f.get_volume())
     volumes = np.array([f.get_volume() for f in strained])
     energies = np.array([f.get_potential_energy() for f in strained])
     pressures = np.array([-np.trace(f.get_stress(voigt=False)) / 3 for f in strained])  # eV/Å³
     assert np.all(np.diff(pressures) < 0), "compressed cells push outwards: pressure falls as the volume grows"
-    slope = -np.polynomial.Polynomial.fit(volumes, energies, deg=3).deriv()(volumes)  # 4+ points: cubic E(V)
+    fit = fit_birch_murnaghan(volumes, energies)  # E(V) of the series; its derivative is accurate at the ends too
+    step = 1e-4 * volumes.mean()
+    slope = -(fit.energy_at(volumes + step) - fit.energy_at(volumes - step)) / (2 * step)
     assert np.ptp(pressures) == pytest.approx(np.ptp(slope), rel=0.15)
-    assert pressures == pytest.approx(slope, abs=1.5 * units.GPa)
+    # the 20 Ry Pulay stress is about 1 GPa near V0 and grows under compression (2 GPa more at -6 % volume), so
+    # the absolute agreement is checked within ±3 % of the ideal volume
+    ideal_volume = frames[names.index("si_ideal")].get_volume()
+    near = np.abs(volumes / ideal_volume - 1.0) <= 0.031
+    assert near.sum() >= 3
+    assert pressures[near] == pytest.approx(slope[near], abs=1.5 * units.GPa)
     forces = np.concatenate([f.get_forces() for f in frames])
     assert np.abs(forces.sum(axis=0)).max() < 1e-2 * len(frames) * 8, "DFT forces sum to ~zero per frame"
 
