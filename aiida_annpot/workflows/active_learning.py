@@ -404,13 +404,17 @@ class ActiveLearningWorkChain(ProtocolMixin, TestSetSteps, WorkChain):
         self._publish(final=True)
         return None
 
+    def _start_cells(self, frames: list[dict]) -> list[str]:
+        """The start cell each explored frame's trajectory began from; a frame names its job's frames file
+        (``origin``, ``frames_<job>``) and its start's index in that job (``structure``)."""
+        dealt = deal_start_structures(self.ctx.starts, self.inputs.exploration.num_jobs.value)
+        return [dealt[int(frame["origin"].split("_")[-1])][frame["structure"]] for frame in frames]
+
     def _trace_meshes(self, picks: list[dict]) -> None:
         """A selected frame uses the mesh of the start cell its trajectory began from."""
-        dealt = deal_start_structures(self.ctx.starts, self.inputs.exploration.num_jobs.value)
         cells = self._structures()
-        for rank, pick in enumerate(picks):
-            job = int(pick["origin"].split("_")[-1])
-            cells.follow(f"it{self.ctx.iteration:02d}_{rank:03d}", dealt[job][pick["structure"]])
+        for rank, start in enumerate(self._start_cells(picks)):
+            cells.follow(f"it{self.ctx.iteration:02d}_{rank:03d}", start)
 
     def _unmet(self, accurate: float) -> list[str]:
         """Convergence criteria not met yet, as readable phrases.

@@ -15,7 +15,6 @@ from ..common.config import TestSetConfig, load_config
 from ..core.testset import targets_unmet
 from ..data.dataset import AtomisticDataset
 from .campaign_inputs import validate_test_set, validate_test_targets
-from .exploration import deal_start_structures
 from .messages import failure_text, number_text
 
 __all__ = ["TestSetSteps", "define_test_set"]
@@ -129,12 +128,10 @@ class TestSetSteps:
         distance = self.inputs.exploration_config.get_dict().get("selection", {}).get("min_distance", 1.0)
         sampled = sample_test_frames(Int(test.md_frames), Int(test.seed), Float(distance), **frames,
                                      metadata={"call_link_label": "sample_test_md"})  # fmt: skip
-        origins = sampled["origins"].get_dict()
-        dealt = deal_start_structures(self.ctx.starts, self.inputs.exploration.num_jobs.value)
+        origins = sorted(sampled["origins"].get_dict().items())
         cells, to_label = self._structures(), {}
-        for key, origin in sorted(origins.items()):
+        for (key, _), start in zip(origins, self._start_cells([origin for _, origin in origins]), strict=True):
             label = f"test_md_{key.split('_')[-1]}"
-            start = dealt[int(origin["origin"].split("_")[-1])][origin["structure"]]
             cells.follow(label, start)
             to_label[label] = sampled[key]
             self.ctx.test_kinds[label] = ["md", self.ctx.start_group[start]]
