@@ -10,6 +10,7 @@ from __future__ import annotations
 from aiida.orm import ArrayData, Dict, Int
 
 from ..common.config import TrainingConfig
+from ..core.baselines import ENTRY_POINT_GROUP, is_registered, registered_names
 from ..data.dataset import AtomisticDataset
 from ..data.potential import AnnPotential
 from .base import AnnpotCalculation, validate_config_dict
@@ -23,8 +24,17 @@ PATH_KEYS = ("dataset", "validation_dataset", "init_model")
 
 
 def validate_training_config(value: Dict, _) -> str | None:
-    """The settings must form a valid TrainingConfig once the calculation adds the dataset path."""
-    return validate_config_dict(value, TrainingConfig, PATH_KEYS, {"dataset": DATASET})
+    """The settings must form a valid TrainingConfig once the calculation adds the dataset path, with a registered
+    baseline if any: an import path would be imported by the daemon and the cluster, where no one trusted it."""
+    message = validate_config_dict(value, TrainingConfig, PATH_KEYS, {"dataset": DATASET})
+    baseline = (value.get_dict().get("baseline") or {}).get("name")
+    if message is None and baseline is not None and not is_registered(baseline):
+        message = (
+            f"baseline.name {baseline!r} is an import path: AiiDA processes take registered baselines only "
+            f"({', '.join(registered_names())}); register the class under the entry point group {ENTRY_POINT_GROUP} "
+            "of an installed package"
+        )
+    return message
 
 
 def validate_inputs(inputs: dict, namespace) -> str | None:

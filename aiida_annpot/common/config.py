@@ -146,19 +146,20 @@ class BaselineConfig(_Strict):
     """Delta learning: the networks learn DFT − baseline, and the calculator adds the baseline back.
 
     ``name`` is ``"zbl"`` (the built-in Ziegler–Biersack–Littmark screened nuclear repulsion, switched off smoothly
-    below the bonding distances), a short ASE calculator name (``"lj"``, ``"morse"``, ``"emt"``), or the import path
-    of any ASE calculator class (``"ase.calculators.lj.LennardJones"``). The name and parameters are checked by
-    building the calculator, so a name that does not exist fails at submit time.
+    below the bonding distances), a registered ASE calculator name (``"lj"``, ``"morse"``, ``"emt"``), or the import
+    path of any ASE calculator class (``"package.module.Class"``). A registered name and its parameters are checked by
+    building the calculator, so they fail at submit time; an import path is never imported because a configuration
+    names it: it is built only where the user trusts it explicitly (``--trust-baseline``).
     """
 
-    name: str = Field(..., min_length=1, description='"zbl", a short ASE name, or "package.module.Class".')
+    name: str = Field(..., min_length=1, description='"zbl", a registered ASE name, or "package.module.Class".')
     parameters: dict[str, Any] = Field({}, description="Keyword arguments of the baseline calculator.")
 
     @model_validator(mode="after")
-    def _buildable(self) -> BaselineConfig:
-        from ..core.baselines import make_baseline  # torch-free; imported here because core depends on common
+    def _checked(self) -> BaselineConfig:
+        from ..core.baselines import check_baseline  # torch-free; imported here because core depends on common
 
-        make_baseline(self)  # raises ValueError naming the problem
+        check_baseline(self)  # raises ValueError naming the problem; imports nothing a file names
         return self
 
 

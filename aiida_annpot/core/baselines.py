@@ -3,7 +3,14 @@
 A delta-learning potential fits DFT − baseline and its calculator adds the baseline back. The baseline is an ASE
 calculator built from a :class:`~aiida_annpot.common.config.BaselineConfig`: ``"zbl"`` (:class:`ZBLCalculator`,
 the Ziegler–Biersack–Littmark universal screened nuclear repulsion, switched off below the bonding distances), a
-short ASE name (``"lj"``, ``"morse"``, ``"emt"``) or the import path ``package.module.Class`` of any ASE calculator.
+registered name (``"lj"``, ``"morse"``, ``"emt"``, or one that an installed package registers under the entry point
+group ``aiida_annpot.baselines``) or the import path ``package.module.Class`` of any ASE calculator.
+
+Files are untrusted input: a model file, a training or campaign configuration can be downloaded from anywhere, and an
+import path in one would import that module (and an ASE calculator may run a ``command``). So only registered names
+are built from what a file says; an import path is built only when the caller trusts it explicitly (``trusted=``,
+``annpot … --trust-baseline``), never because a file names it. AiiDA campaigns take registered names only: their
+configurations travel to the daemon and the cluster, where no one is asked.
 
 This module is torch-free (numpy, vesin, ASE): the AiiDA side imports it at submit time to validate configurations.
 """
@@ -11,7 +18,9 @@ This module is torch-free (numpy, vesin, ASE): the AiiDA side imports it at subm
 from __future__ import annotations
 
 import importlib
-from collections.abc import Mapping
+import importlib.metadata
+import re
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
@@ -24,8 +33,9 @@ from ase.stress import full_3x3_to_voigt_6_stress, voigt_6_to_full_3x3_stress
 
 from .errors import InputDataError
 
-__all__ = ["SHORT_NAMES", "ZBLCalculator", "baseline_record", "delta_labels", "describe_baseline", "make_baseline",
-           "subtract_baseline"]  # fmt: skip
+__all__ = ["ENTRY_POINT_GROUP", "SHORT_NAMES", "UntrustedBaselineError", "ZBLCalculator", "baseline_record",
+           "check_baseline", "delta_labels", "describe_baseline", "is_registered", "make_baseline",
+           "registered_names", "subtract_baseline"]  # fmt: skip
 
 #: e²/(4πε₀) in eV·Å.
 COULOMB = units.Hartree * units.Bohr
@@ -127,13 +137,21 @@ def smoothstep_switch(r: np.ndarray, inner: np.ndarray, outer: np.ndarray) -> tu
     return (1.0 - t) ** 3 * (1.0 + 3.0 * t + 6.0 * t * t), -30.0 * t * t * (1.0 - t) ** 2 / width
 
 
-#: Short baseline names: the built-in ZBL class, or the import path of an ASE calculator.
+#: Built-in baseline names: the ZBL class, or the import path of an ASE calculator known to be safe (it computes
+#: in-process and runs no command). With the entry points of :data:`ENTRY_POINT_GROUP`, the registered names.
 SHORT_NAMES: dict[str, type[Calculator] | str] = {
     "zbl": ZBLCalculator,
     "lj": "ase.calculators.lj.LennardJones",
     "morse": "ase.calculators.morse.MorsePotential",
     "emt": "ase.calculators.emt.EMT",
 }
+#: Installed packages register baselines here (``name = "package.module:Class"``); installing is the user's trust.
+ENTRY_POINT_GROUP = "aiida_annpot.baselines"
+_IDENTIFIER_PATH = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)+")
+
+
+class UntrustedBaselineError(InputDataError):
+    """An import-path baseline that the caller did not trust explicitly (bad input: ``annpot`` exits 2)."""
 
 
 def _name_and_parameters(config) -> tuple[str, dict[str, Any]]:
@@ -143,17 +161,48 @@ def _name_and_parameters(config) -> tuple[str, dict[str, Any]]:
     return config.name, dict(config.parameters)
 
 
-def _resolve(name: str) -> type[Calculator]:
-    """The calculator class of a short name or an import path. :raises ValueError: naming what is wrong."""
+def _entry_points() -> dict[str, importlib.metadata.EntryPoint]:
+    return {point.name: point for point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def _is_builtin(name: str) -> bool:
+    return name in SHORT_NAMES or name in {path for path in SHORT_NAMES.values() if isinstance(path, str)}
+
+
+def registered_names() -> list[str]:
+    """The names a file may use: the built-in short names and the installed entry points."""
+    return [*SHORT_NAMES, *sorted(set(_entry_points()) - set(SHORT_NAMES))]
+
+
+def is_registered(name: str) -> bool:
+    """Whether ``name`` is a registered baseline: a built-in short name or the import path one stands for, or an
+    entry point of :data:`ENTRY_POINT_GROUP`."""
+    return _is_builtin(name) or name in _entry_points()
+
+
+def _registered_class(name: str) -> type[Calculator]:
+    if not _is_builtin(name):  # an installed package's entry point
+        try:
+            cls = _entry_points()[name].load()
+        except Exception as exc:
+            raise ValueError(
+                f"baseline {name!r}: its entry point cannot be loaded ({type(exc).__name__}: {exc})"
+            ) from exc
+        if not (isinstance(cls, type) and issubclass(cls, Calculator)):
+            raise ValueError(
+                f"baseline {name!r}: entry point {ENTRY_POINT_GROUP}:{name} is not an ASE calculator class"
+            )
+        return cls
     target = SHORT_NAMES.get(name, name)
     if isinstance(target, type):
         return target
     module_name, _, class_name = target.rpartition(".")
-    if not module_name:
-        raise ValueError(
-            f"unknown baseline {name!r}: use one of {', '.join(SHORT_NAMES)} or the import path of an ASE calculator "
-            "class (package.module.ClassName)"
-        )
+    return getattr(importlib.import_module(module_name), class_name)  # one of ours: ase.calculators.*
+
+
+def _import(name: str) -> type[Calculator]:
+    """The class behind a trusted import path. :raises ValueError: naming what is wrong."""
+    module_name, _, class_name = name.rpartition(".")
     try:
         module = importlib.import_module(module_name)
     except Exception as exc:  # ImportError, or whatever the module raises while it is imported
@@ -164,27 +213,67 @@ def _resolve(name: str) -> type[Calculator]:
     if cls is None:
         raise ValueError(f"baseline {name!r}: module {module_name!r} has no attribute {class_name!r}")
     if not (isinstance(cls, type) and issubclass(cls, Calculator)):
-        raise ValueError(f"baseline {name!r} is not an ASE calculator: {target} is not a subclass of "
+        raise ValueError(f"baseline {name!r} is not an ASE calculator: {name} is not a subclass of "
                          "ase.calculators.calculator.Calculator")  # fmt: skip
     return cls
 
 
-def make_baseline(config) -> Calculator:
+def _resolve(name: str, trusted: Iterable[str]) -> type[Calculator]:
+    """The calculator class of a registered name, or of an import path in ``trusted``.
+
+    :raises UntrustedBaselineError: an import path the caller did not trust (nothing is imported).
+    :raises ValueError: an unknown name, or a trusted path that cannot be imported or is not an ASE calculator.
+    """
+    if is_registered(name):
+        return _registered_class(name)
+    if not _IDENTIFIER_PATH.fullmatch(name):
+        raise ValueError(
+            f"unknown baseline {name!r}: use one of {', '.join(registered_names())} or the import path of an ASE "
+            "calculator class (package.module.ClassName)"
+        )
+    if name not in set(trusted):
+        raise UntrustedBaselineError(
+            f"baseline {name!r} is an import path, not one of the registered baselines "
+            f"({', '.join(registered_names())}): a file cannot choose code to import. If you trust it, pass it "
+            f"explicitly (--trust-baseline {name} on the command line, trusted_baselines=[{name!r}] in Python), or "
+            f"register it under the entry point group {ENTRY_POINT_GROUP}"
+        )
+    return _import(name)
+
+
+def _check_parameters(name: str, cls: type[Calculator], parameters: dict[str, Any]) -> None:
+    # the built-in calculators accept any keyword (ASE's **kwargs): refuse those outside their default_parameters
+    if _is_builtin(name):
+        unknown = sorted(set(parameters) - set(cls.default_parameters))
+        if unknown:
+            raise ValueError(f"baseline {name!r} does not take parameter(s) {', '.join(unknown)} "
+                             f"(known: {', '.join(cls.default_parameters) or 'none'})")  # fmt: skip
+
+
+def check_baseline(config) -> None:
+    """Check a baseline without importing anything a file names: a registered name is built with its parameters; an
+    import path is checked for its form only (whether it imports is decided where it is trusted and built).
+
+    :raises ValueError: an unknown name, a malformed path, or parameters a registered baseline refuses.
+    """
+    name, _ = _name_and_parameters(config)
+    if is_registered(name):
+        make_baseline(config)
+    elif not _IDENTIFIER_PATH.fullmatch(name):
+        _resolve(name, ())  # raises the unknown-name message
+
+
+def make_baseline(config, trusted: Iterable[str] = ()) -> Calculator:
     """Build the baseline calculator of a :class:`~aiida_annpot.common.config.BaselineConfig` (or its JSON record).
 
-    The calculators behind the short names accept any keyword (ASE's ``**kwargs``), so for them parameters outside
-    their ``default_parameters`` are refused here; any other class decides itself through its constructor.
-
+    :param trusted: import paths the caller trusts explicitly (never read from a file); registered names need none.
+    :raises UntrustedBaselineError: an import path not in ``trusted`` (nothing imported).
     :raises ValueError: unknown name, module or class not importable, not an ASE calculator, or parameters refused
         (the message names them).
     """
     name, parameters = _name_and_parameters(config)
-    cls = _resolve(name)
-    exhaustive = {SHORT_NAMES["zbl"], *(_resolve(short) for short in ("lj", "morse", "emt"))}
-    unknown = sorted(set(parameters) - set(cls.default_parameters)) if cls in exhaustive else []
-    if unknown:
-        raise ValueError(f"baseline {name!r} does not take parameter(s) {', '.join(unknown)} "
-                         f"(known: {', '.join(cls.default_parameters) or 'none'})")  # fmt: skip
+    cls = _resolve(name, trusted)
+    _check_parameters(name, cls, parameters)
     try:
         return cls(**parameters)
     except Exception as exc:  # constructors raise TypeError, ValueError, ... for parameters they refuse
@@ -254,8 +343,11 @@ def subtract_baseline(frames: list[Atoms], baseline: Calculator, source: str = "
     return residuals
 
 
-def delta_labels(frames: list[Atoms], baseline, source: str = "dataset") -> list[Atoms]:
+def delta_labels(frames: list[Atoms], baseline, source: str = "dataset", trusted: Iterable[str] = ()) -> list[Atoms]:
     """What a delta-learning model's networks fit: the frames labelled DFT − ``baseline`` (a BaselineConfig or its
-    JSON record); the frames themselves when ``baseline`` is None. Training and evaluation both use it, so their
-    errors mean the same thing (errors of the residual are errors of the total)."""
-    return frames if baseline is None else subtract_baseline(frames, make_baseline(baseline), source=source)
+    JSON record, built with :func:`make_baseline` and ``trusted``); the frames themselves when ``baseline`` is None.
+    Training and evaluation both use it, so their errors mean the same thing (errors of the residual are errors of
+    the total)."""
+    if baseline is None:
+        return frames
+    return subtract_baseline(frames, make_baseline(baseline, trusted), source=source)

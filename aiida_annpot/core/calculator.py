@@ -16,7 +16,7 @@ import torch
 from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
 from ase.stress import full_3x3_to_voigt_6_stress
 
-from .baselines import make_baseline
+from .baselines import UntrustedBaselineError, make_baseline
 from .committee import committee_statistics
 from .geometry import NeighborSearch, raise_allocator_thresholds
 from .model import Potential
@@ -29,6 +29,9 @@ class AnnCalculator(Calculator):
     :param model: a model file, a list of member files (a committee), or a loaded ``Potential``.
     :param dtype: ``"float32"`` (fast MD) or ``"float64"``.
     :param skin: Verlet skin in Å for the neighbour list (reuse across MD steps); 0 recomputes every call.
+    :param trusted_baselines: import paths of baselines the caller trusts. A model file may name only a registered
+        baseline (:data:`~aiida_annpot.core.baselines.SHORT_NAMES`); one whose file names an import path loads only
+        when that path is passed here, so a downloaded file never imports a module of its own choosing.
     """
 
     implemented_properties = ["energy", "free_energy", "forces", "stress", "energies", "energy_std",
@@ -38,13 +41,16 @@ class AnnCalculator(Calculator):
     on_request = ("fingerprint", "extrapolation", "extrapolation_atoms")
     default_parameters = {"dtype": "float64", "skin": 0.0}
 
-    def __init__(self, model, dtype: str = "float64", skin: float = 0.0, **kwargs):
+    def __init__(self, model, dtype: str = "float64", skin: float = 0.0, trusted_baselines=(), **kwargs):
         super().__init__(dtype=dtype, skin=skin, **kwargs)
         torch_dtype = getattr(torch, dtype)
         self.potential = model.to(torch_dtype) if isinstance(model, Potential) else load_potential(model, torch_dtype)
         self.potential.eval()
         baseline = self.potential.baseline_config
-        self.baseline = None if baseline is None else make_baseline(baseline)  # delta learning
+        try:
+            self.baseline = None if baseline is None else make_baseline(baseline, trusted_baselines)  # delta learning
+        except UntrustedBaselineError as exc:
+            raise UntrustedBaselineError(f"{getattr(self.potential, 'source', 'the potential')}: {exc}") from exc
         self.neighbors = NeighborSearch(self.potential.descriptor.cutoff, skin=skin)
         self._last = None  # the latest Prediction, kept for a fingerprint asked for later
         raise_allocator_thresholds()  # MD calls this thousands of times: keep freed buffers mapped

@@ -18,6 +18,7 @@ import click
 
 from .. import __version__
 from ..common.config import ConfigError, ExplorationConfig, TrainingConfig, load_config
+from . import jsonio
 from .errors import EXIT_DIVERGED, EXIT_INPUT_ERROR, EXIT_OK, EXIT_WALL_TIME, AnnpotError
 
 __all__ = ["STATUS_FILE", "main"]
@@ -85,9 +86,17 @@ def _records_status(command: Callable) -> Callable:
             workdir = Path(kwargs["workdir"])
             if workdir.is_dir():  # bad input before the work started leaves nothing behind
                 status = {"exit_code": code, "status": _STATUS_NAMES.get(code, "crashed"), "message": message}
-                (workdir / STATUS_FILE).write_text(json.dumps(status))
+                (workdir / STATUS_FILE).write_text(jsonio.dumps(status))
 
     return wrapper
+
+
+#: ``--trust-baseline``: the explicit trust an import-path baseline needs; files cannot give it to themselves.
+_trust_baseline = click.option(
+    "--trust-baseline", "trusted_baselines", multiple=True, metavar="PACKAGE.MODULE.CLASS",
+    help="Build this import-path baseline (an ASE calculator) when a configuration or model file names it "
+         "(repeatable). Without it only the registered baselines (zbl, lj, morse, emt) are built.",
+)  # fmt: skip
 
 
 def _resolve(value: str | None, base: Path) -> str | None:
@@ -124,9 +133,10 @@ def cli() -> None:
 @click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), default=Path("."), show_default=True,
               help="Folder for the model, metrics, learning curve and checkpoint.")  # fmt: skip
 @click.option("--resume", is_flag=True, help="Continue from the checkpoint in WORKDIR, if there is one.")
+@_trust_baseline
 @_records_status
 @_reports_input_errors
-def train(config_file: Path, workdir: Path, resume: bool) -> None:
+def train(config_file: Path, workdir: Path, resume: bool, trusted_baselines: tuple[str, ...]) -> None:
     """Train one model as described by CONFIG.yaml (paths in it are relative to its folder)."""
     config = load_config(config_file, TrainingConfig)
     base = config_file.parent
@@ -135,7 +145,7 @@ def train(config_file: Path, workdir: Path, resume: bool) -> None:
     )
     from .training import CHECKPOINT, METRICS, MODEL, Trainer  # after the config check: a typo fails fast
 
-    outcome = Trainer(config, workdir, log=click.echo).run(resume=resume)
+    outcome = Trainer(config, workdir, log=click.echo, trusted_baselines=trusted_baselines).run(resume=resume)
     if outcome.status == "wall_time":
         click.echo(f"wall time reached after epoch {outcome.epochs}: checkpoint written to {workdir / CHECKPOINT}")
         click.echo(f"resume with: annpot train {config_file} --workdir {workdir} --resume")
@@ -154,9 +164,10 @@ def train(config_file: Path, workdir: Path, resume: bool) -> None:
 @click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), default=Path("."), show_default=True,
               help="Folder for trajectories, selected frames and the summary.")  # fmt: skip
 @click.option("--resume", is_flag=True, help="Continue an interrupted exploration in WORKDIR.")
+@_trust_baseline
 @_records_status
 @_reports_input_errors
-def explore(config_file: Path, workdir: Path, resume: bool) -> None:
+def explore(config_file: Path, workdir: Path, resume: bool, trusted_baselines: tuple[str, ...]) -> None:
     """Run committee MD as described by CONFIG.yaml and select frames for labelling."""
     config = load_config(config_file, ExplorationConfig)
     base = config_file.parent
@@ -170,7 +181,7 @@ def explore(config_file: Path, workdir: Path, resume: bool) -> None:
     from .exploration import run_exploration  # lazy: torch-heavy, and only this command needs it
 
     workdir.mkdir(parents=True, exist_ok=True)
-    result = run_exploration(config, workdir, resume=resume, log=click.echo)
+    result = run_exploration(config, workdir, resume=resume, log=click.echo, trusted_baselines=trusted_baselines)
     if result.get("status") == "wall_time":
         click.echo(f"resume with: annpot explore {config_file} --workdir {workdir} --resume")
         click.get_current_context().exit(EXIT_WALL_TIME)
@@ -183,17 +194,20 @@ def explore(config_file: Path, workdir: Path, resume: bool) -> None:
     )
 
 
-def _load_data(data: Path, potential):
+def _load_data(data: Path, potential, trusted_baselines=()):
     """Labelled frames of ``data`` as a FeatureSet for ``potential``, validated first.
 
     A delta-learning potential's networks predict DFT − baseline, so the baseline is subtracted from the labels.
     """
-    from .baselines import delta_labels
+    from .baselines import UntrustedBaselineError, delta_labels
     from .dataset import FeatureSet, read_frames, validate_labelled
 
     frames = read_frames(data)
     validate_labelled(frames, source=str(data), require_forces=False)
-    frames = delta_labels(frames, potential.baseline_config, source=str(data))
+    try:
+        frames = delta_labels(frames, potential.baseline_config, str(data), trusted_baselines)
+    except UntrustedBaselineError as exc:
+        raise UntrustedBaselineError(f"{potential.source}: {exc}") from exc
     return FeatureSet(frames, potential, potential.dtype)
 
 
@@ -211,7 +225,7 @@ def _parity_rows(parity) -> list[tuple[str, float, float]]:
 
 def _write_evaluation(output: Path, summary: dict, parity) -> None:
     output.mkdir(parents=True, exist_ok=True)
-    (output / "metrics.json").write_text(json.dumps(summary, indent=2))
+    (output / "metrics.json").write_text(jsonio.dumps(summary, indent=2))
     with (output / "parity.csv").open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["kind", "reference", "predicted"])
@@ -225,8 +239,11 @@ def _write_evaluation(output: Path, summary: dict, parity) -> None:
               help="Another committee member's model file (repeatable).")  # fmt: skip
 @click.option("--output", type=click.Path(file_okay=False, path_type=Path),
               help="Folder to write metrics.json and parity.csv to.")  # fmt: skip
+@_trust_baseline
 @_reports_input_errors
-def evaluate(model: Path, data: Path, members: tuple[Path, ...], output: Path | None) -> None:
+def evaluate(
+    model: Path, data: Path, members: tuple[Path, ...], output: Path | None, trusted_baselines: tuple[str, ...]
+) -> None:
     """Errors of MODEL (with any --member files, as a committee mean) on the labelled frames of DATA."""
     from .metrics import parity
     from .modelfile import load_potential
@@ -234,7 +251,7 @@ def evaluate(model: Path, data: Path, members: tuple[Path, ...], output: Path | 
     paths = [model, *members]
     potential = load_potential(paths)
     potential.eval()
-    features = _load_data(data, potential)
+    features = _load_data(data, potential, trusted_baselines)
     mean = parity(potential, features)
     members_metrics = [parity(potential, features, member=k).metrics() for k in range(len(paths))] if members else []
     columns = {"committee mean" if members else "model": mean.metrics()}
@@ -251,17 +268,24 @@ def evaluate(model: Path, data: Path, members: tuple[Path, ...], output: Path | 
 
 def _info_lines(metadata: dict) -> list[str]:
     """Human-readable summary of a model file's metadata."""
-    from .baselines import describe_baseline
+    from .baselines import describe_baseline, is_registered
 
+    baseline = metadata.get("baseline")
+    trust = (
+        ""
+        if baseline is None or is_registered(baseline["name"])
+        else " (an import path: built only with --trust-baseline)"
+    )
     descriptor = {key: value for key, value in metadata.get("descriptor", {}).items() if value is not None}
     network = metadata.get("network", {})
     lines = [
         f"elements:     {', '.join(metadata.get('elements', []))}",
         f"descriptor:   {descriptor.pop('type', '?')} ({', '.join(f'{k}={v}' for k, v in descriptor.items())})",
         f"network:      hidden {network.get('hidden')}, activation {network.get('activation')}",
-        f"baseline:     {describe_baseline(metadata.get('baseline'))}",
+        f"baseline:     {describe_baseline(baseline)}{trust}",
         f"dtype:        {metadata.get('dtype', '?')}",
         f"dataset hash: {metadata.get('dataset_hash', 'n/a')}",
+        f"digest:       {metadata.get('digest', 'none (format v1, written before digests)')}",
     ]
     versions = metadata.get("versions", {})
     lines.append("versions:     " + ", ".join(f"{name} {version}" for name, version in versions.items()))
@@ -279,10 +303,13 @@ def _info_lines(metadata: dict) -> list[str]:
 @click.option("--json", "as_json", is_flag=True, help="Print the raw metadata as JSON.")
 @_reports_input_errors
 def info(model: Path, as_json: bool) -> None:
-    """Print the metadata of a model file: elements, descriptor, network, dataset hash, metrics, versions."""
-    from .modelfile import has_feature_ranges, read_metadata
+    """Print the metadata of a model file: elements, descriptor, network, dataset hash, metrics, versions.
+
+    The file's digest is checked first: a file edited after it was written is refused."""
+    from .modelfile import has_feature_ranges, read_metadata, verify_model_file
 
     metadata = read_metadata(model)
+    verify_model_file(model, metadata)
     if as_json:
         click.echo(json.dumps(metadata, indent=2))
         return

@@ -45,6 +45,7 @@ from ase.md.velocitydistribution import Stationary, thermalize_momenta
 from ase.md.verlet import VelocityVerlet
 
 from ..common.config import ExplorationConfig, ExplorationStage
+from . import jsonio
 from .calculator import AnnCalculator
 from .dataset import dataset_hash, read_frames
 from .errors import InputDataError, UnknownElementError
@@ -115,7 +116,7 @@ def _digest(config: ExplorationConfig, structures: list[Atoms]) -> str:
 
 def _write_json(path: Path, data: dict) -> None:
     temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(json.dumps(data, indent=2))
+    temporary.write_text(jsonio.dumps(data, indent=2))
     temporary.replace(path)  # atomic: a kill mid-write leaves the previous file
 
 
@@ -310,12 +311,15 @@ def _write_selected(path: Path, frames: list[Atoms], result: SelectionResult) ->
         ase.io.write(path, picked, format="extxyz")
 
 
-def run_exploration(config: ExplorationConfig, workdir: str | Path, resume: bool = False, log=print) -> dict:
+def run_exploration(
+    config: ExplorationConfig, workdir: str | Path, resume: bool = False, log=print, trusted_baselines=()
+) -> dict:
     """Run (or resume) every start structure through every stage in ``workdir``; returns the summary.
 
     :param config: exploration settings; paths already resolved.
     :param resume: continue from ``progress.json`` and ``frames.extxyz`` instead of starting over.
     :param log: called with one line per finished trajectory.
+    :param trusted_baselines: import-path baselines the caller trusts (a model file cannot trust its own).
     :returns: the summary, with ``status`` ``finished``; or ``{"status": "wall_time", ...}`` when the wall-time
         budget or SIGTERM stopped the run after a recorded frame (``resume=True`` continues from there).
     :raises InputDataError: no start structures, an element the model lacks, overlapping atoms, or a resume with
@@ -325,8 +329,8 @@ def run_exploration(config: ExplorationConfig, workdir: str | Path, resume: bool
     workdir.mkdir(parents=True, exist_ok=True)
     if config.threads:
         torch.set_num_threads(config.threads)
-    calc = AnnCalculator(config.models, dtype=config.dtype, skin=config.skin)
-    single = AnnCalculator(calc.potential, dtype=config.dtype)  # no Verlet cache: unrelated structures
+    calc = AnnCalculator(config.models, dtype=config.dtype, skin=config.skin, trusted_baselines=trusted_baselines)
+    single = AnnCalculator(calc.potential, dtype=config.dtype, trusted_baselines=trusted_baselines)  # no Verlet cache
     structures = _load_structures(config, calc)
     dim = _fingerprints(single, structures[:1], config.structures).shape[1]
     digest = _digest(config, structures)

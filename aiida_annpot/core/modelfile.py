@@ -1,13 +1,18 @@
 """Model files: one committee member per file, safetensors weights with JSON metadata in the header.
 
-Loading reads tensors and JSON only, never unpickles. The metadata records everything needed to rebuild the
-model (elements, descriptor and network configuration, the delta-learning baseline if any) and to trust it
-(dataset hash, metrics, versions).
+Model files are shared and downloaded, so loading one treats it as untrusted input: it reads tensors and JSON only,
+never unpickles, and never imports or runs anything the file names (a delta-learning baseline named by an import
+path is built only when the caller trusts that path, see :mod:`~aiida_annpot.core.baselines`). The metadata
+records everything needed to rebuild the model (elements, descriptor and network configuration, the baseline if
+any) and to judge it (dataset hash, metrics, versions), and a SHA-256 digest of the tensors and the metadata: a
+file edited after it was written (forged elements or metrics, changed weights) is refused, naming the file. The
+digest catches edits and corruption, not a forger who recomputes it; trust a file by where it came from.
 Members of a committee are separate files (each from its own training run) stacked by :func:`load_potential`.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import platform
 from pathlib import Path
@@ -19,12 +24,16 @@ from safetensors.torch import save_file
 
 from .. import __version__
 from ..common.config import BaselineConfig, DescriptorConfig, NetworkConfig
+from . import jsonio
 from .baselines import baseline_record, describe_baseline
 from .errors import ModelFileError
 from .model import Potential
 
 FORMAT = "annpot-model"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+#: Versions this code reads: 1 (before the digest) and 2 (with ``digest``).
+_READABLE_VERSIONS = (1, 2)
+_DIGEST_KEY = "digest"
 _METADATA_KEY = "annpot"
 _BUFFERS = ("feature_mean", "feature_std", "reference_energy", "energy_scale")
 #: Training feature ranges (extrapolation grades); files written before they were stored load with infinite ranges.
@@ -51,9 +60,46 @@ def save_model(potential: Potential, path: str | Path, member: int = 0, **extra)
         "baseline": baseline_record(potential.baseline_config),  # delta learning: null without a baseline
         **extra,
     }
+    metadata = jsonio.finite_or_none(metadata)  # standard JSON: the digest covers what is written
+    metadata[_DIGEST_KEY] = content_digest(tensors, metadata)
     path = Path(path)
-    save_file(tensors, str(path), metadata={_METADATA_KEY: json.dumps(metadata)})
+    save_file(tensors, str(path), metadata={_METADATA_KEY: jsonio.dumps(metadata)})
     return path
+
+
+def content_digest(tensors: dict[str, torch.Tensor], metadata: dict) -> str:
+    """``sha256:<hex>`` of every tensor (name, dtype, shape, bytes, in name order) and of the metadata as canonical
+    JSON without its own ``digest`` entry."""
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        tensor = tensors[name].detach().cpu().contiguous()
+        digest.update(f"{name}|{str(tensor.dtype).removeprefix('torch.')}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    described = {key: value for key, value in metadata.items() if key != _DIGEST_KEY}
+    digest.update(json.dumps(described, sort_keys=True, separators=(",", ":")).encode())
+    return f"sha256:{digest.hexdigest()}"
+
+
+def verify_model_file(path: str | Path, metadata: dict | None = None) -> None:
+    """Refuse a file whose tensors or metadata do not match its recorded digest (format 1 files predate it).
+
+    :raises ModelFileError: naming the file.
+    """
+    metadata = read_metadata(path) if metadata is None else metadata
+    if metadata.get("format_version") == 1:
+        return
+    recorded = metadata.get(_DIGEST_KEY)
+    if not isinstance(recorded, str):
+        raise ModelFileError(f"{path} has no content digest: it was not written by annpot save_model")
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            tensors = {name: handle.get_tensor(name) for name in handle.keys()}  # noqa: SIM118 (not a dict)
+    except (SafetensorError, OSError) as exc:
+        raise ModelFileError(f"{path}: unreadable tensor: {exc}") from exc
+    if content_digest(tensors, metadata) != recorded:
+        raise ModelFileError(
+            f"{path} was modified after it was written: its tensors or metadata do not match its digest {recorded}"
+        )
 
 
 def read_metadata(path: str | Path) -> dict:
@@ -72,10 +118,10 @@ def read_metadata(path: str | Path) -> dict:
         metadata = json.loads(header[_METADATA_KEY])
     except (KeyError, json.JSONDecodeError) as exc:
         raise ModelFileError(f"{path} has no annpot metadata") from exc
-    if metadata.get("format") != FORMAT or metadata.get("format_version") != FORMAT_VERSION:
+    if metadata.get("format") != FORMAT or metadata.get("format_version") not in _READABLE_VERSIONS:
         raise ModelFileError(
             f"{path} is format {metadata.get('format')!r} v{metadata.get('format_version')}, "
-            f"expected {FORMAT!r} v{FORMAT_VERSION}"
+            f"expected {FORMAT!r} v{' or v'.join(map(str, _READABLE_VERSIONS))}"
         )
     return metadata
 
@@ -101,6 +147,8 @@ def load_potential(paths: str | Path | list, dtype: torch.dtype | None = None) -
     if not paths:
         raise ModelFileError("no model files given")
     metadata = [read_metadata(p) for p in paths]
+    for path, meta in zip(paths, metadata, strict=True):
+        verify_model_file(path, meta)
     reference = _architecture(metadata[0])
     for path, meta in zip(paths[1:], metadata[1:], strict=True):
         if _architecture(meta) != reference:
@@ -115,7 +163,7 @@ def load_potential(paths: str | Path | list, dtype: torch.dtype | None = None) -
     try:
         descriptor = TypeAdapter(DescriptorConfig).validate_python(metadata[0]["descriptor"])
         network = NetworkConfig.model_validate(metadata[0]["network"])
-        baseline = metadata[0].get("baseline")  # rebuilt here, so a baseline this node cannot build fails now
+        baseline = metadata[0].get("baseline")  # checked, never imported: see core.baselines
         baseline = None if baseline is None else BaselineConfig.model_validate(baseline)
     except ValidationError as exc:
         raise ModelFileError(f"{paths[0]}: invalid model configuration: {exc}") from exc
@@ -148,4 +196,5 @@ def load_potential(paths: str | Path | list, dtype: torch.dtype | None = None) -
             raise ModelFileError(f"tensor {name} has shape {tuple(stacked[name].shape)}, expected {tuple(expected)}")
     potential.load_state_dict(stacked, strict=False)
     potential.metadata = metadata
+    potential.source = ", ".join(str(path) for path in paths)  # named in errors about the files' contents
     return potential

@@ -13,6 +13,7 @@ import csv
 import json
 import math
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,6 +22,7 @@ import torch
 from ase.data import atomic_numbers
 
 from ..common.config import TrainingConfig
+from . import jsonio
 from .baselines import baseline_record, delta_labels, describe_baseline
 from .dataset import Batch, FeatureSet, dataset_hash, elements_of, read_frames, validate_labelled
 from .errors import InputDataError, ModelFileError, TrainingDivergedError, UnknownElementError
@@ -143,10 +145,12 @@ class Trainer:
     """Trains one model of ``config`` in ``workdir`` (outputs and checkpoint go there).
 
     :param log: called with one human-readable line per epoch.
+    :param trusted_baselines: import-path baselines the caller trusts (the configuration cannot trust its own).
     """
 
-    def __init__(self, config: TrainingConfig, workdir: str | Path, log=print):
+    def __init__(self, config: TrainingConfig, workdir: str | Path, log=print, trusted_baselines: Iterable[str] = ()):
         self.config, self.workdir, self.log = config, Path(workdir), log
+        self.trusted_baselines = tuple(trusted_baselines)  # import-path baselines the caller trusts, never the file
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.dtype = getattr(torch, config.dtype)
         if config.threads:
@@ -154,7 +158,7 @@ class Trainer:
         frames = read_frames(config.dataset)
         validate_labelled(frames, source=config.dataset)
         self.dataset_hash = dataset_hash(frames)
-        frames = delta_labels(frames, config.baseline, config.dataset)  # after the hash: that is of the DFT labels
+        frames = delta_labels(frames, config.baseline, config.dataset, self.trusted_baselines)  # hash: of DFT labels
         elements = config.elements or elements_of(frames)
         missing = sorted(set(elements_of(frames)) - set(elements))
         if missing:
@@ -162,7 +166,9 @@ class Trainer:
         if config.validation_dataset:
             validation_frames = read_frames(config.validation_dataset)
             validate_labelled(validation_frames, source=config.validation_dataset)
-            validation_frames = delta_labels(validation_frames, config.baseline, config.validation_dataset)
+            validation_frames = delta_labels(
+                validation_frames, config.baseline, config.validation_dataset, self.trusted_baselines
+            )
             train_index = np.arange(len(frames))
             train_index = train_index[: max(1, math.ceil(config.training_fraction * len(frames)))]
         else:
@@ -345,7 +351,7 @@ class Trainer:
         }
         save_model(self.potential, self.workdir / MODEL, dataset_hash=self.dataset_hash, metrics=metrics,
                    training=self.config.model_dump(mode="json", by_alias=True))  # fmt: skip
-        (self.workdir / METRICS).write_text(json.dumps(metrics, indent=2))
+        (self.workdir / METRICS).write_text(jsonio.dumps(metrics, indent=2))
         with (self.workdir / CURVE).open("w", newline="") as handle:
             writer = csv.DictWriter(handle, fieldnames=CURVE_FIELDS)
             writer.writeheader()

@@ -74,9 +74,13 @@ class AnnPotential(Data):
             paths.append(target)
         return paths
 
-    def calculator(self, dtype: str = "float64", skin: float = 0.0):
-        """An :class:`~aiida_annpot.core.calculator.AnnCalculator` for the whole committee."""
+    def calculator(self, dtype: str = "float64", skin: float = 0.0, trusted_baselines=()):
+        """An :class:`~aiida_annpot.core.calculator.AnnCalculator` for the whole committee.
+
+        :param trusted_baselines: import-path baselines to build (see ``AnnCalculator``); registered ones need none.
+        """
         from ..core.calculator import AnnCalculator
 
         with tempfile.TemporaryDirectory() as folder:  # weights are read into memory; the files can go
-            return AnnCalculator([str(p) for p in self.export(folder)], dtype=dtype, skin=skin)
+            paths = [str(p) for p in self.export(folder)]
+            return AnnCalculator(paths, dtype=dtype, skin=skin, trusted_baselines=trusted_baselines)

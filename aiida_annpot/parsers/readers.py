@@ -9,9 +9,10 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
 
 import numpy as np
+
+from ..core.jsonio import finite_or_none  # torch-free
 
 __all__ = ["OutputFileError", "read_learning_curve", "read_metrics", "read_status", "read_summary"]
 
@@ -47,17 +48,7 @@ def read_metrics(text: str) -> dict:
     metrics = _json_mapping(text, "metrics.json")
     if not isinstance(metrics.get("validation"), dict):
         raise OutputFileError("metrics.json has no validation errors")
-    return _finite_or_none(metrics)
-
-
-def _finite_or_none(value):
-    if isinstance(value, dict):
-        return {key: _finite_or_none(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_finite_or_none(item) for item in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
+    return finite_or_none(metrics)
 
 
 def read_learning_curve(text: str) -> dict[str, np.ndarray]:
@@ -77,4 +68,4 @@ def read_summary(text: str) -> dict:
     for key in ("frames", "ratios", "stages"):
         if key not in summary:
             raise OutputFileError(f"summary.json lacks {key!r}")
-    return _finite_or_none(summary)
+    return finite_or_none(summary)

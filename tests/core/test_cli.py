@@ -55,7 +55,7 @@ def test_train_writes_outputs(trained, training_settings):
     assert result.exit_code == 0, result.output
     for name in ("model.safetensors", "metrics.json", "learning_curve.csv"):
         assert (workdir / name).is_file(), name
-    metrics = json.loads((workdir / "metrics.json").read_text())
+    metrics = json.loads((workdir / "metrics.json").read_text(), parse_constant=pytest.fail)  # no bare NaN: not JSON
     for key in ("energy_rmse", "energy_mae", "force_rmse", "force_mae"):
         assert math.isfinite(metrics["validation"][key]), key
     assert metrics["validation"]["n_structures"] == N_VALIDATION
@@ -151,7 +151,7 @@ def test_explore_resolves_paths_and_prints_ratios(tmp_path, monkeypatch, write_c
     """The exploration engine is replaced by a stub: this checks only the command's wiring."""
     calls = []
 
-    def fake_run_exploration(config, workdir, resume=False, log=print):
+    def fake_run_exploration(config, workdir, resume=False, log=print, trusted_baselines=()):
         calls.append((config, workdir, resume))
         log("stub exploration")
         return {"ratios": {"accurate": 0.5, "candidate": 0.25, "failed": 0.25}}

@@ -22,7 +22,7 @@ from aiida_annpot.core.cli import cli
 from aiida_annpot.core.dataset import FeatureSet, read_frames
 from aiida_annpot.core.exploration import FRAMES, SELECTED, SUMMARY, read_explored_frames, run_exploration
 from aiida_annpot.core.model import RANGE_WIDTH_FLOOR, Potential
-from aiida_annpot.core.modelfile import has_feature_ranges, load_potential, save_model
+from aiida_annpot.core.modelfile import has_feature_ranges, load_potential, read_metadata, save_model
 from aiida_annpot.core.training import Trainer, split_indices
 
 QUIET = {"log": lambda line: None}
@@ -180,11 +180,11 @@ def test_ranges_round_trip_through_the_model_file(trained_model, tmp_path):
 
 
 def old_model_file(model: Path, path: Path) -> Path:
-    """``model`` as written before ranges were stored: the same tensors and metadata without the two ranges."""
+    """``model`` as written before ranges were stored: the same tensors and metadata without the two ranges, format
+    version 1 (before the digest)."""
     tensors = {name: t for name, t in load_file(model).items() if name not in ("feature_min", "feature_max")}
-    with safe_open(str(model), framework="pt") as handle:
-        header = handle.metadata()
-    save_file(tensors, str(path), metadata=header)
+    metadata = {key: value for key, value in read_metadata(model).items() if key != "digest"}
+    save_file(tensors, str(path), metadata={"annpot": json.dumps({**metadata, "format_version": 1})})
     return path
 
 

@@ -17,7 +17,7 @@ from aiida_annpot.common.config import G2, G4, BehlerParrinelloConfig, Chebyshev
 from aiida_annpot.core.errors import ModelFileError
 from aiida_annpot.core.geometry import NeighborSearch
 from aiida_annpot.core.model import Potential
-from aiida_annpot.core.modelfile import load_potential, read_metadata, save_model
+from aiida_annpot.core.modelfile import content_digest, load_potential, read_metadata, save_model
 
 DESCRIPTOR = ChebyshevConfig(radial_order=5, radial_cutoff=4.5, angular_order=3, angular_cutoff=3.5,
                              type_weights={"Au": 1.5, "Cu": -0.5})  # fmt: skip
@@ -40,6 +40,13 @@ def make_potential(n_members: int = 1, seed: int = 0, descriptor=DESCRIPTOR, net
                                                          dtype=torch.float64))  # fmt: skip
         potential.energy_scale.copy_(0.2 + torch.rand(n_members, generator=generator, dtype=torch.float64))
     return potential
+
+
+def write_with_digest(tensors: dict, metadata: dict, path):
+    """A model file whose digest matches its (deliberately wrong) content: it tests the checks behind the digest."""
+    metadata = {**metadata, "digest": content_digest(tensors, metadata)}
+    save_file(tensors, str(path), metadata={"annpot": json.dumps(metadata)})
+    return path
 
 
 def save_members(potential: Potential, folder, **extra) -> list:
@@ -207,10 +214,9 @@ def test_wrong_format_or_version(tmp_path):
 def test_missing_and_misshapen_tensors(tmp_path):
     potential = make_potential()
     source = save_model(potential, tmp_path / "model.safetensors")
-    header = {"annpot": json.dumps(read_metadata(source))}
+    metadata = read_metadata(source)
     tensors = {"feature_mean": potential.feature_mean[0]}
-    missing = tmp_path / "missing.safetensors"
-    save_file(tensors, str(missing), metadata=header)
+    missing = write_with_digest(tensors, metadata, tmp_path / "missing.safetensors")
     with pytest.raises(ModelFileError, match="missing or unreadable tensor"):
         load_potential(missing)
     misshapen = tmp_path / "misshapen.safetensors"
@@ -220,7 +226,7 @@ def test_missing_and_misshapen_tensors(tmp_path):
         state[f"networks.weight.{index}"] = weight[0].detach().contiguous()
         state[f"networks.bias.{index}"] = bias[0].detach().contiguous()
     state["networks.weight.0"] = torch.zeros(3, 3, dtype=torch.float64)
-    save_file(state, str(misshapen), metadata=header)
+    write_with_digest(state, metadata, misshapen)
     with pytest.raises(ModelFileError, match="shape"):
         load_potential(misshapen)
 
@@ -229,8 +235,7 @@ def test_invalid_configuration_in_metadata(tmp_path):
     source = save_model(make_potential(), tmp_path / "model.safetensors")
     metadata = read_metadata(source)
     metadata["network"] = {"hidden": [0], "activation": "tanh"}
-    path = tmp_path / "bad.safetensors"
-    save_file({"x": torch.zeros(3)}, str(path), metadata={"annpot": json.dumps(metadata)})
+    path = write_with_digest({"x": torch.zeros(3)}, metadata, tmp_path / "bad.safetensors")
     with pytest.raises(ModelFileError, match="invalid model configuration"):
         load_potential(path)
 
