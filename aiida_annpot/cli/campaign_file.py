@@ -22,6 +22,8 @@ selection's output node itself, so the provenance graph links the campaign to th
 
 from __future__ import annotations
 
+import traceback
+import warnings
 from pathlib import Path
 
 import yaml
@@ -103,6 +105,20 @@ def _load_code(field: str, label: str):
     return code, None
 
 
+def _reason(exc: Exception, warned: list) -> str:
+    """Why a structure file could not be read, also when ASE's exception carries no message (a bare assert, or
+    StopIteration for a file in which it found no structure): the reader's warnings and the failing line say it."""
+    if isinstance(exc, StopIteration):
+        reason = "no structure found in the file"
+    elif str(exc):
+        reason = f"{type(exc).__name__}: {exc}"
+    else:
+        frame = traceback.extract_tb(exc.__traceback__)[-1]
+        reason = f"{type(exc).__name__} at {Path(frame.filename).name}:{frame.lineno} ({frame.line})"
+    notes = sorted({str(item.message) for item in warned})
+    return reason + (f" (ASE warned: {'; '.join(notes)})" if notes else "")
+
+
 def _load_structures(campaign: CampaignFile, folder: Path) -> tuple[dict, list[str]]:
     import ase.io
     from aiida.orm import StructureData
@@ -116,10 +132,12 @@ def _load_structures(campaign: CampaignFile, folder: Path) -> tuple[dict, list[s
         if not path.is_file():
             errors.append(f"{field}: no file {str(path)!r}")
             continue
-        try:
-            structures[key] = StructureData(ase=ase.io.read(path))
-        except Exception as exc:  # ASE raises many types for unreadable files
-            errors.append(f"{field}: ASE cannot read {str(path)!r}: {exc or type(exc).__name__}")
+        with warnings.catch_warnings(record=True) as warned:  # ASE's readers often warn first, then fail bare
+            warnings.simplefilter("always")
+            try:
+                structures[key] = StructureData(ase=ase.io.read(path))
+            except Exception as exc:  # ASE raises many types for unreadable files
+                errors.append(f"{field}: ASE cannot read {str(path)!r}: {_reason(exc, warned)}")
     if not entries:
         errors.append("structures: no structure given")
     return structures, errors

@@ -467,6 +467,14 @@ class ValidationConfig(_Strict):
         return self
 
 
+def _problem(error: dict) -> str:
+    """``field.path: reason (got 'value')``; the value only when it is a scalar (a mapping would drown the line)."""
+    where = ".".join(str(part) for part in error["loc"]) or "<root>"
+    value = error.get("input")
+    shown = f" (got {value!r})" if isinstance(value, str | int | float | bool) and error["type"] != "missing" else ""
+    return f"{where}: {error['msg']}{shown}"
+
+
 def load_config(source: str | Path | dict, schema: type[BaseModel]) -> BaseModel:
     """Validate a YAML file (or an already-parsed mapping) against ``schema``.
 
@@ -486,7 +494,5 @@ def load_config(source: str | Path | dict, schema: type[BaseModel]) -> BaseModel
     try:
         return schema.model_validate(data)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}" for err in exc.errors()
-        )
+        problems = "; ".join(_problem(err) for err in exc.errors())
         raise ConfigError(f"{origin}: invalid {schema.__name__}: {problems}") from exc

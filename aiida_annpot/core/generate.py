@@ -13,6 +13,7 @@ import numpy as np
 import vesin
 from ase import Atoms
 from ase.build import make_supercell, surface
+from ase.data import covalent_radii
 
 from .errors import InputDataError
 
@@ -33,6 +34,30 @@ def min_distance(atoms: Atoms, cutoff: float) -> float:
         points=np.ascontiguousarray(atoms.positions, dtype=np.float64), box=box, periodic=pbc.copy(), quantities="d"
     )
     return float(distances.min()) if distances.size else math.inf
+
+
+#: Atoms closer than this share of the sum of their covalent radii overlap: such a structure is bad input.
+OVERLAP_RATIO = 0.5
+
+
+def overlapping_pair(atoms: Atoms, ratio: float = OVERLAP_RATIO) -> tuple[int, int, float, float] | None:
+    """The closest pair (i, j, distance, limit) with distance < ``ratio`` × (r_cov,i + r_cov,j), periodic images
+    included (i == j for an atom too close to its own image); None when no pair overlaps."""
+    numbers = atoms.numbers
+    if len(atoms) == 0:
+        return None
+    limits = ratio * (covalent_radii[numbers][:, None] + covalent_radii[numbers][None, :])
+    pbc = np.asarray(atoms.pbc, dtype=bool)
+    box = atoms.cell.array if pbc.any() else np.zeros((3, 3))
+    first, second, distances = vesin.NeighborList(cutoff=float(limits.max()), full_list=False).compute(
+        points=np.ascontiguousarray(atoms.positions, dtype=np.float64), box=box, periodic=pbc.copy(),
+        quantities="ijd",
+    )  # fmt: skip
+    close = np.flatnonzero(distances < limits[first, second])
+    if not close.size:
+        return None
+    k = close[np.argmin(distances[close])]
+    return int(first[k]), int(second[k]), float(distances[k]), float(limits[first[k], second[k]])
 
 
 def nearest_neighbour_distance(atoms: Atoms) -> float:

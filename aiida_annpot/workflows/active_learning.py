@@ -39,6 +39,7 @@ from .exploration import ExplorationWorkChain, deal_start_structures
 from .messages import failure_text
 from .protocols import ProtocolMixin
 from .protocols.builder import fill_builder
+from .protocols.schema import check_protocol_inputs
 from .reference import ReferenceWorkChain
 
 __all__ = ["ActiveLearningWorkChain"]
@@ -51,6 +52,7 @@ class ActiveLearningWorkChain(ProtocolMixin, TestSetSteps, WorkChain):
     """Build a committee potential by active learning with Quantum ESPRESSO labels."""
 
     _protocol_file = "active_learning.yaml"
+    _protocol_schema = staticmethod(check_protocol_inputs)
 
     @classmethod
     def get_builder_from_protocol(

@@ -9,7 +9,7 @@ from ..calculations.base import validate_config_dict
 from ..calculations.explore import validate_exploration_config
 from ..common.config import ConfigError, ExplorationStage, GenerationConfig, Supercell, TestSetConfig, load_config
 from ..core.testset import TARGET_KEYS as TEST_TARGET_KEYS
-from .reference import validate_pseudo_family
+from .reference import overlapping_structure, validate_pseudo_family
 
 __all__ = [
     "TARGET_KEYS",
@@ -106,6 +106,10 @@ def validate_inputs(inputs: dict, _) -> str | None:
     structures = inputs.get("structures", {})
     if not structures:
         return "no initial structures: the structures namespace is empty"
+    test_keyed = {f"test_structures.{key}": s for key, s in inputs.get("test_structures", {}).items()}
+    message = overlapping_structure({f"structures.{key}": s for key, s in structures.items()} | test_keyed)
+    if message:
+        return message
     family = inputs.get("reference", {}).get("pseudo_family")
     if family is not None:
         test_structures = {f"test_structures.{key}": s for key, s in inputs.get("test_structures", {}).items()}

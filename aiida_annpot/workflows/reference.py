@@ -12,6 +12,8 @@ A structure whose PwBaseWorkChain still fails after its own restart handlers is 
 
 from __future__ import annotations
 
+import difflib
+
 from aiida.common import AttributeDict
 from aiida.engine import ToContext, WorkChain, while_
 from aiida.orm import Dict, Int, KpointsData, Str, StructureData, load_group
@@ -21,7 +23,7 @@ from ..calcfunctions.dataset import merge_dataset
 from ..data.dataset import AtomisticDataset
 from .ports import at_least_one
 
-__all__ = ["ReferenceWorkChain", "validate_pseudo_family"]
+__all__ = ["ReferenceWorkChain", "overlapping_structure", "validate_pseudo_family", "validate_pw_parameters"]
 
 PwBaseWorkChain = WorkflowFactory("quantumespresso.pw.base")
 
@@ -42,11 +44,67 @@ def validate_pseudo_family(family_label: str, structures) -> str | None:
     return None
 
 
+def overlapping_structure(structures: dict) -> str | None:
+    """Error message naming the first structure (by its key) with two atoms closer than half their covalent radii:
+    every DFT label of it, and of everything made from it, would be wasted."""
+    from ..core.generate import OVERLAP_RATIO, overlapping_pair  # torch-free
+
+    for key, structure in structures.items():
+        pair = overlapping_pair(structure.get_ase())
+        if pair is not None:
+            i, j, distance, limit = pair
+            symbols = structure.get_ase().get_chemical_symbols()
+            what = f"atom {i} ({symbols[i]}) is {distance:.3f} Å from its own periodic image" if i == j else (
+                f"atoms {i} ({symbols[i]}) and {j} ({symbols[j]}) are {distance:.3f} Å apart")  # fmt: skip
+            return (f"structure {key}: {what}, below {OVERLAP_RATIO} × the sum of their covalent radii "
+                    f"({limit:.3f} Å): overlapping atoms")  # fmt: skip
+    return None
+
+
+#: pw.x settings that must be numbers (a string such as ``ecutwfc: high`` would only fail inside pw.x).
+_NUMERIC_PW_KEYS = {
+    "SYSTEM": ("ecutwfc", "ecutrho", "ecutfock", "degauss", "tot_charge", "tot_magnetization", "nbnd", "nspin"),
+    "ELECTRONS": ("conv_thr", "mixing_beta", "mixing_ndim", "electron_maxstep", "diago_thr_init"),
+    "CONTROL": ("etot_conv_thr", "forc_conv_thr", "max_seconds", "nstep"),
+}
+
+
+def validate_pw_parameters(parameters: dict, where: str = "pw.parameters") -> str | None:
+    """Error message naming the first unknown pw.x namelist or variable (by the variables that ASE lists from QE's
+    INPUT_PW documentation, with the closest known name) or a numeric variable that is not a number."""
+    from ase.io.espresso_namelist.keys import pw_keys
+
+    for namelist, values in parameters.items():
+        known = pw_keys.get(str(namelist).lower())
+        if known is None:
+            return f"{where}: {namelist!r} is not a pw.x namelist (known: {', '.join(k.upper() for k in pw_keys)})"
+        if not isinstance(values, dict):
+            return f"{where}.{namelist}: expected a mapping of pw.x variables, got {values!r}"
+        for key, value in values.items():
+            name = str(key).lower().split("(")[0]  # starting_magnetization(1) is the variable starting_magnetization
+            if name not in known:
+                close = difflib.get_close_matches(name, known, n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                return f"{where}.{namelist}.{key}: not a pw.x variable of &{str(namelist).upper()}{hint}"
+            numeric = name in _NUMERIC_PW_KEYS.get(str(namelist).upper(), ())
+            if numeric and (isinstance(value, bool) or not isinstance(value, int | float)):
+                return f"{where}.{namelist}.{key}: must be a number, got {value!r}"
+    return None
+
+
 def validate_inputs(inputs: dict, namespace) -> str | None:
+    parameters = inputs.get("pw_base", {}).get("pw", {}).get("parameters")
+    if parameters is not None:
+        message = validate_pw_parameters(parameters.get_dict(), "pw_base.pw.parameters")
+        if message:
+            return message
     if "structures" not in namespace:  # exposed without its structures: the wrapping process checks them
         return None
     if not inputs.get("structures"):
         return "no structures to label: the structures namespace is empty"
+    message = overlapping_structure(inputs["structures"])
+    if message:
+        return message
     if "pseudo_family" in inputs:
         return validate_pseudo_family(inputs["pseudo_family"].value, inputs["structures"])
     return None

@@ -138,3 +138,49 @@ def test_foreground_run_ends_with_the_status_table(run_cli, write_campaign, fake
     result = run_cli("launch", write_campaign())
     assert result.exit_code == 0, result.output
     assert f"ActiveLearningWorkChain<{node.pk}>" in result.output and "not converged" in result.output
+
+
+# --- input that would waste DFT before failing: refused at launch, naming the field ----------------------------------
+
+
+def test_overlapping_atoms_are_refused_before_any_dft(run_cli, write_campaign, count_processes, tmp_path):
+    import ase.io
+    from ase.build import bulk
+
+    atoms = bulk("Si", "diamond", a=5.43, cubic=True)
+    atoms.positions[1] = atoms.positions[0] + [0.3, 0.0, 0.0]
+    ase.io.write(tmp_path / "overlap.cif", atoms)
+    _refused(run_cli, count_processes, write_campaign(structures={"si": "overlap.cif"}),
+             "structure structures.si: atoms 0 (Si) and 1 (Si) are 0.300 Å apart", "covalent radii")  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("overrides", "fragments"),
+    [
+        ({"reference": {"pw_parameters": {"ELECTRONS": {"conv_thrr": 1e-8}}}},
+         ("pw_base.pw.parameters.ELECTRONS.conv_thrr: not a pw.x variable of &ELECTRONS", "did you mean 'conv_thr'")),
+        ({"reference": {"pw_parameters": {"ELECTRON": {"conv_thr": 1e-8}}}},
+         ("'ELECTRON' is not a pw.x namelist",)),
+        ({"reference": {"pw_parameters": {"SYSTEM": {"degauss": "small"}}}},
+         ("pw_base.pw.parameters.SYSTEM.degauss: must be a number, got 'small'",)),
+        ({"reference": {"ecutwfc": "high"}}, ("reference.ecutwfc: Input should be a valid number", "(got 'high')")),
+        ({"max_iterations": "two"}, ("max_iterations: Input should be a valid integer", "(got 'two')")),
+        ({"exploration": {"start_vacancies": "sometimes"}}, ("exploration.start_vacancies",)),
+        ({"committee": {"config": {"baseline": {"name": "ase.calculators.gulp.GULP",
+                                                "parameters": {"command": "touch marker"}}}}},
+         ("baseline.name 'ase.calculators.gulp.GULP' is an import path", "registered baselines only")),
+    ],
+    ids=["pw-key-typo", "pw-namelist-typo", "pw-value-type", "ecutwfc-word", "max-iterations-word",
+         "flag-word", "import-path-baseline"],
+)  # fmt: skip
+def test_bad_settings_are_refused_naming_the_field(run_cli, write_campaign, count_processes, overrides, fragments):
+    _refused(run_cli, count_processes, write_campaign(overrides=overrides), *fragments)
+
+
+def test_an_unreadable_cif_says_why(run_cli, write_campaign, count_processes, tmp_path):
+    """ASE fails on this CIF with an empty StopIteration after warning about the row; the message carries both."""
+    (tmp_path / "ragged.cif").write_text(
+        "data_x\n_cell_length_a 5.43\n_cell_length_b 5.43\nloop_\n_atom_site_label\n_atom_site_fract_x\nSi1 0.0 0.5\n"
+    )
+    output = _refused(run_cli, count_processes, write_campaign(structures={"si": "ragged.cif"}), "structures.si:")
+    assert "no structure found in the file" in output and "Wrong number 3 of tokens, expected 2" in output, output

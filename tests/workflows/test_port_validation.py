@@ -340,6 +340,28 @@ def test_reference_work_chain(reference_inputs, si_pseudo_family):
     assert process_count() == before
 
 
+def test_reference_work_chain_refuses_overlapping_atoms_and_bad_pw_settings(reference_inputs):
+    atoms = bulk("Si", "diamond", a=5.43)
+    atoms.positions[1] = atoms.positions[0] + [0.0, 0.2, 0.0]
+    overlapping = {**reference_inputs, "structures": {**reference_inputs["structures"], "c": StructureData(ase=atoms)}}
+    assert_refused(ReferenceWorkChain, overlapping, "inputs", "structure c: atoms 0 (Si) and 1 (Si) are 0.200 Å apart")
+    lone = Atoms("Si", cell=[1.0, 5.0, 5.0], pbc=True)  # 1 Å from its own image along x
+    alone = {**reference_inputs, "structures": {"d": StructureData(ase=lone)}}
+    assert_refused(
+        ReferenceWorkChain, alone, "inputs", "structure d: atom 0 (Si) is 1.000 Å from its own periodic image"
+    )
+    pw_base = copy.deepcopy(reference_inputs["pw_base"])
+    parameters = pw_base["pw"]["parameters"].get_dict()
+    pw_base["pw"]["parameters"] = Dict({**parameters, "SYSTEM": {**parameters["SYSTEM"], "ecut_wfc": 30.0}})
+    typo = {**reference_inputs, "pw_base": pw_base}
+    message = "pw_base.pw.parameters.SYSTEM.ecut_wfc: not a pw.x variable of &SYSTEM"
+    assert_refused(ReferenceWorkChain, typo, "inputs", message, "did you mean 'ecutwfc'")
+    before = process_count()
+    with pytest.raises(ValueError, match=r"0\.200 Å apart"):
+        run(ReferenceWorkChain, **overlapping)
+    assert process_count() == before
+
+
 @pytest.fixture(scope="module")
 def cu_potential(trained_model):
     return AnnPotential.from_files([trained_model]).store()

@@ -57,6 +57,8 @@ class ProtocolMixin:
     """Protocol lookup for a process whose YAML file sits in this folder under ``_protocol_file``."""
 
     _protocol_file = ""
+    #: Called with the merged inputs; raises ValueError naming the fields of the wrong type (None: no check).
+    _protocol_schema = None
 
     @classmethod
     def get_protocol_filepath(cls) -> pathlib.Path:
@@ -79,7 +81,7 @@ class ProtocolMixin:
     def get_protocol_inputs(cls, protocol: str | None = None, overrides: dict | None = None) -> dict:
         """The merged inputs of ``protocol`` (default if None) with ``overrides``.
 
-        :raises ValueError: unknown protocol, or override keys the protocol does not know.
+        :raises ValueError: unknown protocol, override keys the protocol does not know, or values of the wrong type.
         """
         data = cls._load_protocols()
         name = protocol or data["default_protocol"]
@@ -91,4 +93,7 @@ class ProtocolMixin:
         unknown = unknown_keys(overrides, inputs)
         if unknown:
             raise ValueError(f"unknown override key(s): {', '.join(unknown)}")
-        return merge(inputs, overrides)
+        inputs = merge(inputs, overrides)
+        if cls._protocol_schema is not None:
+            cls._protocol_schema(inputs)
+        return inputs
