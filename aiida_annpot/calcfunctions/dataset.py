@@ -5,7 +5,8 @@ Per label three inputs with one suffix: ``structure_<k>`` (the calculation's inp
 PwCalculation that made it finished OK (the SCF converged) and its energy and forces are finite. Units become the
 engine's: energy eV, forces eV/Å, stress eV/Å³ with ASE's sign (Quantum ESPRESSO prints stress with the opposite
 sign, in GPa once aiida-quantumespresso has parsed it). A frame whose structure is already in the dataset (or came
-earlier in the same call) is dropped as a duplicate. Every rejected label is listed with its reason. Each frame keeps
+earlier in the same call) is dropped as a duplicate, and one that fails the dataset's checks (overlapping atoms, for
+instance) is rejected alone, never the whole merge. Every rejected label is listed with its reason. Each frame keeps
 its label suffix as its name (``AtomisticDataset.names``).
 """
 
@@ -84,6 +85,8 @@ def merge_dataset(dataset: AtomisticDataset | None = None, **labels) -> dict:
     ``rejected`` maps the label suffix to ``{"structure": uuid, "reason": str}``. With no usable frame at all (no
     previous dataset and every label rejected) there is no ``dataset`` output.
     """
+    from ..core.dataset import validate_labelled
+
     frames = dataset.to_frames() if dataset is not None else []
     sources = dataset.sources if dataset is not None else []
     names = dataset.names if dataset is not None else []
@@ -98,7 +101,8 @@ def merge_dataset(dataset: AtomisticDataset | None = None, **labels) -> dict:
         else:
             try:
                 frame = label_to_frame(parts["structure"], parts["parameters"].get_dict(), parts["trajectory"])
-            except ValueError as exc:
+                validate_labelled([frame], source=f"label {suffix}")  # one bad frame must not sink the others
+            except ValueError as exc:  # InputDataError is a ValueError
                 reason = str(exc)
         if reason is None:
             key = structure_key(frame)

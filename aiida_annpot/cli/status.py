@@ -20,18 +20,26 @@ HEADERS = ("iter", "labels\nadded", "labels\nfailed", "dataset\nframes", "E_val\
 
 
 def iteration_rows(node) -> list[dict]:
-    """The campaign's iteration rows: the ``iterations`` output, else the live ``annpot_iterations`` extra."""
+    """The campaign's iteration rows: the ``iterations`` output, else the live ``annpot_iterations`` extra.
+
+    A campaign that ended without its outputs (excepted, or killed) left its last row marked running: that row says
+    how the process ended instead (``excepted``, ``killed``)."""
     from ..workflows.active_learning import ITERATIONS_EXTRA
 
     if "iterations" in node.outputs:
         return node.outputs.iterations.get_list()
-    return node.base.extras.get(ITERATIONS_EXTRA, [])
+    rows = [dict(row) for row in node.base.extras.get(ITERATIONS_EXTRA, [])]
+    if node.is_terminated and rows and rows[-1].pop("running", False):
+        rows[-1]["stopped"] = node.process_state.value
+    return rows
 
 
 def row_state(row: dict) -> str:
-    """running / failed / converged / not converged."""
+    """running / excepted / killed / failed / converged / not converged."""
     if row.get("running"):
         return "running"
+    if "stopped" in row:
+        return row["stopped"]
     if "failed" in row:
         return "failed"
     return "converged" if row.get("converged") else "not converged"

@@ -162,6 +162,19 @@ def test_unusable_labels_are_rejected_with_their_reasons(good, failed):
     assert result["dataset"].n_frames == 1 and result["dataset"].sources == [good["a"]["calc"].uuid]
 
 
+def test_a_frame_with_overlapping_atoms_is_rejected_alone(good):
+    """An overlapping structure that pw.x labelled anyway: the merge keeps every other label and names the reason
+    (it used to raise, which dropped all the converged labels of the batch)."""
+    atoms = bulk("Si", "diamond", a=5.43, cubic=True)
+    atoms.positions[1] = atoms.positions[0] + [0.3, 0.0, 0.0]
+    crushed = pw_label(StructureData(ase=atoms), energy=-700.0)
+    result = merge_dataset(**inputs_of(a=good["a"], crushed=crushed, b=good["b"]))
+    reason = result["rejected"].get_dict()["crushed"]["reason"]
+    assert "label crushed" in reason and "0.3" in reason, reason
+    assert result["dataset"].names == ["a", "b"]
+    assert result["dataset"].sources == [good["a"]["calc"].uuid, good["b"]["calc"].uuid]
+
+
 @pytest.mark.parametrize("energy", [math.nan, math.inf])
 def test_a_non_finite_energy_is_refused(good, energy):
     """AiiDA cannot store NaN in a Dict, so a non-finite energy is checked on the plain parsed dictionary."""

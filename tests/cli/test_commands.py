@@ -8,6 +8,7 @@ import json
 import pytest
 from aiida.orm import Int
 
+from aiida_annpot.core.dataset import read_frames
 from aiida_annpot.workflows.active_learning import ITERATIONS_EXTRA
 
 
@@ -73,6 +74,40 @@ def test_export_of_a_campaign_without_outputs_writes_the_summary(run_cli, fake_c
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["campaign"]["uuid"] == node.uuid and summary["iterations"] == node.base.extras.get(ITERATIONS_EXTRA)
     assert "potential" not in summary
+
+
+def test_an_excepted_campaign_shows_its_state_and_exports_what_it_computed(
+    run_cli, fake_campaign, tmp_path, emt_frames
+):
+    """The daemon excepted in iteration 2: its row says so (not "running"), and export writes the labels of the
+    finished reference steps: the later training labels, not the test set's."""
+    from aiida.common.links import LinkType
+    from aiida.orm import WorkChainNode
+    from plumpy import ProcessState
+
+    from aiida_annpot.data import AtomisticDataset
+
+    node = fake_campaign()
+    frames = emt_frames(n=5, seed=3)
+    for label, count in (("reference_01", 2), ("reference_test", 1), ("reference_02", 4)):
+        child = WorkChainNode()
+        child.set_process_state(ProcessState.FINISHED)
+        child.set_exit_status(0)
+        child.base.links.add_incoming(node, LinkType.CALL_WORK, label)
+        child.store()
+        dataset = AtomisticDataset.from_frames(frames[:count]).store()
+        dataset.base.links.add_incoming(child, LinkType.RETURN, "dataset")
+    node.set_process_state(ProcessState.EXCEPTED)
+    status = run_cli("status", node.pk)
+    second = next(line for line in status.output.splitlines() if line.split()[:1] == ["2"])
+    assert second.split()[-1] == "excepted", status.output
+    result = run_cli("export", node.pk, "-o", tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    assert len(read_frames(tmp_path / "out" / "dataset.extxyz")) == 4
+    assert len(read_frames(tmp_path / "out" / "test_set.extxyz")) == 1
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["dataset"]["n_frames"] == 4 and summary["dataset"]["output"] is False
+    assert summary["iterations"][-1]["stopped"] == "excepted" and "running" not in summary["iterations"][-1]
 
 
 def test_plot_of_a_running_campaign_draws_what_exists(run_cli, fake_campaign, tmp_path):
