@@ -147,7 +147,8 @@ def train(config_file: Path, workdir: Path, resume: bool, trusted_baselines: tup
 
     outcome = Trainer(config, workdir, log=click.echo, trusted_baselines=trusted_baselines).run(resume=resume)
     if outcome.status == "wall_time":
-        click.echo(f"wall time reached after epoch {outcome.epochs}: checkpoint written to {workdir / CHECKPOINT}")
+        click.echo(f"wall time reached after epoch {outcome.epochs}: checkpoint written to {workdir / CHECKPOINT}, "
+                   f"the best model so far to {workdir / MODEL}")  # fmt: skip
         click.echo(f"resume with: annpot train {config_file} --workdir {workdir} --resume")
         click.get_current_context().exit(EXIT_WALL_TIME)
     validation = outcome.metrics.get("validation", {})

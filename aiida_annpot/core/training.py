@@ -44,7 +44,8 @@ CURVE_FIELDS = ["epoch", "learning_rate", "train_loss", "train_energy_rmse", "tr
 
 @dataclass
 class TrainingOutcome:
-    """How a call to :func:`train` ended: ``finished`` or ``wall_time`` (checkpoint written, resume later)."""
+    """How a call to :func:`train` ended: ``finished``, or ``wall_time`` (checkpoint written, resume later; the best
+    model so far and its metrics are written too)."""
 
     status: str
     epochs: int
@@ -230,8 +231,9 @@ class Trainer:
                 if stop.due(margin=1.5 * (now - epoch_started)):  # the next epoch would not fit, or SIGTERM
                     self.elapsed += now - started
                     self._save_checkpoint()
-                    self.log(f"wall time: checkpoint written at epoch {self.epoch}")
-                    return TrainingOutcome("wall_time", self.epoch)
+                    metrics = self._finish(stopped="wall_time")  # the best model so far is usable as it is
+                    self.log(f"wall time: checkpoint and best model so far written at epoch {self.epoch}")
+                    return TrainingOutcome("wall_time", self.epoch, metrics)
                 if self.epoch % self.config.checkpoint_interval == 0:
                     self._save_checkpoint(elapsed=self.elapsed + now - started)
         self.elapsed += time.perf_counter() - started
@@ -339,7 +341,9 @@ class Trainer:
                 group["lr"] = self.config.learning_rate
             self.log(f"learning rate reset to {self.config.learning_rate:g} (was {state['learning_rate']:g})")
 
-    def _finish(self) -> dict:
+    def _finish(self, stopped: str | None = None) -> dict:
+        """Write the best model, its metrics and the learning curve. ``stopped``: why training stopped early
+        (``wall_time``: the checkpoint was written first, since the best weights replace the current ones here)."""
         if self.best_state is not None:
             self.potential.load_state_dict(self.best_state)
         metrics = {
@@ -348,6 +352,7 @@ class Trainer:
             "epochs": self.epoch,
             "best_validation_loss": self.best_loss,
             "wall_time": self.elapsed,
+            **({"stopped": stopped} if stopped else {}),
         }
         save_model(self.potential, self.workdir / MODEL, dataset_hash=self.dataset_hash, metrics=metrics,
                    training=self.config.model_dump(mode="json", by_alias=True))  # fmt: skip

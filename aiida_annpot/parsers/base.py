@@ -23,7 +23,8 @@ class AnnpotParser(Parser):
         outcome = status["status"]
         if outcome == "finished":
             return self.parse_finished()
-        if outcome == "wall_time":
+        if outcome == "wall_time":  # what the run left so far is attached (a training run's best model)
+            self.parse_partial()
             return codes.ERROR_WALL_TIME_REACHED
         if outcome == "input_error":
             return codes.ERROR_INPUT_REJECTED.format(message=status["message"])
@@ -33,6 +34,9 @@ class AnnpotParser(Parser):
 
     def parse_finished(self) -> ExitCode | None:
         raise NotImplementedError
+
+    def parse_partial(self) -> None:
+        """Outputs of a run stopped at its wall time, where it leaves usable ones (default: none)."""
 
     def read_text(self, filename: str) -> str:
         """Content of a retrieved file; :class:`FileNotFoundError` when it is missing."""

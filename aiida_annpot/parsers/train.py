@@ -16,7 +16,12 @@ MODEL = "model.safetensors"
 
 
 class AnnTrainParser(AnnpotParser):
-    """Outputs ``potential``, ``metrics`` and ``learning_curve`` of a finished training run."""
+    """Outputs ``potential``, ``metrics`` and ``learning_curve`` of a finished training run, and of one stopped at
+    its wall time (the best model so far, beside the exit code that makes the restart wrapper resume it)."""
+
+    def parse_partial(self) -> None:
+        if MODEL in self.retrieved.base.repository.list_object_names():
+            self.parse_finished()
 
     def parse_finished(self) -> ExitCode | None:
         codes = self.exit_codes

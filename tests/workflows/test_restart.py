@@ -7,7 +7,7 @@ import itertools
 import numpy as np
 import pytest
 from aiida.engine import run_get_node
-from aiida.orm import Dict, Int, StructureData
+from aiida.orm import Dict, Int, Log, StructureData
 from ase.build import bulk
 
 from aiida_annpot.calculations.explore import AnnExploreCalculation
@@ -140,3 +140,55 @@ def test_exploration_resumes_from_its_last_frame_after_the_wall_time(annpot_code
     np.testing.assert_allclose(resumed[0].positions, uninterrupted[0].positions, atol=1e-5)
     assert results["summary"]["frames"] == summary["frames"] == 2
     assert results["summary"]["trajectories"] == [{"structure": 0, "stage": 0, "reason": "completed", "steps": 10}]
+
+
+@pytest.fixture
+def annpot_killed_once(local_computer, tmp_path):
+    """An ``annpot`` code whose first run is killed with SIGKILL (as a node failure or the OOM killer would) as soon as
+    it has written a checkpoint: no status file is left. Later runs are the real ``annpot``."""
+    from aiida.orm import InstalledCode
+
+    from aiida_annpot.tools.local_setup import annpot_executable
+
+    script = tmp_path / "annpot-killed-once"
+    script.write_text(f"""#!/bin/bash
+if [ ! -e {tmp_path}/killed ]; then
+    touch {tmp_path}/killed
+    {annpot_executable()} "$@" &
+    for attempt in $(seq 1 1200); do [ -e checkpoint.pt ] && break; sleep 0.05; done
+    kill -9 $!
+    exit 137
+fi
+exec {annpot_executable()} "$@"
+""")
+    script.chmod(0o755)
+    code = InstalledCode(computer=local_computer, filepath_executable=str(script), label=f"killed-{tmp_path.name}",
+                         default_calc_job_plugin="annpot.train")  # fmt: skip
+    return code.store()
+
+
+def test_a_killed_training_is_rerun_from_its_checkpoint(annpot_killed_once, dataset, training_settings):
+    settings = training_settings(max_epochs=40, checkpoint_interval=1, early_stopping_patience=1000)
+    results, node = run_get_node(train_builder(annpot_killed_once, dataset, settings))
+    assert node.is_finished_ok, (node.exit_status, node.exit_message)
+    first, second = calculations(node, AnnTrainCalculation)
+    assert first.exit_status == AnnTrainCalculation.exit_codes.ERROR_MISSING_STATUS.status
+    assert second.inputs.parent_folder.uuid == first.outputs.remote_folder.uuid
+    log = second.outputs.retrieved.base.repository.get_object_content("annpot.log")
+    assert "resumed from checkpoint.pt at epoch" in log
+    assert results["metrics"]["epochs"] == 40
+    reports = [entry.message for entry in Log.collection.get_logs_for(node)]
+    assert any("exit status 300" in message and "resuming from the state it saved" in message for message in reports)
+
+
+def test_a_training_stopped_at_its_wall_time_leaves_its_best_model(annpot_code, dataset, training_settings):
+    from aiida.engine import run_get_node as run_calculation
+
+    settings = training_settings(max_epochs=3, wall_time=TINY_WALL_TIME)
+    results, node = run_calculation(AnnTrainCalculation, code=annpot_code, dataset=dataset, config=Dict(settings))
+    assert node.exit_status == AnnTrainCalculation.exit_codes.ERROR_WALL_TIME_REACHED.status
+    assert results["metrics"]["stopped"] == "wall_time" and results["metrics"]["epochs"] == 1
+    calculator = results["potential"].calculator()
+    frame = dataset.to_frames()[0]
+    frame.calc = calculator
+    assert np.isfinite(frame.get_potential_energy())
