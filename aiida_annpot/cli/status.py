@@ -12,7 +12,7 @@ from tabulate import tabulate
 
 from .root import NODE, cmd_root, load_campaign
 
-__all__ = ["campaign_header", "iteration_rows", "iteration_table", "row_state", "test_set_table"]
+__all__ = ["campaign_header", "held_children", "iteration_rows", "iteration_table", "row_state", "test_set_table"]
 
 HEADERS = ("iter", "labels\nadded", "labels\nfailed", "dataset\nframes", "E_val\nmeV/atom", "F_val\neV/Å",
            "E_test\nmeV/atom", "F_test\neV/Å", "B0 test\nerror", "E_vac test\nerror eV", "accurate\nlast stage",
@@ -126,6 +126,19 @@ def campaign_header(node) -> str:
     return text + (" (paused)" if node.paused else "")
 
 
+def held_children(node) -> list[str]:
+    """Lines naming the campaign's descendants that are paused (still active) or were killed."""
+    descendants = sorted(node.called_descendants, key=lambda process: process.ctime)
+    paused = [p for p in descendants if p.paused and not p.is_terminated]
+    killed = [p for p in descendants if p.is_killed]
+    lines = []
+    for what, processes in (("paused", paused), ("killed", killed)):
+        if processes:
+            names = ", ".join(f"{p.process_label}<{p.pk}>" for p in processes)
+            lines.append(f"{what}: {names}")
+    return lines
+
+
 def _campaign_list() -> str:
     from aiida.orm import QueryBuilder
 
@@ -152,6 +165,8 @@ def cmd_status(campaign):
         return
     node = load_campaign(campaign)
     echo.echo(campaign_header(node))
+    for line in held_children(node):
+        echo.echo(line)
     rows = iteration_rows(node)
     echo.echo(iteration_table(rows) if rows else "no iteration finished yet")
     if "test_score" in node.outputs:

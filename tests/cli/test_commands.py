@@ -6,7 +6,9 @@ from __future__ import annotations
 import json
 
 import pytest
-from aiida.orm import Int
+from aiida.common.links import LinkType
+from aiida.orm import Int, WorkChainNode
+from plumpy import ProcessState
 
 from aiida_annpot.core.dataset import read_frames
 from aiida_annpot.workflows.active_learning import ITERATIONS_EXTRA
@@ -81,10 +83,6 @@ def test_an_excepted_campaign_shows_its_state_and_exports_what_it_computed(
 ):
     """The daemon excepted in iteration 2: its row says so (not "running"), and export writes the labels of the
     finished reference steps: the later training labels, not the test set's."""
-    from aiida.common.links import LinkType
-    from aiida.orm import WorkChainNode
-    from plumpy import ProcessState
-
     from aiida_annpot.data import AtomisticDataset
 
     node = fake_campaign()
@@ -147,3 +145,33 @@ def test_resume_reports_a_failure_to_play(run_cli, fake_campaign):
     result = run_cli("resume", node.pk)
     assert result.exit_code != 0
     assert "could not play the paused processes" in result.output
+
+
+@pytest.mark.parametrize(("command", "function", "past"), [("pause", "pause_processes", "paused"),
+                                                          ("kill", "kill_processes", "killed")])  # fmt: skip
+def test_pause_and_kill_act_on_the_campaign_and_every_active_child(run_cli, fake_campaign, monkeypatch, command,
+                                                                   function, past):  # fmt: skip
+    """As for resume, the broker round trip is replaced by a recorder (tests/integration runs it for real): the
+    campaign comes first, then every active descendant; a paused child is not paused again."""
+    from aiida.engine.processes import control
+
+    acted = []
+    monkeypatch.setattr(control, function, lambda processes, **_: acted.extend(processes))
+    node = fake_campaign(paused=["reference_01"] if command == "pause" else [])
+    for label in ("reference_02", "committee_02"):
+        child = WorkChainNode()
+        child.set_process_state(ProcessState.WAITING)
+        child.base.links.add_incoming(node, LinkType.CALL_WORK, label)
+        child.store()
+    result = run_cli(command, node.pk)
+    assert result.exit_code == 0, result.output
+    expected = [c.pk for c in node.called if not c.paused]
+    assert acted[0].pk == node.pk and sorted(p.pk for p in acted[1:]) == sorted(expected)
+    assert f"{past} ActiveLearningWorkChain<{node.pk}>" in result.output
+
+
+def test_status_names_paused_children(run_cli, fake_campaign):
+    node = fake_campaign(paused=["reference_01"])
+    result = run_cli("status", node.pk)
+    child = node.called[0]
+    assert f"paused: ReferenceWorkChain<{child.pk}>" in result.output, result.output

@@ -2,8 +2,8 @@
 
 ``python campaign_driver.py PROFILE setup`` registers codes and the Debian pseudo family; ``setup-cluster`` the
 Slurm computer ``localcluster`` (core.ssh_async) and its codes; ``submit [COMPUTER [ITERATIONS]]`` submits the fast
-Si campaign to the daemon and prints its PK; ``state PK``, ``labels PK``, ``jobs PK`` and ``paused PK`` print JSON
-about the campaign.
+Si campaign to the daemon and prints its PK; ``state PK``, ``labels PK``, ``jobs PK``, ``paused PK`` and
+``processes PK`` print JSON about the campaign.
 """
 
 from __future__ import annotations
@@ -75,6 +75,16 @@ def paused(pk: int) -> dict:
     return {"paused": [d.pk for d in [node, *node.called_descendants] if getattr(d, "paused", False)]}
 
 
+def processes(pk: int) -> dict:
+    """The campaign and its descendants: which are active (not terminated), paused, killed; PwCalculations made."""
+    node = load_node(pk)
+    every = [node, *node.called_descendants]
+    return {"active": [p.pk for p in every if not p.is_terminated],
+            "active_not_paused": [p.pk for p in every if not p.is_terminated and not p.paused],
+            "killed": [p.pk for p in every if p.is_killed], "pw_total": len(_pw_calculations(node)),
+            "state": node.process_state.value}  # fmt: skip
+
+
 def _pw_calculations(node) -> list[CalcJobNode]:
     return [d for d in node.called_descendants if d.process_label == "PwCalculation"]
 
@@ -107,5 +117,6 @@ if __name__ == "__main__":
     if command in ("setup", "setup-cluster", "submit"):
         output = {"setup": setup, "setup-cluster": setup_cluster, "submit": submit_campaign}[command](*arguments)
     else:
-        output = {"state": state, "labels": labels, "jobs": jobs, "paused": paused}[command](int(arguments[0]))
+        commands = {"state": state, "labels": labels, "jobs": jobs, "paused": paused, "processes": processes}
+        output = commands[command](int(arguments[0]))
     print(json.dumps(output))

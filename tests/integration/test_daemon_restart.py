@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from .conftest import wait_for
+from .conftest import run_command, wait_for
 
 pytestmark = pytest.mark.services
 
@@ -39,3 +39,39 @@ def test_campaign_finishes_after_a_daemon_restart_without_labelling_twice(produc
     assert not twice, f"structures labelled by more than one PwBaseWorkChain: {twice}"
     assert all(n == 1 for n in result["successes"].values()), result["successes"]
     assert sum(result["successes"].values()) == result["dataset_frames"]
+
+
+def test_pause_and_kill_reach_every_process_of_the_campaign(production_profile):
+    """``aiida-annpot pause`` holds the campaign and everything it called, so no new DFT job starts while it is
+    paused; ``resume`` plays them all; ``kill`` leaves no descendant running, and ``status`` names what was killed."""
+    profile = production_profile
+    profile.verdi("daemon", "start", 2)
+    pk = profile.driver("submit")["pk"]
+    wait_for(lambda: profile.driver("state", pk)["pw_in_flight"], timeout=180, what="a PwCalculation in flight")
+
+    def annpot(*args):
+        return run_command(["aiida-annpot", "-p", profile.name, *map(str, args)], profile.env)
+
+    output = annpot("pause", pk)
+    assert f"paused ActiveLearningWorkChain<{pk}>" in output and "paused ReferenceWorkChain<" in output, output
+
+    def processes_when(condition):
+        snapshot = profile.driver("processes", pk)
+        return snapshot if condition(snapshot) else None
+
+    held = wait_for(lambda: processes_when(lambda p: not p["active_not_paused"]), timeout=60,
+                    what="every active process to be paused")  # fmt: skip
+    time.sleep(20)  # long enough for several 8-atom labels: none may start while paused
+    assert profile.driver("processes", pk)["pw_total"] == held["pw_total"]
+    assert "paused: " in annpot("status", pk)
+
+    annpot("resume", pk)
+    wait_for(lambda: profile.driver("processes", pk)["pw_total"] > held["pw_total"], timeout=120,
+             what="new DFT jobs after resume")  # fmt: skip
+    output = annpot("kill", pk)
+    assert f"killed ActiveLearningWorkChain<{pk}>" in output, output
+    ended = wait_for(lambda: processes_when(lambda p: not p["active"]), timeout=120,
+                     what="every process of the campaign to end")  # fmt: skip
+    assert ended["state"] == "killed" and pk in ended["killed"]
+    status = annpot("status", pk)
+    assert "killed: " in status, status
