@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Idempotent developer/CI setup: a virtual environment in .venv with torch 2.13.0 (CPU) installed FIRST (an
 # unpinned torch would pull gigabytes of CUDA wheels), then aiida-annpot with its dev extras, editable; and
-# Debian's Quantum ESPRESSO with its pseudopotential files.
+# Debian's Quantum ESPRESSO with its pseudopotential files, and Graphviz for provenance graphs.
 # Re-running is cheap: the install is skipped while pyproject.toml is unchanged.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,8 +10,9 @@ PYTHON=${PYTHON:-python3}
 
 export DEBIAN_FRONTEND=noninteractive
 # Quantum ESPRESSO: pw.x labels the data; quantum-espresso-data ships the UPF pseudopotentials the tests use.
-if ! command -v pw.x >/dev/null || [ ! -d /usr/share/doc/quantum-espresso/examples ]; then
-    apt-get update -qq && apt-get install -y -qq --no-upgrade quantum-espresso quantum-espresso-data >/dev/null
+# Graphviz: `verdi node graph generate` draws the provenance graphs with its `dot`.
+if ! command -v pw.x >/dev/null || [ ! -d /usr/share/doc/quantum-espresso/examples ] || ! command -v dot >/dev/null; then
+    apt-get update -qq && apt-get install -y -qq --no-upgrade quantum-espresso quantum-espresso-data graphviz >/dev/null
 fi
 
 if [ ! -x "$VENV/bin/python" ]; then

@@ -175,3 +175,20 @@ def test_status_names_paused_children(run_cli, fake_campaign):
     result = run_cli("status", node.pk)
     child = node.called[0]
     assert f"paused: ReferenceWorkChain<{child.pk}>" in result.output, result.output
+
+
+def test_verdi_draws_a_campaigns_provenance_graph(fake_campaign, emt_frames, tmp_path):
+    """Graphviz comes with the setup (scripts/setup.sh): ``verdi node graph generate`` renders a campaign's graph."""
+    from aiida.cmdline.commands.cmd_node import verdi_node
+    from click.testing import CliRunner
+
+    from aiida_annpot.data import AtomisticDataset
+
+    node = fake_campaign()
+    dataset = AtomisticDataset.from_frames(emt_frames(n=2, seed=5)).store()
+    dataset.base.links.add_incoming(node, LinkType.RETURN, "dataset")
+    output = tmp_path / "campaign.png"
+    result = CliRunner().invoke(verdi_node, ["graph", "generate", str(node.pk), "--output-format", "png",
+                                             "--output-file", str(output)], catch_exceptions=False)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert output.read_bytes().startswith(b"\x89PNG") and output.stat().st_size > 1000

@@ -53,6 +53,34 @@ class Profile:
         return json.loads(output.splitlines()[-1])
 
 
+def _running_services() -> set[str]:
+    """The services of scripts/services and scripts/cluster that are running now."""
+    checks = {
+        "rabbitmq": ["rabbitmq-diagnostics", "-q", "check_running"],
+        "postgresql": ["pg_isready", "-q"],
+        "slurm": ["pgrep", "-x", "slurmctld"],
+        "sshd": ["pgrep", "-f", "sshd_localcluster"],
+    }
+    running = set()
+    for name, command in checks.items():
+        try:
+            if subprocess.run(command, capture_output=True, timeout=60).returncode == 0:
+                running.add(name)
+        except (FileNotFoundError, subprocess.TimeoutExpired):
+            pass
+    return running
+
+
+@pytest.fixture(scope="session", autouse=True)
+def stop_services_started_here():
+    """The services these tests start are stopped when the session ends (those already running are left alone)."""
+    before = _running_services()
+    yield
+    started = sorted(_running_services() - before)
+    if started:
+        subprocess.run(["bash", str(REPOSITORY / "scripts/services/stop_services.sh"), *started], timeout=300)
+
+
 @pytest.fixture
 def production_profile(tmp_path):
     """A fresh core.psql_dos + RabbitMQ profile with the local codes and the Debian Si family; torn down after."""
