@@ -5,7 +5,9 @@ Creates a new AiiDA profile in ``--workdir`` (SQLite storage, as ``verdi presto`
 ``ActiveLearningWorkChain`` with the chosen protocol in the foreground on the 8-atom cubic Si cell.
 
 Printed figures:
-- the campaign's wall time, and per iteration labels, dataset size, validation errors, accurate ratios;
+- the campaign's wall time and exit status; per iteration labels, dataset size, validation and test-set errors,
+  accurate ratios (``aiida-annpot status``'s table); the final committee's test-set table (per kind, V0, B0,
+  vacancy formation energy);
 - per DFT label, the PwBaseWorkChain's wall time (creation to last change), the pw.x wall time its PwCalculations
   report, and the difference: the AiiDA overhead (submission, polling, file transfer, parsing, database), given as
   a share of the pw.x time. Labels run ``max_concurrent`` at a time, so pw.x times include contention for the cores.
@@ -76,14 +78,14 @@ def main() -> None:
     _, node = run_get_node(builder)
     wall = time.perf_counter() - start
 
+    from aiida_annpot.cli.status import campaign_header, iteration_rows, iteration_table, test_set_table
+
     print(f"campaign <{node.pk}> protocol {args.protocol}: exit status {node.exit_status}, wall time {wall:.0f} s")
-    print(f"{'it':>3} {'labels':>6} {'failed':>6} {'frames':>6} {'E val':>9} {'F val':>7} {'accurate':>8} "
-          f"{'last st.':>8} {'selected':>8}")  # fmt: skip
-    for row in node.outputs.iterations.get_list():
-        print(f"{row['iteration']:>3} {row['labels_added']:>6} {row['labels_failed']:>6} {row['dataset_frames']:>6} "
-              f"{row['validation']['energy_rmse']:>9.2f} {row['validation']['force_rmse']:>7.3f} "
-              f"{row['ratios']['accurate']:>8.2f} {row['last_stage_ratios']['accurate']:>8.2f} "
-              f"{row['selected']:>8}")  # fmt: skip
+    print(campaign_header(node))
+    print(iteration_table(iteration_rows(node)))
+    if "test_score" in node.outputs:
+        print("final committee on the independent test set:")
+        print(test_set_table(node.outputs.test_score.get_dict()))
     labels = overhead_per_label(node)
     walls = [w for w, _ in labels]
     pws = [p for _, p in labels]

@@ -1,7 +1,8 @@
 """The ``aiida-annpot`` command: launch, follow and inspect active-learning campaigns.
 
 One module per concern: ``root`` (the group and node loading), ``campaign_file`` (schema and checks of the YAML
-campaign file), ``launch``, ``status``, ``plots``, ``export``, ``lineage`` and ``resume`` (pause, resume and kill of a whole campaign).
+campaign file), ``launch``, ``status``, ``plots``, ``export``, ``lineage`` and ``resume`` (pause, resume and kill of
+a whole campaign).
 """
 
 from . import export, launch, lineage, plots, resume, status

@@ -5,9 +5,11 @@ campaign, so energies stay comparable; only the structure and its pseudopotentia
 An explicit ``kpoints`` mesh per structure key, when given, replaces the ``kpoints_distance`` of the shared
 settings for that structure: strained, rattled and MD copies of one cell then share one mesh, so their energies
 differ only through the structure (a distance-based mesh jumps between sizes as a cell is strained, which shifts
-the energy by far more than the potential's target error). At most ``max_concurrent`` work chains run at a time.
+the energy by far more than the potential's target error). At most ``max_concurrent`` work chains run at a time, in a
+sliding window that starts the largest structures first.
 A structure whose PwBaseWorkChain still fails after its own restart handlers is excluded and listed in the
-``failed`` output with the reason, never dropped silently.
+``failed`` output with the reason, never dropped silently; a failure no handler knows (pw.x killed by the node or the
+scheduler) is retried once first (``on_unhandled_failure: restart_once`` unless ``pw_base`` says otherwise).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import difflib
 
 from aiida.common import AttributeDict
 from aiida.engine import ToContext, WorkChain, while_
-from aiida.orm import Dict, Int, KpointsData, Str, StructureData, load_group
+from aiida.orm import Dict, Int, KpointsData, Str, StructureData, load_group, load_node
 from aiida.plugins import WorkflowFactory
 
 from ..calcfunctions.dataset import merge_dataset
@@ -156,7 +158,7 @@ class ReferenceWorkChain(WorkChain):
         spec.inputs.validator = validate_inputs
         spec.outline(
             cls.setup,
-            while_(cls.should_run_batch)(cls.run_batch, cls.inspect_batch),
+            while_(cls.has_labels_to_wait_for)(cls.fill_window, cls.collect_finished),
             cls.merge_labels,
             cls.results,
         )
@@ -176,33 +178,51 @@ class ReferenceWorkChain(WorkChain):
                        "extend; first failure: {reason}")  # fmt: skip
 
     def setup(self):
-        self.ctx.pending = sorted(self.inputs.structures)
+        structures = self.inputs.structures
+        # largest first: the long labels start at once and the short ones cycle through the window around them
+        self.ctx.pending = sorted(structures, key=lambda key: (-len(structures[key].sites), key))
+        self.ctx.running = {}  # key → pk of its PwBaseWorkChain
         self.ctx.finished = {}
         self.ctx.family = load_group(self.inputs.pseudo_family.value)
 
-    def should_run_batch(self) -> bool:
-        return bool(self.ctx.pending)
+    def has_labels_to_wait_for(self) -> bool:
+        return bool(self.ctx.pending or self.ctx.running)
 
-    def run_batch(self):
-        batch = self.ctx.pending[: self.inputs.max_concurrent.value]
-        self.ctx.pending = self.ctx.pending[len(batch) :]
-        futures = {}
-        for key in batch:
-            structure = self.inputs.structures[key]
-            inputs = AttributeDict(self.exposed_inputs(PwBaseWorkChain, namespace="pw_base"))
-            inputs.pw = AttributeDict(inputs.pw)
-            inputs.pw.structure = structure
-            inputs.pw.pseudos = self.ctx.family.get_pseudos(structure=structure)
-            if key in self.inputs.get("kpoints", {}):
-                inputs.kpoints = self.inputs.kpoints[key]
-                inputs.pop("kpoints_distance", None)
-            inputs.metadata = {"call_link_label": f"label_{key}"}
-            futures[f"workchains.{key}"] = self.submit(PwBaseWorkChain, **inputs)
-        self.report(f"labelling {len(batch)} structure(s) with PwBaseWorkChain; {len(self.ctx.pending)} waiting")
-        return ToContext(**futures)
+    def fill_window(self):
+        """Submit labels until ``max_concurrent`` run (a sliding window, not batches: one slow label does not hold
+        the next ones back), then wait for the running label expected to end first: the smallest structure."""
+        free = self.inputs.max_concurrent.value - len(self.ctx.running)
+        submitted = self.ctx.pending[: max(free, 0)]
+        self.ctx.pending = self.ctx.pending[len(submitted) :]
+        for key in submitted:
+            self.ctx.running[key] = self._submit_label(key).pk
+        if submitted:
+            self.report(f"submitted {len(submitted)} DFT label(s); {len(self.ctx.running)} running, "
+                        f"{len(self.ctx.pending)} waiting")  # fmt: skip
+        structures = self.inputs.structures
+        first = min(self.ctx.running, key=lambda key: (len(structures[key].sites), self.ctx.running[key]))
+        return ToContext(awaited=load_node(self.ctx.running[first]))
 
-    def inspect_batch(self):
-        done = {key: node for key, node in self.ctx.workchains.items() if key not in self.ctx.finished}
+    def _submit_label(self, key: str):
+        structure = self.inputs.structures[key]
+        inputs = AttributeDict(self.exposed_inputs(PwBaseWorkChain, namespace="pw_base"))
+        inputs.pw = AttributeDict(inputs.pw)
+        inputs.pw.structure = structure
+        inputs.pw.pseudos = self.ctx.family.get_pseudos(structure=structure)
+        if key in self.inputs.get("kpoints", {}):
+            inputs.kpoints = self.inputs.kpoints[key]
+            inputs.pop("kpoints_distance", None)
+        inputs.setdefault("on_unhandled_failure", Str("restart_once"))  # a killed pw.x (no known cause): once more
+        inputs.metadata = {"call_link_label": f"label_{key}"}
+        return self.submit(PwBaseWorkChain, **inputs)
+
+    def collect_finished(self):
+        done = {}
+        for key, pk in list(self.ctx.running.items()):
+            node = load_node(pk)
+            if node.is_terminated:
+                done[key] = node
+                del self.ctx.running[key]
         self.ctx.finished.update(done)
         failed = [key for key, node in done.items() if not node.is_finished_ok]
         if failed:

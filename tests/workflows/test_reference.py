@@ -68,3 +68,80 @@ def test_no_usable_label_stops_the_campaign_with_a_clear_error(pw_code, annpot_c
     assert not any(c.process_label == "CommitteeTrainingWorkChain" for c in node.called), "nothing trained on nothing"
     row = node.outputs.iterations.get_list()[0]
     assert row["labels_failed"] == 2 and "failed" in row
+
+
+def test_labels_run_in_a_sliding_window_largest_first(pw_code, si_pseudo_family, si_cell):
+    """With room for two, the 16-atom cell starts first and the three 8-atom cells cycle through the other slot
+    while it runs: no batch waits for its slowest label, and never more than two run at once."""
+    from aiida.common.links import LinkType
+    from aiida.engine import run_get_node
+    from aiida.orm import Str, StructureData
+
+    from aiida_annpot.workflows.reference import ReferenceWorkChain
+
+    campaign = ActiveLearningWorkChain.get_builder_from_protocol(pw_code, pw_code, [si_cell()], si_pseudo_family,
+                                                                 protocol="fast", overrides=NO_TEST_SET)  # fmt: skip
+    structures = {"a_small": si_cell(rattle=0.02), "b_small": si_cell(rattle=0.03), "c_small": si_cell(rattle=0.04),
+                  "d_large": StructureData(ase=si_cell().get_ase().repeat((2, 1, 1)))}  # fmt: skip
+    pw_base = campaign.reference.pw_base._inputs(prune=True)
+    _, node = run_get_node(ReferenceWorkChain, structures=structures, max_concurrent=Int(2),
+                           pseudo_family=Str(si_pseudo_family), pw_base=pw_base)  # fmt: skip
+    assert node.is_finished_ok, node.exit_message
+    calls = sorted(node.base.links.get_outgoing(link_type=LinkType.CALL_WORK).all(), key=lambda link: link.node.ctime)
+    assert calls[0].link_label == "label_d_large"
+    runs = [(link.node.ctime, link.node.mtime) for link in calls]
+    large_end = runs[0][1]
+    assert sum(start < large_end for start, _ in runs[1:]) >= 2, runs  # the small slot cycled during the large one
+    for start, _ in runs:  # never more than two at once
+        assert sum(other_start < start < other_end for other_start, other_end in runs) <= 1, runs
+    assert node.outputs.dataset.n_frames == 4
+
+
+@pytest.fixture
+def pw_killed_once(local_computer, tmp_path):
+    """A pw.x code whose first run is killed with SIGKILL two seconds in (as a node failure would); later runs are
+    Debian's pw.x."""
+    import shutil
+
+    from aiida.orm import InstalledCode
+
+    pw = shutil.which("pw.x")
+    if pw is None:
+        pytest.skip("pw.x is not installed")
+    script = tmp_path / "pw-killed-once"
+    script.write_text(f"""#!/bin/bash
+if [ ! -e {tmp_path}/killed ]; then
+    touch {tmp_path}/killed
+    {pw} "$@" &
+    sleep 2
+    kill -9 $!
+    exit 137
+fi
+exec {pw} "$@"
+""")
+    script.chmod(0o755)
+    code = InstalledCode(computer=local_computer, filepath_executable=str(script), label=f"pw-killed-{tmp_path.name}",
+                         default_calc_job_plugin="quantumespresso.pw")  # fmt: skip
+    return code.store()
+
+
+def test_a_killed_pw_x_is_run_once_more_and_the_label_kept(pw_killed_once, pw_code, si_pseudo_family, si_cell):
+    """The first pw.x of a 16-atom cell (about 10 s) is killed after 2 s: PwBaseWorkChain has no handler for what it
+    leaves, and the reference runs it once more instead of excluding the structure."""
+    from aiida.engine import run_get_node
+    from aiida.orm import Str, StructureData
+
+    from aiida_annpot.workflows.reference import ReferenceWorkChain
+
+    campaign = ActiveLearningWorkChain.get_builder_from_protocol(pw_killed_once, pw_code, [si_cell()],
+                                                                 si_pseudo_family, protocol="fast",
+                                                                 overrides=NO_TEST_SET)  # fmt: skip
+    structures = {"big": StructureData(ase=si_cell(rattle=0.02).get_ase().repeat((2, 1, 1)))}
+    pw_base = campaign.reference.pw_base._inputs(prune=True)
+    _, node = run_get_node(ReferenceWorkChain, structures=structures, max_concurrent=Int(1),
+                           pseudo_family=Str(si_pseudo_family), pw_base=pw_base)  # fmt: skip
+    assert node.is_finished_ok, node.exit_message
+    (base,) = node.called
+    first, second = sorted(base.called, key=lambda calculation: calculation.ctime)
+    assert not first.is_finished_ok and second.is_finished_ok
+    assert node.outputs.failed.get_dict() == {} and node.outputs.dataset.n_frames == 1
