@@ -1,10 +1,12 @@
 """``aiida-annpot pause / resume / kill``: act on a whole campaign, the campaign and every process it called.
 
 ``verdi process pause PK`` on a campaign holds only the campaign's own node: the ReferenceWorkChain it already
-called goes on submitting pw.x jobs. These commands reach every active descendant: ``pause`` holds them all (jobs
-already on the scheduler run on, nothing new is submitted), ``resume`` plays them again, ``kill`` kills the campaign
-(AiiDA cascades the kill to what it called, cancelling scheduler jobs) and then any descendant still active, so no
-child outlives it.
+called goes on submitting pw.x jobs. These commands reach every active descendant: ``pause`` holds the campaign and
+every work chain under it, so nothing new is created; calculations already created run to their end (pausing a
+CalcJob while AiiDA monitors its scheduler job left it stuck in "job state RUNNING" after ``play``, with aiida-core
+2.9). ``resume`` plays every paused process again (also CalcJobs AiiDA paused after a transport outage). ``kill``
+kills the campaign (AiiDA cascades the kill to what it called, cancelling scheduler jobs) and then any descendant
+still active, so no child outlives it.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ def _act(action: str, processes: list, timeout: float) -> None:
     from aiida.engine.processes import control
 
     handler = {"pause": control.pause_processes, "play": control.play_processes, "kill": control.kill_processes}
-    kwargs = {"message": "killed with its campaign by aiida-annpot kill"} if action == "kill" else {}
+    kwargs = {"msg_text": f"{action} of the whole campaign by aiida-annpot"} if action != "play" else {}
     try:
         handler[action](processes, timeout=timeout, **kwargs)
     except Exception as exc:  # no broker, daemon not running, timeout: the engine reports each differently
@@ -74,8 +76,11 @@ def cmd_resume(campaign, timeout):
 @_TIMEOUT
 @decorators.with_dbenv()
 def cmd_pause(campaign, timeout):
-    """Pause CAMPAIGN and every active process it called (so no new DFT or training job starts)."""
-    active = [p for p in active_processes(load_campaign(campaign)) if not p.paused]
+    """Pause CAMPAIGN and every active work chain it called: no new DFT, training or MD job is created; jobs
+    already created finish."""
+    from aiida.orm import WorkflowNode
+
+    active = [p for p in active_processes(load_campaign(campaign)) if isinstance(p, WorkflowNode) and not p.paused]
     if not active:
         echo.echo_report(f"nothing to pause in campaign {campaign.pk}")
         return

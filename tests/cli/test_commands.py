@@ -152,8 +152,10 @@ def test_resume_reports_a_failure_to_play(run_cli, fake_campaign):
 def test_pause_and_kill_act_on_the_campaign_and_every_active_child(run_cli, fake_campaign, monkeypatch, command,
                                                                    function, past):  # fmt: skip
     """As for resume, the broker round trip is replaced by a recorder (tests/integration runs it for real): the
-    campaign comes first, then every active descendant; a paused child is not paused again."""
+    campaign comes first, then every active descendant; a paused child is not paused again, and pause leaves running
+    calculations alone (they finish; nothing new is created)."""
     from aiida.engine.processes import control
+    from aiida.orm import CalcJobNode
 
     acted = []
     monkeypatch.setattr(control, function, lambda processes, **_: acted.extend(processes))
@@ -163,9 +165,13 @@ def test_pause_and_kill_act_on_the_campaign_and_every_active_child(run_cli, fake
         child.set_process_state(ProcessState.WAITING)
         child.base.links.add_incoming(node, LinkType.CALL_WORK, label)
         child.store()
+    job = CalcJobNode(process_type="aiida.calculations:quantumespresso.pw")
+    job.set_process_state(ProcessState.WAITING)
+    job.base.links.add_incoming(child, LinkType.CALL_CALC, "iteration_01")
+    job.store()
     result = run_cli(command, node.pk)
     assert result.exit_code == 0, result.output
-    expected = [c.pk for c in node.called if not c.paused]
+    expected = [c.pk for c in node.called if not c.paused] + ([job.pk] if command == "kill" else [])
     assert acted[0].pk == node.pk and sorted(p.pk for p in acted[1:]) == sorted(expected)
     assert f"{past} ActiveLearningWorkChain<{node.pk}>" in result.output
 

@@ -117,7 +117,8 @@ def test_wall_time_stop_and_resume(trained, training_folder):
     result = invoke("train", config, "--workdir", workdir)
     assert result.exit_code == EXIT_WALL_TIME, result.output
     assert (workdir / "checkpoint.pt").is_file()
-    assert not (workdir / "model.safetensors").exists()
+    stopped = json.loads((workdir / "metrics.json").read_text())  # the best model so far, usable as it is
+    assert (workdir / "model.safetensors").is_file() and stopped["stopped"] == "wall_time"
     assert "checkpoint" in result.stdout and "--resume" in result.stdout
     for _ in range(6):
         result = invoke("train", config, "--workdir", workdir, "--resume")

@@ -177,7 +177,8 @@ def test_resume_after_wall_time_is_exact(data, tmp_path):
         statuses.append((outcome.status, outcome.epochs))
         if outcome.status == "finished":
             break
-        assert not (tmp_path / "B" / MODEL).exists()
+        assert outcome.metrics["stopped"] == "wall_time" and outcome.metrics["epochs"] == outcome.epochs
+        assert (tmp_path / "B" / MODEL).is_file()  # the best model so far, beside the checkpoint
         assert (tmp_path / "B" / CHECKPOINT).is_file()
     assert statuses == [("wall_time", epoch) for epoch in range(1, 12)] + [("finished", 12)]
 

@@ -80,7 +80,8 @@ def processes(pk: int) -> dict:
     node = load_node(pk)
     every = [node, *node.called_descendants]
     return {"active": [p.pk for p in every if not p.is_terminated],
-            "active_not_paused": [p.pk for p in every if not p.is_terminated and not p.paused],
+            "workflows_not_paused": [p.pk for p in every if isinstance(p, WorkflowNode) and not p.is_terminated
+                                     and not p.paused],
             "killed": [p.pk for p in every if p.is_killed], "pw_total": len(_pw_calculations(node)),
             "state": node.process_state.value}  # fmt: skip
 

@@ -42,8 +42,8 @@ def test_campaign_finishes_after_a_daemon_restart_without_labelling_twice(produc
 
 
 def test_pause_and_kill_reach_every_process_of_the_campaign(production_profile):
-    """``aiida-annpot pause`` holds the campaign and everything it called, so no new DFT job starts while it is
-    paused; ``resume`` plays them all; ``kill`` leaves no descendant running, and ``status`` names what was killed."""
+    """``aiida-annpot pause`` holds the campaign and every work chain it called, so no new DFT job is created while
+    it is paused; ``resume`` plays them all; ``kill`` leaves no descendant running; ``status`` names what was killed."""
     profile = production_profile
     profile.verdi("daemon", "start", 2)
     pk = profile.driver("submit")["pk"]
@@ -59,15 +59,19 @@ def test_pause_and_kill_reach_every_process_of_the_campaign(production_profile):
         snapshot = profile.driver("processes", pk)
         return snapshot if condition(snapshot) else None
 
-    held = wait_for(lambda: processes_when(lambda p: not p["active_not_paused"]), timeout=60,
-                    what="every active process to be paused")  # fmt: skip
+    held = wait_for(lambda: processes_when(lambda p: not p["workflows_not_paused"]), timeout=60,
+                    what="every active work chain to be paused")  # fmt: skip
     time.sleep(20)  # long enough for several 8-atom labels: none may start while paused
     assert profile.driver("processes", pk)["pw_total"] == held["pw_total"]
     assert "paused: " in annpot("status", pk)
 
-    annpot("resume", pk)
-    wait_for(lambda: profile.driver("processes", pk)["pw_total"] > held["pw_total"], timeout=120,
-             what="new DFT jobs after resume")  # fmt: skip
+    output = annpot("resume", pk)
+    try:
+        wait_for(lambda: profile.driver("processes", pk)["pw_total"] > held["pw_total"], timeout=120,
+                 what="new DFT jobs after resume")  # fmt: skip
+    except AssertionError as error:
+        listing = profile.verdi("process", "list", "-a", "-p", "1")
+        raise AssertionError(f"{error}\nresume said:\n{output}\n{listing}\n{profile.driver('processes', pk)}") from None
     output = annpot("kill", pk)
     assert f"killed ActiveLearningWorkChain<{pk}>" in output, output
     ended = wait_for(lambda: processes_when(lambda p: not p["active"]), timeout=120,

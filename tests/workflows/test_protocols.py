@@ -49,7 +49,7 @@ def test_inputs_merge_default_then_protocol_then_overrides():
     assert inputs["test_targets"] == data["default_inputs"]["test_targets"]  # default, untouched by fast
     reference = inputs["reference"]
     assert reference["ecutwfc"] == 33.0 and reference["ecutrho"] == 80.0  # override, then fast
-    assert reference["max_concurrent"] == 2 and reference["pw_protocol"] == "fast"
+    assert reference["max_concurrent"] == 4 and reference["pw_protocol"] == "fast"
     assert reference["electronic_type"] == "metal" and reference["kpoints_distance"] == 0.6  # default, then fast
     assert reference["pw_parameters"] == {"ELECTRONS": {"conv_thr": 1.0e-8}, "SYSTEM": {"degauss": 0.01}}
     config = inputs["committee"]["config"]
