@@ -13,10 +13,10 @@ from aiida.engine import CalcJob
 from aiida.orm import Dict, RemoteData
 
 from ..common.config import ConfigError, load_config
+from ..common.contract import STATUS_FILE
 
 __all__ = ["AnnpotCalculation", "validate_config_dict"]
 
-STATUS_FILE = "annpot_status.json"  # the engine's aiida_annpot.core.cli.STATUS_FILE, without importing click
 STDOUT = "annpot.log"
 STDERR = "annpot.err"
 #: Share of the scheduler's wall time the engine may use before it checkpoints and exits (the rest is margin).

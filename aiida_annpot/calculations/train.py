@@ -10,6 +10,7 @@ from __future__ import annotations
 from aiida.orm import ArrayData, Dict, Int
 
 from ..common.config import TrainingConfig
+from ..common.contract import CHECKPOINT_FILE, CURVE_FILE, METRICS_FILE, MODEL_FILE
 from ..core.baselines import ENTRY_POINT_GROUP, is_registered, registered_names
 from ..data.dataset import AtomisticDataset
 from ..data.potential import AnnPotential
@@ -58,8 +59,8 @@ class AnnTrainCalculation(AnnpotCalculation):
 
     COMMAND = "train"
     CONFIG_FILE = "train.yaml"
-    RETRIEVE = ("model.safetensors", "metrics.json", "learning_curve.csv")
-    RESUME_FILES = ("checkpoint.pt",)
+    RETRIEVE = (MODEL_FILE, METRICS_FILE, CURVE_FILE)
+    RESUME_FILES = (CHECKPOINT_FILE,)
 
     @classmethod
     def define(cls, spec):

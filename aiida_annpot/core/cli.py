@@ -17,17 +17,18 @@ from pathlib import Path
 import click
 
 from .. import __version__
+from ..common import contract
 from ..common.config import ConfigError, ExplorationConfig, TrainingConfig, load_config
+from ..common.contract import STATUS_FILE
 from . import jsonio
 from .errors import EXIT_DIVERGED, EXIT_INPUT_ERROR, EXIT_OK, EXIT_WALL_TIME, AnnpotError
 
 __all__ = ["STATUS_FILE", "main"]
 
-#: Written to WORKDIR when ``train`` or ``explore`` ends, so a scheduler-run job leaves its outcome behind (the
-#: scheduler does not keep the exit code): ``{"exit_code": int, "status": str, "message": str}``.
-STATUS_FILE = "annpot_status.json"
-_STATUS_NAMES = {EXIT_OK: "finished", EXIT_INPUT_ERROR: "input_error", EXIT_DIVERGED: "diverged",
-                 EXIT_WALL_TIME: "wall_time"}  # fmt: skip
+#: Exit code → the status written to :data:`~aiida_annpot.common.contract.STATUS_FILE` when ``train`` or ``explore``
+#: ends (the scheduler does not keep the exit code).
+_STATUS_NAMES = {EXIT_OK: contract.FINISHED, EXIT_INPUT_ERROR: contract.INPUT_ERROR,
+                 EXIT_DIVERGED: contract.DIVERGED, EXIT_WALL_TIME: contract.WALL_TIME}  # fmt: skip
 
 #: Rows of the ``evaluate`` table: metric key, label, unit.
 METRIC_ROWS = [
@@ -85,7 +86,7 @@ def _records_status(command: Callable) -> Callable:
         finally:
             workdir = Path(kwargs["workdir"])
             if workdir.is_dir():  # bad input before the work started leaves nothing behind
-                status = {"exit_code": code, "status": _STATUS_NAMES.get(code, "crashed"), "message": message}
+                status = {"exit_code": code, "status": _STATUS_NAMES.get(code, contract.CRASHED), "message": message}
                 (workdir / STATUS_FILE).write_text(jsonio.dumps(status))
 
     return wrapper

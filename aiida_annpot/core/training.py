@@ -22,6 +22,7 @@ import torch
 from ase.data import atomic_numbers
 
 from ..common.config import TrainingConfig
+from ..common.contract import CHECKPOINT_FILE, CURVE_FILE, METRICS_FILE, MODEL_FILE
 from . import jsonio
 from .baselines import baseline_record, delta_labels, describe_baseline
 from .dataset import Batch, FeatureSet, dataset_hash, elements_of, read_frames, validate_labelled
@@ -31,10 +32,7 @@ from .metrics import EV_PER_A3_TO_GPA, parity
 from .model import Potential
 from .modelfile import load_potential, save_model
 
-CHECKPOINT = "checkpoint.pt"
-MODEL = "model.safetensors"
-METRICS = "metrics.json"
-CURVE = "learning_curve.csv"
+CHECKPOINT, MODEL, METRICS, CURVE = CHECKPOINT_FILE, MODEL_FILE, METRICS_FILE, CURVE_FILE
 #: A validation loss this many times that of the starting model means the optimisation blew up (a finite loss can
 #: still be absurd in float64, where nothing overflows).
 DIVERGENCE_FACTOR = 1e4

@@ -5,7 +5,8 @@ from __future__ import annotations
 from aiida.engine import ExitCode
 from aiida.parsers import Parser
 
-from ..calculations.base import STATUS_FILE
+from ..common import contract
+from ..common.contract import STATUS_FILE
 from .readers import OutputFileError, read_status
 
 
@@ -21,14 +22,14 @@ class AnnpotParser(Parser):
         except OutputFileError as exc:
             return codes.ERROR_CORRUPT_OUTPUT.format(filename=STATUS_FILE, exception=exc)
         outcome = status["status"]
-        if outcome == "finished":
+        if outcome == contract.FINISHED:
             return self.parse_finished()
-        if outcome == "wall_time":  # what the run left so far is attached (a training run's best model)
+        if outcome == contract.WALL_TIME:  # what the run left so far is attached (a training run's best model)
             self.parse_partial()
             return codes.ERROR_WALL_TIME_REACHED
-        if outcome == "input_error":
+        if outcome == contract.INPUT_ERROR:
             return codes.ERROR_INPUT_REJECTED.format(message=status["message"])
-        if outcome == "diverged" and "ERROR_TRAINING_DIVERGED" in codes:
+        if outcome == contract.DIVERGED and "ERROR_TRAINING_DIVERGED" in codes:
             return codes.ERROR_TRAINING_DIVERGED.format(message=status["message"])
         return codes.ERROR_ENGINE_CRASHED.format(message=status["message"] or f"exit code {status['exit_code']}")
 

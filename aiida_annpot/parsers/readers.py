@@ -12,12 +12,13 @@ import json
 
 import numpy as np
 
+from ..common import contract
 from ..core.jsonio import finite_or_none  # torch-free
 
 __all__ = ["OutputFileError", "read_learning_curve", "read_metrics", "read_status", "read_summary"]
 
 #: Outcome names the engine writes to its status file.
-STATUSES = ("finished", "input_error", "diverged", "wall_time", "crashed")
+STATUSES = contract.STATUSES
 
 
 class OutputFileError(ValueError):
