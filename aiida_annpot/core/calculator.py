@@ -16,11 +16,10 @@ import torch
 from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
 from ase.stress import full_3x3_to_voigt_6_stress
 
-from .baselines import UntrustedBaselineError, make_baseline
 from .committee import committee_statistics
 from .geometry import NeighborSearch, raise_allocator_thresholds
 from .model import Potential
-from .modelfile import load_potential
+from .modelfile import build_baseline, load_potential
 
 
 class AnnCalculator(Calculator):
@@ -46,11 +45,7 @@ class AnnCalculator(Calculator):
         torch_dtype = getattr(torch, dtype)
         self.potential = model.to(torch_dtype) if isinstance(model, Potential) else load_potential(model, torch_dtype)
         self.potential.eval()
-        baseline = self.potential.baseline_config
-        try:
-            self.baseline = None if baseline is None else make_baseline(baseline, trusted_baselines)  # delta learning
-        except UntrustedBaselineError as exc:
-            raise UntrustedBaselineError(f"{getattr(self.potential, 'source', 'the potential')}: {exc}") from exc
+        self.baseline = build_baseline(self.potential, trusted_baselines)  # delta learning
         self.neighbors = NeighborSearch(self.potential.descriptor.cutoff, skin=skin)
         self._last = None  # the latest Prediction, kept for a fingerprint asked for later
         raise_allocator_thresholds()  # MD calls this thousands of times: keep freed buffers mapped

@@ -201,15 +201,15 @@ def _load_data(data: Path, potential, trusted_baselines=()):
 
     A delta-learning potential's networks predict DFT − baseline, so the baseline is subtracted from the labels.
     """
-    from .baselines import UntrustedBaselineError, delta_labels
+    from .baselines import subtract_baseline
     from .dataset import FeatureSet, read_frames, validate_labelled
+    from .modelfile import build_baseline
 
     frames = read_frames(data)
     validate_labelled(frames, source=str(data), require_forces=False)
-    try:
-        frames = delta_labels(frames, potential.baseline_config, str(data), trusted_baselines)
-    except UntrustedBaselineError as exc:
-        raise UntrustedBaselineError(f"{potential.source}: {exc}") from exc
+    baseline = build_baseline(potential, trusted_baselines)
+    if baseline is not None:
+        frames = subtract_baseline(frames, baseline, source=str(data))
     return FeatureSet(frames, potential, potential.dtype)
 
 

@@ -25,7 +25,7 @@ from safetensors.torch import save_file
 from .. import __version__
 from ..common.config import BaselineConfig, DescriptorConfig, NetworkConfig
 from . import jsonio
-from .baselines import baseline_record, describe_baseline
+from .baselines import UntrustedBaselineError, baseline_record, describe_baseline, make_baseline
 from .errors import ModelFileError
 from .model import Potential
 
@@ -80,9 +80,19 @@ def content_digest(tensors: dict[str, torch.Tensor], metadata: dict) -> str:
     return f"sha256:{digest.hexdigest()}"
 
 
-def verify_model_file(path: str | Path, metadata: dict | None = None) -> None:
+def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
+    """Every tensor of a model file. :raises ModelFileError: an unreadable file or tensor."""
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            return {name: handle.get_tensor(name) for name in handle.keys()}  # noqa: SIM118 (not a dict)
+    except (SafetensorError, OSError) as exc:
+        raise ModelFileError(f"{path}: missing or unreadable tensor: {exc}") from exc
+
+
+def verify_model_file(path: str | Path, metadata: dict | None = None, tensors: dict | None = None) -> None:
     """Refuse a file whose tensors or metadata do not match its recorded digest (format 1 files predate it).
 
+    :param metadata: and ``tensors``: the file's, when the caller has read them already.
     :raises ModelFileError: naming the file.
     """
     metadata = read_metadata(path) if metadata is None else metadata
@@ -91,11 +101,7 @@ def verify_model_file(path: str | Path, metadata: dict | None = None) -> None:
     recorded = metadata.get(_DIGEST_KEY)
     if not isinstance(recorded, str):
         raise ModelFileError(f"{path} has no content digest: it was not written by annpot save_model")
-    try:
-        with safe_open(str(path), framework="pt") as handle:
-            tensors = {name: handle.get_tensor(name) for name in handle.keys()}  # noqa: SIM118 (not a dict)
-    except (SafetensorError, OSError) as exc:
-        raise ModelFileError(f"{path}: unreadable tensor: {exc}") from exc
+    tensors = _read_tensors(Path(path)) if tensors is None else tensors
     if content_digest(tensors, metadata) != recorded:
         raise ModelFileError(
             f"{path} was modified after it was written: its tensors or metadata do not match its digest {recorded}"
@@ -134,6 +140,21 @@ def has_feature_ranges(path: str | Path) -> bool:
         return all(bool(torch.isfinite(handle.get_tensor(name)).all()) for name in _RANGE_BUFFERS)
 
 
+def build_baseline(potential: Potential, trusted_baselines=()):
+    """The delta-learning baseline calculator of a loaded ``potential`` (None without one), built by
+    :func:`~aiida_annpot.core.baselines.make_baseline` with ``trusted_baselines``.
+
+    :raises UntrustedBaselineError: the model files name an import path the caller did not trust; the message names
+        the files.
+    """
+    if potential.baseline_config is None:
+        return None
+    try:
+        return make_baseline(potential.baseline_config, trusted_baselines)
+    except UntrustedBaselineError as exc:
+        raise UntrustedBaselineError(f"{getattr(potential, 'source', 'the potential')}: {exc}") from exc
+
+
 def _architecture(metadata: dict) -> tuple:
     return (metadata["elements"], metadata["descriptor"], metadata["network"])
 
@@ -147,8 +168,9 @@ def load_potential(paths: str | Path | list, dtype: torch.dtype | None = None) -
     if not paths:
         raise ModelFileError("no model files given")
     metadata = [read_metadata(p) for p in paths]
-    for path, meta in zip(paths, metadata, strict=True):
-        verify_model_file(path, meta)
+    stored = [_read_tensors(p) for p in paths]  # read once: the digest check and the weights below
+    for path, meta, tensors in zip(paths, metadata, stored, strict=True):
+        verify_model_file(path, meta, tensors)
     reference = _architecture(metadata[0])
     for path, meta in zip(paths[1:], metadata[1:], strict=True):
         if _architecture(meta) != reference:
@@ -172,19 +194,16 @@ def load_potential(paths: str | Path | list, dtype: torch.dtype | None = None) -
     dtype = dtype or getattr(torch, metadata[0].get("dtype", "float64"))
     potential.to(dtype)
     state = {name: [] for name in potential.state_dict()}
-    for path in paths:
+    for path, tensors in zip(paths, stored, strict=True):
         try:
-            with safe_open(str(path), framework="pt") as handle:
-                for name in _BUFFERS:
-                    state[name].append(handle.get_tensor(name))
-                stored = set(handle.keys())
-                for name in _RANGE_BUFFERS:  # absent from older files: keep the infinite default (no range known)
-                    tensor = handle.get_tensor(name) if name in stored else getattr(potential, name)[0]
-                    state[name].append(tensor.to(dtype))
-                for index in range(len(potential.networks.weights)):
-                    state[f"networks.weights.{index}"].append(handle.get_tensor(f"networks.weight.{index}"))
-                    state[f"networks.biases.{index}"].append(handle.get_tensor(f"networks.bias.{index}"))
-        except (SafetensorError, OSError) as exc:
+            for name in _BUFFERS:
+                state[name].append(tensors[name])
+            for name in _RANGE_BUFFERS:  # absent from older files: keep the infinite default (no range known)
+                state[name].append(tensors.get(name, getattr(potential, name)[0]).to(dtype))
+            for index in range(len(potential.networks.weights)):
+                state[f"networks.weights.{index}"].append(tensors[f"networks.weight.{index}"])
+                state[f"networks.biases.{index}"].append(tensors[f"networks.bias.{index}"])
+        except KeyError as exc:
             raise ModelFileError(f"{path}: missing or unreadable tensor: {exc}") from exc
     stacked = {}
     for name, tensors in state.items():

@@ -106,13 +106,12 @@ def validate_inputs(inputs: dict, _) -> str | None:
     structures = inputs.get("structures", {})
     if not structures:
         return "no initial structures: the structures namespace is empty"
-    test_keyed = {f"test_structures.{key}": s for key, s in inputs.get("test_structures", {}).items()}
-    message = overlapping_structure({f"structures.{key}": s for key, s in structures.items()} | test_keyed)
+    test_structures = {f"test_structures.{key}": s for key, s in inputs.get("test_structures", {}).items()}
+    message = overlapping_structure({f"structures.{key}": s for key, s in structures.items()} | test_structures)
     if message:
         return message
     family = inputs.get("reference", {}).get("pseudo_family")
     if family is not None:
-        test_structures = {f"test_structures.{key}": s for key, s in inputs.get("test_structures", {}).items()}
         message = validate_pseudo_family(family.value, {**structures, **test_structures})
         if message:
             return message

@@ -52,10 +52,11 @@ def overlapping_structure(structures: dict) -> str | None:
     from ..core.generate import OVERLAP_RATIO, overlapping_pair  # torch-free
 
     for key, structure in structures.items():
-        pair = overlapping_pair(structure.get_ase())
+        atoms = structure.get_ase()
+        pair = overlapping_pair(atoms)
         if pair is not None:
             i, j, distance, limit = pair
-            symbols = structure.get_ase().get_chemical_symbols()
+            symbols = atoms.get_chemical_symbols()
             what = f"atom {i} ({symbols[i]}) is {distance:.3f} Å from its own periodic image" if i == j else (
                 f"atoms {i} ({symbols[i]}) and {j} ({symbols[j]}) are {distance:.3f} Å apart")  # fmt: skip
             return (f"structure {key}: {what}, below {OVERLAP_RATIO} × the sum of their covalent radii "
