@@ -185,6 +185,12 @@ class TrainingConfig(_Strict):
     min_learning_rate: float = Field(1e-5, gt=0.0)
     max_epochs: int = Field(500, ge=1)
     early_stopping_patience: int = Field(40, ge=1, description="Epochs without validation improvement.")
+    keep_weights: Literal["best_validation", "last_epoch"] = Field(
+        "best_validation",
+        description="Weights the model file keeps: those of the epoch with the lowest validation loss, or the last "
+        "epoch's. With a handful of validation frames the lowest loss is often a lucky fluctuation of an "
+        "under-trained model; keep the last epoch's then, with a schedule that decays the learning rate.",
+    )
     wall_time: float | None = Field(None, gt=0.0, description="Seconds; then checkpoint and exit with code 75.")
     checkpoint_interval: int = Field(10, ge=1, description="Epochs between checkpoints.")
     init_model: str | None = Field(None, description="Model file to warm-start from (fine-tuning).")

@@ -342,7 +342,7 @@ class Trainer:
     def _finish(self, stopped: str | None = None) -> dict:
         """Write the best model, its metrics and the learning curve. ``stopped``: why training stopped early
         (``wall_time``: the checkpoint was written first, since the best weights replace the current ones here)."""
-        if self.best_state is not None:
+        if self.best_state is not None and self.config.keep_weights == "best_validation":
             self.potential.load_state_dict(self.best_state)
         metrics = {
             "train": parity(self.potential, self.train_set).metrics(),

@@ -219,6 +219,30 @@ def test_same_seed_same_result_different_seed_different_result(data, tmp_path):
     assert not np.array_equal(split_a[1], split_c[1])
 
 
+# ------------------------------------------------------------------------------------------------ kept weights
+
+
+def test_kept_weights_are_the_best_validation_epoch_or_the_last_one(data, tmp_path):
+    """Same run twice, 12 epochs at a learning rate (0.1) that makes the validation loss jump: ``best_validation`` keeps
+    the epoch with the lowest validation loss, ``last_epoch`` the final weights, and the metrics are those of the
+    kept weights."""
+    rows, metrics = {}, {}
+    for keep in ("best_validation", "last_epoch"):
+        outcome = Trainer(config(data["small"], keep_weights=keep, lr_schedule="constant", learning_rate=1e-1),
+                          tmp_path / keep, log=quiet).run()  # fmt: skip
+        rows[keep] = [float(row["validation_energy_rmse"]) for row in curve_without_time(tmp_path / keep)]
+        metrics[keep] = outcome.metrics["validation"]["energy_rmse"]
+    assert rows["best_validation"] == rows["last_epoch"]  # the same training
+    curve = rows["last_epoch"]
+    best = int(np.argmin([float(row["validation_loss"]) for row in curve_without_time(tmp_path / "last_epoch")]))
+    assert best != len(curve) - 1, "the test needs a run whose last epoch is not its best"
+    assert metrics["best_validation"] == pytest.approx(curve[best], rel=1e-9)
+    assert metrics["last_epoch"] == pytest.approx(curve[-1], rel=1e-9)
+    last = load_file(tmp_path / "last_epoch" / MODEL)
+    best_weights = load_file(tmp_path / "best_validation" / MODEL)
+    assert not torch.equal(last["networks.weight.0"], best_weights["networks.weight.0"])
+
+
 # ------------------------------------------------------------------------------------------------ warm start
 
 
