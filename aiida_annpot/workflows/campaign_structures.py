@@ -10,9 +10,9 @@ rattled, hot MD frames of it) use its mesh; cells that are supercells of one ano
 from __future__ import annotations
 
 from aiida.orm import Bool, List, StructureData
-from aiida_quantumespresso.calculations.functions.create_kpoints_from_distance import create_kpoints_from_distance
 
 from ..calcfunctions import structures as generate
+from ..calcfunctions.kpoints import kpoints_mesh
 from ..common.config import GenerationConfig
 from .generation import VACANCY_CELL, generate_copies, kind_of
 
@@ -31,19 +31,19 @@ class CampaignStructures:
     :param pw_base: the exposed PwBaseWorkChain inputs of the campaign's reference namespace.
     :param meshes: cell key → KpointsData, updated in place.
     :param cell_of: structure label (or start cell) → cell key, updated in place.
+    :param offset: the reference's ``kpoints_offset`` (None: Γ-centred meshes).
     """
 
-    def __init__(self, pw_base, meshes: dict, cell_of: dict):
+    def __init__(self, pw_base, meshes: dict, cell_of: dict, offset: List | None = None):
         self.distance = pw_base.get("kpoints_distance")
         self.parity = pw_base.get("kpoints_force_parity", Bool(False))
+        self.offset = offset
         self.meshes = meshes
         self.cell_of = cell_of
 
     def _mesh(self, cell_key: str, cell: StructureData) -> None:
         if self.distance is not None and cell_key not in self.meshes:  # else an explicit mesh for every structure
-            self.meshes[cell_key] = create_kpoints_from_distance(
-                cell, self.distance, self.parity, metadata={"call_link_label": f"kpoints_{cell_key}"}
-            )
+            self.meshes[cell_key] = kpoints_mesh(cell, self.distance, self.parity, self.offset, cell_key)
 
     def generate(self, cell: StructureData, key: str, settings: GenerationConfig, prefix: str = "") -> dict:
         """Generated copies of ``cell`` labelled ``<prefix><key>_<name>``; returns label → (structure, kind)."""

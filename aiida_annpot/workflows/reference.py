@@ -15,13 +15,15 @@ scheduler) is retried once first (``on_unhandled_failure: restart_once`` unless 
 from __future__ import annotations
 
 import difflib
+import math
 
 from aiida.common import AttributeDict
 from aiida.engine import ToContext, WorkChain, while_
-from aiida.orm import Dict, Int, KpointsData, Str, StructureData, load_group, load_node
+from aiida.orm import Bool, Dict, Float, Int, KpointsData, List, Str, StructureData, load_group, load_node
 from aiida.plugins import WorkflowFactory
 
 from ..calcfunctions.dataset import merge_dataset
+from ..calcfunctions.kpoints import kpoints_mesh, validate_offset
 from ..data.dataset import AtomisticDataset
 from .ports import at_least_one
 
@@ -95,12 +97,27 @@ def validate_pw_parameters(parameters: dict, where: str = "pw.parameters") -> st
     return None
 
 
+def _valid_bands_factor(factor, _=None) -> str | None:
+    if factor.value < 1.0:
+        return f"bands_factor: must be at least 1 (the occupied bands), got {factor.value}"
+    return None
+
+
+def bands_for(structure: StructureData, pseudos: dict, factor: float) -> int:
+    """pw.x's ``nbnd`` for ``structure``: ``factor`` × the occupied bands, and at least 4 empty ones."""
+    electrons = sum(pseudos[site.kind_name].z_valence for site in structure.sites)
+    occupied = math.ceil(electrons / 2)
+    return max(math.ceil(factor * electrons / 2), occupied + 4)
+
+
 def validate_inputs(inputs: dict, namespace) -> str | None:
     parameters = inputs.get("pw_base", {}).get("pw", {}).get("parameters")
     if parameters is not None:
         message = validate_pw_parameters(parameters.get_dict(), "pw_base.pw.parameters")
         if message:
             return message
+        if "bands_factor" in inputs and "nbnd" in {k.lower() for k in parameters.get_dict().get("SYSTEM", {})}:
+            return "pw_base.pw.parameters.SYSTEM.nbnd and bands_factor both set the bands: give one of them"
     if "structures" not in namespace:  # exposed without its structures: the wrapping process checks them
         return None
     if not inputs.get("structures"):
@@ -142,6 +159,22 @@ class ReferenceWorkChain(WorkChain):
             dynamic=True,
             required=False,
             help="Structure key → explicit k-point mesh, replacing pw_base.kpoints_distance.",
+        )
+        spec.input(
+            "kpoints_offset",
+            valid_type=List,
+            required=False,
+            validator=validate_offset,
+            help="Shift of every mesh made from pw_base.kpoints_distance, in mesh steps (e.g. [0.5, 0.5, 0.5]: "
+            "Monkhorst–Pack); unset: Γ-centred meshes.",
+        )
+        spec.input(
+            "bands_factor",
+            valid_type=Float,
+            required=False,
+            validator=_valid_bands_factor,
+            help="Bands per structure as a multiple of the occupied ones (nbnd = factor × valence electrons / 2, at "
+            "least 4 more): pw.x's default of 1.2 left hot and strained cells stuck in the SCF with small smearing.",
         )
         spec.input(
             "max_concurrent",
@@ -213,6 +246,15 @@ class ReferenceWorkChain(WorkChain):
         if key in self.inputs.get("kpoints", {}):
             inputs.kpoints = self.inputs.kpoints[key]
             inputs.pop("kpoints_distance", None)
+        elif "kpoints_offset" in self.inputs and "kpoints_distance" in inputs:
+            inputs.kpoints = kpoints_mesh(structure, inputs.pop("kpoints_distance"),
+                                          inputs.get("kpoints_force_parity", Bool(False)),
+                                          self.inputs.kpoints_offset, key)  # fmt: skip
+        if "bands_factor" in self.inputs:
+            parameters = inputs.pw.parameters.get_dict()
+            parameters.setdefault("SYSTEM", {})["nbnd"] = bands_for(structure, inputs.pw.pseudos,
+                                                                     self.inputs.bands_factor.value)  # fmt: skip
+            inputs.pw.parameters = Dict(parameters)
         inputs.setdefault("on_unhandled_failure", Str("restart_once"))  # a killed pw.x (no known cause): once more
         inputs.metadata = {"call_link_label": f"label_{key}"}
         return self.submit(PwBaseWorkChain, **inputs)

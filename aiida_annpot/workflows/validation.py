@@ -28,9 +28,9 @@ from aiida.common import AttributeDict
 from aiida.common.links import LinkType
 from aiida.engine import ToContext, WorkChain, if_
 from aiida.orm import ArrayData, Bool, Dict, StructureData
-from aiida_quantumespresso.calculations.functions.create_kpoints_from_distance import create_kpoints_from_distance
 
 from ..calcfunctions.dataset import structure_key
+from ..calcfunctions.kpoints import kpoints_mesh
 from ..calcfunctions.validation import (
     MD_START,
     VACANCY_DEFECT,
@@ -231,9 +231,10 @@ class ValidationWorkChain(WorkChain):
             return {}
         parity = pw_base.get("kpoints_force_parity", Bool(False))
 
+        offset = self.inputs.reference.get("kpoints_offset")
+
         def mesh(cell: StructureData, label: str):
-            return create_kpoints_from_distance(cell, pw_base.kpoints_distance, parity,
-                                                metadata={"call_link_label": f"kpoints_{label}"})  # fmt: skip
+            return kpoints_mesh(cell, pw_base.kpoints_distance, parity, offset, label)
 
         meshes = {}
         if any(key.startswith("eos_") for key in self.ctx.dft):

@@ -70,6 +70,10 @@ def fill_builder(builder, inputs: dict, pw_code, annpot_code, structures, pseudo
     builder.reference.pw_base = _pw_base_inputs(pw_code, first, pseudo_family, reference, options)
     builder.reference.pseudo_family = Str(pseudo_family)
     builder.reference.max_concurrent = Int(reference["max_concurrent"])
+    if reference.get("kpoints_offset") is not None:
+        builder.reference.kpoints_offset = List([float(value) for value in reference["kpoints_offset"]])
+    if reference.get("bands_factor") is not None:
+        builder.reference.bands_factor = Float(reference["bands_factor"])
 
     committee = inputs["committee"]
     builder.committee.committee_size = Int(committee["committee_size"])

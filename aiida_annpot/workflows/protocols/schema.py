@@ -25,6 +25,10 @@ class ReferenceSettings(_Section):
     ecutwfc: PositiveFloat = Field(description="Ry")
     ecutrho: PositiveFloat = Field(description="Ry")
     kpoints_distance: PositiveFloat = Field(description="1/Å")
+    kpoints_offset: list[float] | None = Field(
+        None, min_length=3, max_length=3, description="Mesh shift in mesh steps, e.g. [0.5, 0.5, 0.5]; none: Γ-centred"
+    )
+    bands_factor: float | None = Field(None, ge=1.0, description="nbnd as a multiple of the occupied bands")
     pw_parameters: dict[str, dict[str, Any]]
     max_wallclock_seconds: PositiveInt
 
