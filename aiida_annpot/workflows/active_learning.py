@@ -17,8 +17,8 @@ output (and, while it runs, to the node's ``annpot_iterations`` extra, which ``a
 from __future__ import annotations
 
 from aiida.common import AttributeDict
-from aiida.engine import ToContext, WorkChain, if_, while_
-from aiida.orm import Bool, Dict, Float, Int, List, StructureData
+from aiida.engine import ExitCode, ToContext, WorkChain, if_, while_
+from aiida.orm import Bool, Dict, Float, Int, List, StructureData, load_node
 
 from ..calcfunctions import structures as generate
 from ..common.config import GenerationConfig, TestSetConfig, load_config
@@ -224,10 +224,13 @@ class ActiveLearningWorkChain(ProtocolMixin, TestSetSteps, WorkChain):
         self.ctx.test_dataset = self.inputs.get("test_dataset")
         self.ctx.test_kinds = {}  # test label → [kind, input structure key]
         self.ctx.test_score = None
+        self.ctx.pending_test_reference = None  # pk of the test-set labels until the first committee waits for them
+        self.ctx.deferred_failure = None  # [status, message] of a failure that waits for those labels
         self.ctx.start_group = {}  # exploration start cell → input structure key
 
     def _structures(self) -> CampaignStructures:
-        return CampaignStructures(self.inputs.reference.pw_base, self.ctx.meshes, self.ctx.cell_of)
+        reference = self.inputs.reference
+        return CampaignStructures(reference.pw_base, self.ctx.meshes, self.ctx.cell_of, reference.get("kpoints_offset"))
 
     def generate_structures(self):
         """Supercells of the inputs start the MD; strained, rattled, defective copies are the first DFT set; the
@@ -286,10 +289,12 @@ class ActiveLearningWorkChain(ProtocolMixin, TestSetSteps, WorkChain):
             )
         }
         self.report(f"iteration {self.ctx.iteration}: DFT labels for {len(self.ctx.to_label)} structure(s)")
-        if self.ctx.test_to_label:  # the test set is labelled once, alongside the first training labels
-            futures["test_reference"] = self._submit_reference(
+        if self.ctx.test_to_label:
+            # the test set is labelled once, beside the first training labels; its large cells run on while the
+            # first committee trains, which waits for it only before it is scored
+            self.ctx.pending_test_reference = self._submit_reference(
                 self.ctx.test_to_label, self.ctx.test_dataset, "reference_test"
-            )
+            ).pk
             self.report(f"test set: DFT labels for {len(self.ctx.test_to_label)} structure(s)")
             self.ctx.test_to_label = {}
         return ToContext(**futures)
@@ -313,20 +318,18 @@ class ActiveLearningWorkChain(ProtocolMixin, TestSetSteps, WorkChain):
             {"labels_failed": len(failed), "failures": {key: entry["reason"] for key, entry in failed.items()}}
         )
         if node.exit_status == ReferenceWorkChain.exit_codes.ERROR_NO_USABLE_LABELS.status:
-            return self._fail(
+            return self._fail_after_test_set(
                 self.exit_codes.ERROR_NO_USABLE_LABELS.format(iteration=self.ctx.iteration, message=node.exit_message)
             )
         if not node.is_finished_ok:
-            return self._fail(self.exit_codes.ERROR_REFERENCE_FAILED.format(message=failure_text(node)))
+            return self._fail_after_test_set(
+                self.exit_codes.ERROR_REFERENCE_FAILED.format(message=failure_text(node))
+            )
         before = self.ctx.dataset.n_frames if self.ctx.dataset is not None else 0
         self.ctx.dataset = node.outputs.dataset
         self.ctx.row.update(
             {"labels_added": self.ctx.dataset.n_frames - before, "dataset_frames": self.ctx.dataset.n_frames}
         )
-        if "test_reference" in self.ctx and self.ctx.iteration == 1:
-            failure = self._inspect_test_reference()
-            if failure is not None:  # the training labels computed so far are still attached
-                return self._fail(failure)
         self.report(
             f"iteration {self.ctx.iteration}: {self.ctx.row['labels_added']} label(s) added, "
             f"{len(failed)} failed; dataset has {self.ctx.dataset.n_frames} frames"
@@ -334,15 +337,36 @@ class ActiveLearningWorkChain(ProtocolMixin, TestSetSteps, WorkChain):
         self._publish()
         return None
 
+    def _fail_after_test_set(self, exit_code):
+        """Fail now, or once the test labels still running in the background have finished: they are kept (as the
+        ``test_dataset`` output), and no process is left running under a terminated campaign."""
+        if self.ctx.pending_test_reference is None:
+            return self._fail(exit_code)
+        self.ctx.deferred_failure = [exit_code.status, exit_code.message]
+        self.report("waiting for the test-set labels before stopping")
+        return None
+
     def run_committee(self):
+        if self.ctx.deferred_failure is not None:
+            return ToContext(test_reference=load_node(self.ctx.pending_test_reference))
         inputs = AttributeDict(self.exposed_inputs(CommitteeTrainingWorkChain, namespace="committee"))
         inputs.dataset = self.ctx.dataset
         if self.ctx.potential is not None and self.inputs.warm_start.value:
             inputs.parent_potential = self.ctx.potential
         inputs.metadata = {"call_link_label": f"committee_{self.ctx.iteration:02d}"}
-        return ToContext(committee=self.submit(CommitteeTrainingWorkChain, **inputs))
+        futures = {"committee": self.submit(CommitteeTrainingWorkChain, **inputs)}
+        if self.ctx.pending_test_reference is not None:
+            futures["test_reference"] = load_node(self.ctx.pending_test_reference)
+        return ToContext(**futures)
 
     def inspect_committee(self):
+        if self.ctx.pending_test_reference is not None:
+            self.ctx.pending_test_reference = None
+            failure = self._inspect_test_reference()
+            if self.ctx.deferred_failure is not None:  # the training labels failed first: that is the reason
+                return self._fail(ExitCode(*self.ctx.deferred_failure))
+            if failure is not None:  # the training labels computed so far are still attached
+                return self._fail(failure)
         node = self.ctx.committee
         if not node.is_finished_ok:
             return self._fail(self.exit_codes.ERROR_COMMITTEE_FAILED.format(message=failure_text(node)))

@@ -13,6 +13,7 @@ from __future__ import annotations
 import pytest
 from aiida.engine import run_get_node
 from aiida.manage.caching import enable_caching
+from aiida.orm import Log
 
 from aiida_annpot.tools.local_setup import ensure_code
 from aiida_annpot.workflows.active_learning import ITERATIONS_EXTRA, ActiveLearningWorkChain
@@ -268,6 +269,21 @@ def test_failed_labelling_fails_the_campaign(campaign, monkeypatch):
     assert row["failed"] == node.exit_message
     assert set(outputs) == {"iterations"}
     assert not any(c.process_label == "PwCalculation" for c in node.called_descendants)
+
+
+def test_a_campaign_whose_training_labels_fail_first_keeps_its_test_labels(campaign, monkeypatch):
+    """The test set is labelled in the background and awaited only before the first committee is scored. When the
+    training labels fail first, the campaign waits for the test labels, keeps them, then stops with the training
+    labels' failure: nothing is left running under a terminated campaign."""
+    inject_reference_fault(monkeypatch, test_set=False)
+    outputs, node = run_get_node(campaign())
+    assert node.exit_status == EXIT.ERROR_REFERENCE_FAILED.status
+    assert "injected DFT fault" in node.exit_message
+    test_reference = called(node, "reference_test")
+    assert test_reference.is_finished_ok
+    assert outputs["test_dataset"].uuid == test_reference.outputs.dataset.uuid
+    assert not any(c.process_label == "CommitteeTrainingWorkChain" for c in node.called)
+    assert any("waiting for the test-set labels" in log.message for log in Log.collection.get_logs_for(node))
 
 
 def test_failed_test_set_labelling_fails_the_campaign(campaign, monkeypatch):
