@@ -22,10 +22,12 @@ pytestmark = pytest.mark.slow
 #: tests keep the Γ-centred mesh and pw.x's own band count, where it needs about 24.
 HARSH_DFT = {"reference": {"pw_parameters": {"ELECTRONS": {"electron_maxstep": 16}}, "kpoints_offset": None,
                            "bands_factor": None}}  # fmt: skip
+#: Training only has to produce a committee here: a tenth of the fast protocol's epochs.
+SHORT_TRAINING = {"committee": {"config": {"max_epochs": 100}}}
 
 
 def _builder(pw_code, annpot_code, family, structures, generation):
-    overrides = {**HARSH_DFT, **NO_TEST_SET, "max_iterations": 1, "generation": generation}
+    overrides = {**HARSH_DFT, **SHORT_TRAINING, **NO_TEST_SET, "max_iterations": 1, "generation": generation}
     builder = ActiveLearningWorkChain.get_builder_from_protocol(pw_code, annpot_code, structures, family,
                                                                 protocol="fast", overrides=overrides)  # fmt: skip
     builder.reference.pw_base.max_iterations = Int(1)
