@@ -64,8 +64,13 @@ from aiida_annpot.core.training import MODEL, Trainer
 
 OUT = emt_data.OUT / "active_learning"
 CONFIG = {
-    "descriptor": {"type": "chebyshev", "radial_order": 12, "angular_order": 4, "radial_cutoff": 5.5,
-                   "angular_cutoff": 4.0},
+    "descriptor": {
+        "type": "chebyshev",
+        "radial_order": 12,
+        "angular_order": 4,
+        "radial_cutoff": 5.5,
+        "angular_cutoff": 4.0,
+    },
     "network": {"hidden": [32, 32], "activation": "silu"},
     "loss": {"energy_weight": 10.0, "force_weight": 1.0},
     "batch_size": 8,
@@ -76,20 +81,32 @@ CONFIG = {
     "min_learning_rate": 1e-4,
     "checkpoint_interval": 1000000,
     "dtype": "float32",
-}  # fmt: skip
+}
 TARGETS = (0.05, 0.03)
 #: Pools of unlabelled frames: (kind, temperature K, lattice scale, frames) per EMT MD trajectory.
 #: Kinds: 32-atom bulk cell, the same with a vacancy, and a 48-atom (100) slab with 10 Å of vacuum.
 POOLS = {
     # what exploration mostly returns: frames near conditions the seed set covers, and 10–15% each of hot,
     # strained, defective and surface frames
-    "skewed": [("bulk", 300, 1.00, 120), ("bulk", 600, 1.00, 100), ("bulk", 900, 1.00, 40), ("bulk", 1200, 1.00, 20),
-               ("bulk", 600, 0.98, 20), ("bulk", 600, 1.02, 20), ("vacancy", 300, 1.00, 20),
-               ("vacancy", 900, 1.00, 20), ("surface", 300, 1.00, 20), ("surface", 900, 1.00, 20)],
+    "skewed": [
+        ("bulk", 300, 1.00, 120),
+        ("bulk", 600, 1.00, 100),
+        ("bulk", 900, 1.00, 40),
+        ("bulk", 1200, 1.00, 20),
+        ("bulk", 600, 0.98, 20),
+        ("bulk", 600, 1.02, 20),
+        ("vacancy", 300, 1.00, 20),
+        ("vacancy", 900, 1.00, 20),
+        ("surface", 300, 1.00, 20),
+        ("surface", 900, 1.00, 20),
+    ],
     # the kinds and temperatures of the test set in equal shares
-    "uniform": [(kind, temperature, 1.00, 33 if kind == "bulk" else 34) for kind in ("bulk", "vacancy", "surface")
-                for temperature in (300, 600, 900, 1200)],
-}  # fmt: skip
+    "uniform": [
+        (kind, temperature, 1.00, 33 if kind == "bulk" else 34)
+        for kind in ("bulk", "vacancy", "surface")
+        for temperature in (300, 600, 900, 1200)
+    ],
+}
 TEST_KINDS = ("bulk", "vacancy", "surface")
 TEST = [(kind, temperature, 1.00, 10) for kind in TEST_KINDS for temperature in (300, 600, 900, 1200)]
 
@@ -167,9 +184,15 @@ def train(frames: list, seed: int, workdir: Path, steps: int) -> Trainer:
     ase.io.write(dataset, frames)
     epochs = math.ceil(steps / math.ceil(len(frames) / CONFIG["batch_size"]))
     config = TrainingConfig.model_validate(
-        {**CONFIG, "dataset": str(dataset), "validation_dataset": str(dataset), "seed": seed, "max_epochs": epochs,
-         "early_stopping_patience": epochs}
-    )  # fmt: skip
+        {
+            **CONFIG,
+            "dataset": str(dataset),
+            "validation_dataset": str(dataset),
+            "seed": seed,
+            "max_epochs": epochs,
+            "early_stopping_patience": epochs,
+        }
+    )
     trainer = Trainer(config, workdir, log=lambda line: None)
     trainer.run()
     return trainer
@@ -194,14 +217,25 @@ def select(trainers: list, labelled: list, candidates: list, n_new: int, args, r
     reference = pool_statistics(calc, labelled, cutoff)[2]
     trust_lo = args.trust_lo
     while True:
-        config = SelectionConfig(trust_lo=trust_lo, trust_hi=args.trust_hi, min_distance=args.min_distance,
-                                 duplicate_threshold=args.duplicate_threshold, max_candidates=n_new)  # fmt: skip
+        config = SelectionConfig(
+            trust_lo=trust_lo,
+            trust_hi=args.trust_hi,
+            min_distance=args.min_distance,
+            duplicate_threshold=args.duplicate_threshold,
+            max_candidates=n_new,
+        )
         result = select_candidates(sigma, dmin, fingerprints, config, reference)
         if len(result.selected) >= n_new or trust_lo <= args.trust_floor:
             break
         trust_lo = max(trust_lo / 2, args.trust_floor)
-    row.update({"sigma_median": round(float(np.median(sigma)), 4), "sigma_max": round(float(sigma.max()), 4),
-                "trust_lo": trust_lo, "counts": {k: v for k, v in result.counts.items() if v}})  # fmt: skip
+    row.update(
+        {
+            "sigma_median": round(float(np.median(sigma)), 4),
+            "sigma_max": round(float(sigma.max()), 4),
+            "trust_lo": trust_lo,
+            "counts": {k: v for k, v in result.counts.items() if v},
+        }
+    )
     return result.selected
 
 
@@ -243,8 +277,11 @@ def run_arm(arm: str, seed: int, args) -> list[dict]:
         done = row["force_rmse"] <= min(TARGETS) or len(labelled) >= args.max_labels or not remaining
         if not done:
             n_new = max(args.batch, math.ceil(args.growth * len(labelled)))
-            picks = (select(trainers, labelled, [pool[i] for i in remaining], n_new, args, row) if arm == "committee"
-                     else rng.choice(len(remaining), size=min(n_new, len(remaining)), replace=False))  # fmt: skip
+            picks = (
+                select(trainers, labelled, [pool[i] for i in remaining], n_new, args, row)
+                if arm == "committee"
+                else rng.choice(len(remaining), size=min(n_new, len(remaining)), replace=False)
+            )
             chosen = [remaining[i] for i in picks]
             labelled = labelled + [emt_data.labelled(pool[i]) for i in chosen]
             taken = set(chosen)
@@ -284,9 +321,12 @@ def main() -> None:
     start = time.perf_counter()
     pool = cached(f"pool_{args.pool}", POOLS[args.pool], 1000, labelled=False)
     test = cached("test", TEST, 2000, labelled=True)
-    print(f"# {platform.machine()}, torch {torch.__version__}, {args.jobs} jobs × {args.threads} threads; pool "
-          f"{args.pool}: {len(pool)} frames, test {len(test)} frames; data {time.perf_counter() - start:.0f} s; "
-          f"args {json.dumps(vars(args))}; training {json.dumps(CONFIG)}", flush=True)  # fmt: skip
+    print(
+        f"# {platform.machine()}, torch {torch.__version__}, {args.jobs} jobs × {args.threads} threads; pool "
+        f"{args.pool}: {len(pool)} frames, test {len(test)} frames; data {time.perf_counter() - start:.0f} s; "
+        f"args {json.dumps(vars(args))}; training {json.dumps(CONFIG)}",
+        flush=True,
+    )
     tasks = [(arm, seed) for seed in args.seeds for arm in ("committee", "random")]
     with multiprocessing.get_context("spawn").Pool(args.jobs) as workers:
         curves = workers.starmap(run_arm, [(arm, seed, args) for arm, seed in tasks])

@@ -55,8 +55,10 @@ def timed(function, repeats: int = 5) -> float:
 def main() -> None:
     torch.set_num_threads(2)
     print("times in ms; G = features only, G+J = features and Jacobian")
-    print(f"{'atoms':>5} {'Rc_ang':>6} {'pairs/atom':>10} {'triplets':>9} {'moments G':>9} {'triplets G':>10} "
-          f"{'moments G+J':>11} {'triplets G+J':>12} {'ratio G+J':>9} {'max |diff|':>10}")  # fmt: skip
+    print(
+        f"{'atoms':>5} {'Rc_ang':>6} {'pairs/atom':>10} {'triplets':>9} {'moments G':>9} {'triplets G':>10} "
+        f"{'moments G+J':>11} {'triplets G+J':>12} {'ratio G+J':>9} {'max |diff|':>10}"
+    )
     for repeat in (4, 8):
         atoms = bulk("Cu", "fcc", a=3.61, cubic=True).repeat((repeat,) * 3)
         atoms.rattle(0.05, seed=1)
@@ -73,8 +75,10 @@ def main() -> None:
             difference = (moments(species, pairs)[:, 1:] - reference).abs().max().item()
             n_pairs = pairs.first.shape[0]
             n_triplets = int(torch.bincount(pairs.first).pow(2).sum()) - n_pairs
-            print(f"{len(atoms):5d} {cutoff:6.1f} {n_pairs / len(atoms):10.0f} {n_triplets:9d} {fast_g:9.2f} "
-                  f"{slow_g:10.1f} {fast:11.2f} {slow:12.1f} {slow / fast:9.0f} {difference:10.2e}")  # fmt: skip
+            print(
+                f"{len(atoms):5d} {cutoff:6.1f} {n_pairs / len(atoms):10.0f} {n_triplets:9d} {fast_g:9.2f} "
+                f"{slow_g:10.1f} {fast:11.2f} {slow:12.1f} {slow / fast:9.0f} {difference:10.2e}"
+            )
 
 
 if __name__ == "__main__":

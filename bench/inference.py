@@ -53,8 +53,10 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    print(f"# {platform.processor() or platform.machine()}, torch {torch.__version__}, {args.threads} threads, "
-          f"descriptor {DESCRIPTOR.model_dump()}, network {NETWORK.hidden}")  # fmt: skip
+    print(
+        f"# {platform.processor() or platform.machine()}, torch {torch.__version__}, {args.threads} threads, "
+        f"descriptor {DESCRIPTOR.model_dump()}, network {NETWORK.hidden}"
+    )
     print(f"{'atoms':>6} {'calculator':<22} {'atom-steps/s':>13} {'ms/step':>9} {'x EMT':>7}")
     for n_repeat in (4, 8):
         n_atoms = 4 * n_repeat**3

@@ -24,13 +24,17 @@ from campaign import make_profile
 GRID = {
     "descriptors": [
         {"type": "chebyshev", "radial_order": 6, "radial_cutoff": 4.5, "angular_order": 2, "angular_cutoff": 3.5},
-        {"type": "behler_parrinello", "cutoff": 4.5, "g2": [{"eta": eta} for eta in (0.01, 0.05, 0.2, 0.5, 1.0)],
-         "g4": [{"eta": 0.01, "zeta": 1.0, "lambda": lam} for lam in (-1, 1)]},
+        {
+            "type": "behler_parrinello",
+            "cutoff": 4.5,
+            "g2": [{"eta": eta} for eta in (0.01, 0.05, 0.2, 0.5, 1.0)],
+            "g4": [{"eta": 0.01, "zeta": 1.0, "lambda": lam} for lam in (-1, 1)],
+        },
     ],
     "networks": [{"hidden": [8]}, {"hidden": [16, 16]}],
     "training_fractions": [0.25, 0.5, 1.0],
     "validation_fraction": 0.2,
-}  # fmt: skip
+}
 
 
 def timed(label: str, builder):
@@ -43,17 +47,22 @@ def timed(label: str, builder):
 
 
 def print_selection(table: dict) -> None:
-    print("cand  descriptor          hidden   params  validation E (meV/atom) / F (eV/Å) at 25 / 50 / 100 %"
-          "             score  rank")  # fmt: skip
+    print(
+        "cand  descriptor          hidden   params  validation E (meV/atom) / F (eV/Å) at 25 / 50 / 100 %"
+        "             score  rank"
+    )
     for row in table["rows"]:
         errors = "  ".join(
-            "failed" if f["validation_energy_rmse"] is None
+            "failed"
+            if f["validation_energy_rmse"] is None
             else f"{f['validation_energy_rmse']:6.2f} / {f['validation_force_rmse']:.3f}"
             for f in row["fractions"]
-        )  # fmt: skip
+        )
         score = "-" if row["score"] is None else f"{row['score']:.2f}"
-        print(f"{row['index']:>4}  {row['descriptor']['type']:<18}  {row['network']['hidden']!s:<8} "
-              f"{row['n_parameters']!s:>6}  {errors}  {score:>6}  {row['rank']!s:>4}")  # fmt: skip
+        print(
+            f"{row['index']:>4}  {row['descriptor']['type']:<18}  {row['network']['hidden']!s:<8} "
+            f"{row['n_parameters']!s:>6}  {errors}  {score:>6}  {row['rank']!s:>4}"
+        )
     print(f"chosen: {table['chosen_candidate']}")
 
 
@@ -63,12 +72,16 @@ def print_properties(label: str, properties: dict) -> None:
     for key in ("equilibrium_volume_A3_per_atom", "bulk_modulus_GPa"):
         if key in eos:
             entry = eos[key]
-            print(f"  {key:>32}: DFT {entry['dft']:9.3f}  potential {entry['ann']:9.3f}  "
-                  f"relative error {entry['relative_error']:+.3f}")  # fmt: skip
+            print(
+                f"  {key:>32}: DFT {entry['dft']:9.3f}  potential {entry['ann']:9.3f}  "
+                f"relative error {entry['relative_error']:+.3f}"
+            )
     if "vacancy" in properties:
         entry = properties["vacancy"]["unrelaxed_formation_energy_eV"]
-        print(f"  {'unrelaxed_formation_energy_eV':>32}: DFT {entry['dft']:9.3f}  potential {entry['ann']:9.3f}  "
-              f"error {entry['error']:+.3f}")  # fmt: skip
+        print(
+            f"  {'unrelaxed_formation_energy_eV':>32}: DFT {entry['dft']:9.3f}  potential {entry['ann']:9.3f}  "
+            f"error {entry['error']:+.3f}"
+        )
     grades = properties.get("extrapolation", {})
     if grades:
         outside = ", ".join(f"{key} {grade:.2f}" for key, grade in sorted(grades.items()) if grade > 0.01)
@@ -101,15 +114,17 @@ def main() -> None:
 
     pw_code, annpot_code, family = workstation_setup("Si-LDA")
     structure = StructureData(ase=bulk("Si", "diamond", a=5.43, cubic=True))
-    campaign = ActiveLearningWorkChain.get_builder_from_protocol(pw_code, annpot_code, {"si": structure}, family,
-                                                                 protocol="fast")  # fmt: skip
+    campaign = ActiveLearningWorkChain.get_builder_from_protocol(
+        pw_code, annpot_code, {"si": structure}, family, protocol="fast"
+    )
     campaign_outputs, campaign_node = timed("fast Si campaign", campaign)
 
     selection = ModelSelectionWorkChain.get_builder()
     selection.dataset = campaign_outputs["dataset"]
     selection.grid = Dict(GRID)
-    selection.training = Dict({"max_epochs": args.epochs, "early_stopping_patience": 40, "batch_size": 4,
-                               "learning_rate": 0.01, "seed": 0})  # fmt: skip
+    selection.training = Dict(
+        {"max_epochs": args.epochs, "early_stopping_patience": 40, "batch_size": 4, "learning_rate": 0.01, "seed": 0}
+    )
     selection.train.train.code = annpot_code
     selection_outputs, _ = timed(f"model selection ({campaign_outputs['dataset'].n_frames} frames)", selection)
     print_selection(selection_outputs["table"].get_dict())

@@ -25,8 +25,13 @@ from aiida_annpot.core.metrics import parity
 from aiida_annpot.core.training import Trainer
 
 CONFIG = {
-    "descriptor": {"type": "chebyshev", "radial_order": 12, "angular_order": 4, "radial_cutoff": 5.5,
-                   "angular_cutoff": 4.0},  # EMT's Cu cutoff is 5.38 Å: a shorter radial cutoff stalls the error
+    "descriptor": {
+        "type": "chebyshev",
+        "radial_order": 12,
+        "angular_order": 4,
+        "radial_cutoff": 5.5,
+        "angular_cutoff": 4.0,
+    },  # EMT's Cu cutoff is 5.38 Å: a shorter radial cutoff stalls the error
     "network": {"hidden": [32, 32], "activation": "silu"},
     "loss": {"energy_weight": 10.0, "force_weight": 1.0},
     "batch_size": 8,
@@ -40,7 +45,7 @@ CONFIG = {
     "validation_fraction": 0.05,
     "dtype": "float32",
     "seed": 0,
-}  # fmt: skip
+}
 TARGET_FORCE_RMSE = 0.025
 MARKS = (300.0, 600.0)
 
@@ -82,17 +87,23 @@ def main() -> None:
     trainer.log = on_epoch
     with contextlib.suppress(_BudgetSpentError):
         trainer.run()
-    print(f"setup (read + features + Jacobians): {setup:.1f} s; epochs run: {history[-1][1]}; "
-          f"train structures {len(trainer.train_set)}, held-out frames {len(test_set)}")  # fmt: skip
+    print(
+        f"setup (read + features + Jacobians): {setup:.1f} s; epochs run: {history[-1][1]}; "
+        f"train structures {len(trainer.train_set)}, held-out frames {len(test_set)}"
+    )
     reached = next((h for h in history if h[2] <= TARGET_FORCE_RMSE), None)
-    print(f"time to held-out force RMSE {TARGET_FORCE_RMSE} eV/Å: "
-          + (f"{reached[0]:.0f} s (epoch {reached[1]})" if reached else "not reached"))  # fmt: skip
+    print(
+        f"time to held-out force RMSE {TARGET_FORCE_RMSE} eV/Å: "
+        + (f"{reached[0]:.0f} s (epoch {reached[1]})" if reached else "not reached")
+    )
     for mark in MARKS:
         before = [h for h in history if h[0] <= mark]
         if before:
             _, epoch, force, energy = before[-1]
-            print(f"after {mark:.0f} s (epoch {epoch}): held-out force RMSE {force:.4f} eV/Å, "
-                  f"energy RMSE {energy:.3f} meV/atom")  # fmt: skip
+            print(
+                f"after {mark:.0f} s (epoch {epoch}): held-out force RMSE {force:.4f} eV/Å, "
+                f"energy RMSE {energy:.3f} meV/atom"
+            )
     best = min(history, key=lambda h: h[2])
     print(f"best held-out force RMSE {best[2]:.4f} eV/Å at {best[0]:.0f} s (energy {best[3]:.3f} meV/atom)")
 

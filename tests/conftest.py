@@ -27,8 +27,13 @@ FCC_LATTICE = {"Cu": 3.61, "Au": 4.08, "Ag": 4.09, "Ni": 3.52, "Pd": 3.89, "Pt":
 
 #: A fast training setup: small Chebyshev descriptor, one narrow hidden layer, a few epochs, float64.
 QUICK_SETTINGS = {
-    "descriptor": {"type": "chebyshev", "radial_order": 4, "angular_order": 2, "radial_cutoff": 4.0,
-                   "angular_cutoff": 3.0},
+    "descriptor": {
+        "type": "chebyshev",
+        "radial_order": 4,
+        "angular_order": 2,
+        "radial_cutoff": 4.0,
+        "angular_cutoff": 3.0,
+    },
     "network": {"hidden": [8]},
     "max_epochs": 4,
     "batch_size": 4,
@@ -36,7 +41,7 @@ QUICK_SETTINGS = {
     "min_learning_rate": 1e-5,
     "dtype": "float64",
     "seed": 0,
-}  # fmt: skip
+}
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -165,8 +170,13 @@ def local_computer(aiida_profile, tmp_path_factory):
     """A ``core.local`` + ``core.direct`` computer for the session's CalcJobs; no poll delay."""
     from aiida.orm import Computer
 
-    computer = Computer(label="localhost-annpot", hostname="localhost", transport_type="core.local",
-                        scheduler_type="core.direct", workdir=str(tmp_path_factory.mktemp("aiida_work")))  # fmt: skip
+    computer = Computer(
+        label="localhost-annpot",
+        hostname="localhost",
+        transport_type="core.local",
+        scheduler_type="core.direct",
+        workdir=str(tmp_path_factory.mktemp("aiida_work")),
+    )
     computer.store()
     computer.set_minimum_job_poll_interval(0.0)
     computer.set_default_mpiprocs_per_machine(1)
@@ -207,6 +217,34 @@ def si_pseudo_family(aiida_profile):
 
 
 @pytest.fixture(scope="session")
+def fixture_pw_code(local_computer):
+    """A ``quantumespresso.pw`` code that port, protocol and launch tests can build and validate inputs with, where
+    pw.x is not installed: nothing runs it (aiida-quantumespresso's tests use such fixture codes too)."""
+    from aiida_annpot.tools.local_setup import ensure_code
+
+    return ensure_code("pw-fixture", local_computer, "/opt/fixture/bin/pw.x", "quantumespresso.pw")
+
+
+@pytest.fixture(scope="session")
+def generated_si_family(aiida_profile, tmp_path_factory):
+    """An aiida-pseudo family ``Si-generated`` with a generated Si UPF (element and 4 valence electrons, no data):
+    enough for the family checks and the bands from valence charges, without Debian's quantum-espresso-data."""
+    from aiida.orm import QueryBuilder
+    from aiida_pseudo.data.pseudo.upf import UpfData
+    from aiida_pseudo.groups.family import PseudoPotentialFamily
+
+    label = "Si-generated"
+    if not QueryBuilder().append(PseudoPotentialFamily, filters={"label": label}).count():
+        folder = tmp_path_factory.mktemp("generated_upf")
+        (folder / "Si.upf").write_text(
+            '<UPF version="2.0.1">\n<PP_HEADER element="Si" pseudo_type="NC" '
+            'z_valence="4.0" functional="PZ"/>\n</UPF>\n'
+        )
+        PseudoPotentialFamily.create_from_folder(folder, label, pseudo_type=UpfData)
+    return label
+
+
+@pytest.fixture(scope="session")
 def si_cell():
     """Factory ``si_cell(rattle=0.0, seed=0, scale=1.0) -> StructureData``: the 8-atom cubic diamond Si cell."""
 
@@ -243,9 +281,8 @@ def fast_si_campaign(pw_code, annpot_code, si_pseudo_family, si_cell):
 SI_VALIDATION_CONFIG = {
     "equation_of_state": {"points": 5, "max_volume_strain": 0.08},
     "vacancy": {"supercell": [1, 1, 1], "site": 0},
-    "md_stability": {"supercell": [1, 1, 1], "temperature": 300.0, "steps": 400, "timestep": 1.0,
-                     "sample_interval": 5},
-}  # fmt: skip
+    "md_stability": {"supercell": [1, 1, 1], "temperature": 300.0, "steps": 400, "timestep": 1.0, "sample_interval": 5},
+}
 
 
 @pytest.fixture(scope="session")

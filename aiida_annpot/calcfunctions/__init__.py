@@ -5,5 +5,13 @@ from .dataset import merge_dataset
 from .selection import select_candidates
 from .structures import rattle_structures, slab_structures, strain_structures, supercell_structure, vacancy_structures
 
-__all__ = ["assemble_committee", "merge_dataset", "rattle_structures", "select_candidates", "slab_structures",
-           "strain_structures", "supercell_structure", "vacancy_structures"]  # fmt: skip
+__all__ = [
+    "assemble_committee",
+    "merge_dataset",
+    "rattle_structures",
+    "select_candidates",
+    "slab_structures",
+    "strain_structures",
+    "supercell_structure",
+    "vacancy_structures",
+]

@@ -53,8 +53,10 @@ def split_dataset(dataset: AtomisticDataset, validation_fraction: Float, seed: I
     _, n_validation = split_sizes(n_frames, validation_fraction.value)
     frames, sources = dataset.to_frames(), dataset.sources
     parts = {"validation": np.sort(order[:n_validation]), "training": order[n_validation:]}
-    return {name: AtomisticDataset.from_frames([frames[i] for i in index], [sources[i] for i in index])
-            for name, index in parts.items()}  # fmt: skip
+    return {
+        name: AtomisticDataset.from_frames([frames[i] for i in index], [sources[i] for i in index])
+        for name, index in parts.items()
+    }
 
 
 def _descriptor_settings(config: ModelSelectionConfig) -> list[dict]:
@@ -98,9 +100,14 @@ def rank_models(grid: Dict, training: Dict, failures: Dict, **results) -> dict:
     if unknown:
         raise ValueError(f"unexpected input(s) {', '.join(unknown)}: expected metrics_<job> and potential_<candidate>")
     rows, chosen = ranking.rank_candidates(_rows(config, failures.get_dict(), results), config.tie_tolerance)
-    table = {"rows": rows, "chosen": chosen, "chosen_candidate": None if chosen is None else rows[chosen]["candidate"],
-             "fractions": sorted(config.training_fractions), "tie_tolerance": config.tie_tolerance,
-             "score": "validation energy_rmse / best + force_rmse / best at the full training set"}  # fmt: skip
+    table = {
+        "rows": rows,
+        "chosen": chosen,
+        "chosen_candidate": None if chosen is None else rows[chosen]["candidate"],
+        "fractions": sorted(config.training_fractions),
+        "tie_tolerance": config.tie_tolerance,
+        "score": "validation energy_rmse / best + force_rmse / best at the full training set",
+    }
     outputs = {"table": Dict(table)}
     for row in rows:
         curve = ArrayData()
@@ -108,6 +115,7 @@ def rank_models(grid: Dict, training: Dict, failures: Dict, **results) -> dict:
             curve.set_array(name, values)
         outputs[f"curve_{row['candidate']}"] = curve
     if chosen is not None:
-        outputs["config"] = Dict({**training.get_dict(), "descriptor": rows[chosen]["descriptor"],
-                                  "network": rows[chosen]["network"]})  # fmt: skip
+        outputs["config"] = Dict(
+            {**training.get_dict(), "descriptor": rows[chosen]["descriptor"], "network": rows[chosen]["network"]}
+        )
     return outputs

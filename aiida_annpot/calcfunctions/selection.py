@@ -1,7 +1,8 @@
 """``select_candidates``: the engine's query-by-committee selection over the frames of one or more explorations.
 
-The inputs are the ``frames_<k>`` files of the exploration jobs (each frame carries σ_F^max, the smallest
-interatomic distance, the stage, a fingerprint and an extrapolation grade), the selection settings and, optionally,
+The inputs are the ``frames_<k>`` files of the exploration jobs or of ``annpot score`` (each frame carries σ_F^max,
+the smallest interatomic distance, the stage, its start structure's key, a fingerprint and an extrapolation grade),
+the selection settings and, optionally,
 the fingerprints of the training set for the duplicate filter. With ``extrapolation: candidate`` in the settings,
 frames the committee calls accurate but whose descriptors leave the training ranges are candidates too. The
 selected frames become new StructureData (``structure_000``, …) linked to the frames they came from, so each new
@@ -38,46 +39,26 @@ def read_frames_files(files: dict[str, SinglefileData]) -> tuple[list[Atoms], np
 
 @calcfunction
 def select_candidates(selection_settings: Dict, reference_fingerprints: ArrayData | None = None, **frames) -> dict:
-    """Classify every explored frame and pick new structures to label.
+    """Classify every scored frame and pick new structures to label (:func:`~aiida_annpot.core.selection.
+    select_frames`, the one place the selection is decided).
 
     Outputs ``structure_<nnn>`` (the picks, in pick order), ``summary`` (counts and ratios overall and per stage,
-    out-of-range counts, where each pick came from) and ``deviations`` (per frame: ``max_force_std``,
-    ``extrapolation`` (NaN where not recorded), ``stage`` and ``selected``).
+    out-of-range counts, and per pick its frames file, start structure, stage and step) and ``deviations`` (per
+    frame: ``max_force_std``, ``extrapolation`` (NaN where not recorded), ``stage`` and ``selected``).
     """
     config = load_config(selection_settings.get_dict(), SelectionConfig)
     atoms, fingerprints, origins = read_frames_files(frames)
-    sigma = np.array([frame.info["max_force_std"] for frame in atoms], dtype=float)
-    distance = np.array([frame.info["min_distance"] for frame in atoms], dtype=float)
-    stage = np.array([frame.info["stage"] for frame in atoms], dtype=int)
-    grades = np.array([frame.info["extrapolation"] for frame in atoms], dtype=float)
     reference = reference_fingerprints.get_array("fingerprints") if reference_fingerprints is not None else None
-    if not atoms:
-        fingerprints = np.empty((0, 0 if reference is None else reference.shape[1]))
-    result = selection.select_candidates(sigma, distance, fingerprints, config, reference, grades)
-    status = selection.classify(sigma, config.trust_lo, config.trust_hi)
-
+    result, summary, arrays = selection.select_frames(atoms, fingerprints, origins, config, reference)
     outputs = {}
-    picks = []
     for rank, index in enumerate(result.selected):
         frame = atoms[int(index)]
         outputs[f"structure_{rank:03d}"] = StructureData(
             ase=Atoms(numbers=frame.numbers, positions=frame.positions, cell=frame.cell.array, pbc=frame.pbc)
         )
-        picks.append({"origin": origins[index], **{key: int(frame.info[key]) for key in ("structure", "stage", "step")},
-                      "max_force_std": float(sigma[index]), "promoted": bool(index in result.promoted),
-                      "extrapolation": float(grades[index]) if np.isfinite(grades[index]) else None})  # fmt: skip
-    tolerance = config.extrapolation_tolerance
-    stages = [{"stage": int(k), **selection.class_summary(status[stage == k]),
-               "extrapolation": selection.extrapolation_summary(grades[stage == k], tolerance)}
-              for k in np.unique(stage)]  # fmt: skip
-    outputs["summary"] = Dict({**selection.class_summary(status), "stages": stages, "selection_counts": result.counts,
-                               "extrapolation": {**selection.extrapolation_summary(grades, tolerance),
-                                                 "promoted": len(result.promoted)},
-                               "selected": picks})  # fmt: skip
+    outputs["summary"] = Dict(summary)
     deviations = ArrayData()
-    deviations.set_array("max_force_std", sigma)
-    deviations.set_array("extrapolation", grades)
-    deviations.set_array("stage", stage)
-    deviations.set_array("selected", np.isin(np.arange(len(atoms)), result.selected))
+    for name, values in arrays.items():
+        deviations.set_array(name, values)
     outputs["deviations"] = deviations
     return outputs

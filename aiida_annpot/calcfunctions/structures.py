@@ -37,8 +37,9 @@ def strain_structures(structure: StructureData, count: Int, max_strain: Float, a
 
 
 @calcfunction
-def rattle_structures(structure: StructureData, count: Int, stdev: Float, seed: Int,
-                      min_distance_ratio: Float | None = None) -> dict:  # fmt: skip
+def rattle_structures(
+    structure: StructureData, count: Int, stdev: Float, seed: Int, min_distance_ratio: Float | None = None
+) -> dict:
     """``count`` copies with Gaussian displacements of ``stdev`` Å on every coordinate; with ``min_distance_ratio``
     no two atoms come closer than that fraction of the structure's nearest-neighbour distance."""
     ratio = min_distance_ratio.value if min_distance_ratio is not None else 0.0

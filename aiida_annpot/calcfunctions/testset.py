@@ -85,8 +85,8 @@ def sample_test_frames(count: Int, seed: Int, min_distance: Float, **frames) -> 
 
     Frames with atoms closer than ``min_distance`` Å (unphysical, never labelled) are not drawn.
 
-    :returns: ``structure_<nnn>`` and ``origins`` (Dict: output key → ``{"origin": frames key, "structure": start
-        structure index, "stage", "step"}``).
+    :returns: ``structure_<nnn>`` and ``origins`` (Dict: output key → ``{"origin": frames key, "start": start
+        structure key, "structure": its index in its job, "stage", "step"}``).
     """
     from .selection import read_frames_files
 
@@ -99,8 +99,13 @@ def sample_test_frames(count: Int, seed: Int, min_distance: Float, **frames) -> 
     for rank, index in enumerate(picks):
         frame = atoms[int(index)]
         key = f"structure_{rank:03d}"
-        outputs[key] = StructureData(ase=Atoms(numbers=frame.numbers, positions=frame.positions,
-                                               cell=frame.cell.array, pbc=frame.pbc))  # fmt: skip
-        described[key] = {"origin": origins[index], **{k: int(frame.info[k]) for k in ("structure", "stage", "step")}}
+        outputs[key] = StructureData(
+            ase=Atoms(numbers=frame.numbers, positions=frame.positions, cell=frame.cell.array, pbc=frame.pbc)
+        )
+        described[key] = {
+            "origin": origins[index],
+            "start": frame.info.get("start"),
+            **{k: int(frame.info[k]) for k in ("structure", "stage", "step")},
+        }
     outputs["origins"] = Dict(described)
     return outputs

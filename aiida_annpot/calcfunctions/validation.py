@@ -1,9 +1,10 @@
 """Provenance steps of the validation of a potential on physical properties (:mod:`aiida_annpot.workflows.validation`).
 
 ``validation_structures`` makes the structures of the requested properties from the input cell, ``evaluate_potential``
-computes the potential's energies of them in-process, and ``compare_properties`` turns the DFT results (the
-``output_parameters`` of the PwCalculations), those energies and the NVE frames into the properties, DFT and potential
-side by side. The analysis itself is :mod:`aiida_annpot.core.properties` (no AiiDA, no torch).
+computes the potential's energies of them in-process, and ``compare_properties`` turns the reference labels
+(:class:`~aiida_annpot.data.label.LabelData`, whatever code made them), those energies and the NVE frames into the
+properties, DFT and potential side by side. The analysis itself is :mod:`aiida_annpot.core.properties` (no AiiDA, no
+torch).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from aiida.orm import ArrayData, Dict, SinglefileData, StructureData
 
 from ..common.config import ValidationConfig, load_config
 from ..core import generate, properties
+from ..data.label import LabelData
 from ..data.potential import AnnPotential
 from .testset import finite
 
@@ -68,11 +70,10 @@ def evaluate_potential(potential: AnnPotential, **structures) -> dict:
     return {"energies": Dict(energies), "extrapolation": Dict(grades)}
 
 
-def _dft_energy(parameters: Dict, key: str) -> float:
-    data = parameters.get_dict()
-    if data.get("energy_units", "eV") != "eV" or data.get("energy") is None:
-        raise ValueError(f"{key}: no total energy in eV in the DFT output_parameters")
-    return float(data["energy"])
+def _dft_energy(label: LabelData, key: str) -> float:
+    if label.energy is None:
+        raise ValueError(f"{key}: the reference label has no energy")
+    return float(label.energy)
 
 
 def _equation_of_state(labels: dict, ann: dict, points: int) -> tuple[dict, ArrayData]:
@@ -81,8 +82,10 @@ def _equation_of_state(labels: dict, ann: dict, points: int) -> tuple[dict, Arra
     structures = [labels[key]["structure"] for key in keys]
     atoms = np.array([len(s.sites) for s in structures])
     volumes = np.array([s.get_cell_volume() for s in structures]) / atoms
-    curves = {"dft": np.array([_dft_energy(labels[key]["parameters"], key) for key in keys]) / atoms,
-              "ann": np.array([ann[key] for key in keys]) / atoms}  # fmt: skip
+    curves = {
+        "dft": np.array([_dft_energy(labels[key]["label"], key) for key in keys]) / atoms,
+        "ann": np.array([ann[key] for key in keys]) / atoms,
+    }
     fits, fit_errors = {}, {}
     for source, energies in curves.items():
         try:
@@ -96,12 +99,15 @@ def _equation_of_state(labels: dict, ann: dict, points: int) -> tuple[dict, Arra
     def side_by_side(name: str, relative: bool = False) -> dict:
         return properties.compare(value("dft", name), value("ann", name), relative=relative)
 
-    entry = {"equilibrium_volume_A3_per_atom": side_by_side("volume", relative=True),
-             "bulk_modulus_GPa": side_by_side("bulk_modulus", relative=True),
-             "bulk_modulus_derivative": side_by_side("bulk_modulus_derivative"),
-             "equilibrium_energy_eV_per_atom": side_by_side("energy"),
-             "minimum_within_volumes": {source: value(source, "bracketed") for source in curves},
-             "points": points, "volume_range_A3_per_atom": [float(volumes.min()), float(volumes.max())]}  # fmt: skip
+    entry = {
+        "equilibrium_volume_A3_per_atom": side_by_side("volume", relative=True),
+        "bulk_modulus_GPa": side_by_side("bulk_modulus", relative=True),
+        "bulk_modulus_derivative": side_by_side("bulk_modulus_derivative"),
+        "equilibrium_energy_eV_per_atom": side_by_side("energy"),
+        "minimum_within_volumes": {source: value(source, "bracketed") for source in curves},
+        "points": points,
+        "volume_range_A3_per_atom": [float(volumes.min()), float(volumes.max())],
+    }
     if fit_errors:
         entry["fit_errors"] = fit_errors
     curve = ArrayData()
@@ -114,13 +120,18 @@ def _equation_of_state(labels: dict, ann: dict, points: int) -> tuple[dict, Arra
 def _vacancy(labels: dict, ann: dict, settings: ValidationConfig) -> dict:
     """Unrelaxed vacancy formation energy from DFT and from the potential."""
     n_atoms = len(labels[VACANCY_PERFECT]["structure"].sites)
-    dft = properties.vacancy_formation_energy(_dft_energy(labels[VACANCY_PERFECT]["parameters"], VACANCY_PERFECT),
-                                              n_atoms, _dft_energy(labels[VACANCY_DEFECT]["parameters"],
-                                                                   VACANCY_DEFECT))  # fmt: skip
+    dft = properties.vacancy_formation_energy(
+        _dft_energy(labels[VACANCY_PERFECT]["label"], VACANCY_PERFECT),
+        n_atoms,
+        _dft_energy(labels[VACANCY_DEFECT]["label"], VACANCY_DEFECT),
+    )
     potential = properties.vacancy_formation_energy(ann[VACANCY_PERFECT], n_atoms, ann[VACANCY_DEFECT])
-    return {"unrelaxed_formation_energy_eV": properties.compare(dft, potential),
-            "supercell": list(settings.vacancy.supercell), "site": settings.vacancy.site,
-            "atoms_perfect_cell": n_atoms}  # fmt: skip
+    return {
+        "unrelaxed_formation_energy_eV": properties.compare(dft, potential),
+        "supercell": list(settings.vacancy.supercell),
+        "site": settings.vacancy.site,
+        "atoms_perfect_cell": n_atoms,
+    }
 
 
 def _md_stability(frames: SinglefileData, summary: Dict, settings: ValidationConfig) -> tuple[dict, ArrayData]:
@@ -133,12 +144,20 @@ def _md_stability(frames: SinglefileData, summary: Dict, settings: ValidationCon
     trajectory = summary.get_dict()["trajectories"][0]
     completed = trajectory["reason"] == "completed" and trajectory["steps"] == md.steps
     result = properties.md_stability(recorded, md.timestep, completed, md.max_drift, md.min_distance)
-    entry = {key: result[key] for key in ("energy_drift_meV_per_atom_per_ps", "min_distance_A", "duration_ps",
-                                          "stable")}  # fmt: skip
-    entry.update({"completed": completed, "stop_reason": trajectory["reason"], "frames": len(recorded),
-                  "atoms": len(recorded[0]) if recorded else None, "temperature_K": md.temperature,
-                  "max_drift_meV_per_atom_per_ps": md.max_drift,
-                  "min_distance_threshold_A": md.min_distance})  # fmt: skip
+    entry = {
+        key: result[key] for key in ("energy_drift_meV_per_atom_per_ps", "min_distance_A", "duration_ps", "stable")
+    }
+    entry.update(
+        {
+            "completed": completed,
+            "stop_reason": trajectory["reason"],
+            "frames": len(recorded),
+            "atoms": len(recorded[0]) if recorded else None,
+            "temperature_K": md.temperature,
+            "max_drift_meV_per_atom_per_ps": md.max_drift,
+            "min_distance_threshold_A": md.min_distance,
+        }
+    )
     energy = ArrayData()
     energy.set_array("time_ps", result["times_ps"])
     energy.set_array("total_energy_per_atom", result["total_energy_per_atom_eV"])
@@ -149,16 +168,21 @@ def _labels(kwargs: dict) -> dict[str, dict]:
     labels: dict[str, dict] = {}
     for name, node in kwargs.items():
         part, _, key = name.partition("_")
-        if part not in ("structure", "parameters") or not key:
-            raise ValueError(f"unexpected input {name!r}: expected structure_<key> and parameters_<key>")
+        if part not in ("structure", "label") or not key:
+            raise ValueError(f"unexpected input {name!r}: expected structure_<key> and label_<key>")
         labels.setdefault(key, {})[part] = node
     return labels
 
 
 @calcfunction
-def compare_properties(config: Dict, ann_energies: Dict | None = None, extrapolation: Dict | None = None,
-                       md_frames: SinglefileData | None = None, md_summary: Dict | None = None,
-                       **labels) -> dict:  # fmt: skip
+def compare_properties(
+    config: Dict,
+    ann_energies: Dict | None = None,
+    extrapolation: Dict | None = None,
+    md_frames: SinglefileData | None = None,
+    md_summary: Dict | None = None,
+    **labels,
+) -> dict:
     """Properties of DFT and of the potential side by side, with errors ANN − DFT (relative for V0 and B).
 
     :param config: the ValidationConfig settings.
@@ -167,17 +191,23 @@ def compare_properties(config: Dict, ann_energies: Dict | None = None, extrapola
         property then carries ``max_extrapolation_grade`` over its structures (above ~0.01 the potential is
         extrapolating there, so a large error is expected).
     :param md_frames: the frames of the NVE run (``annpot explore``), with ``md_summary`` its summary.
-    :param labels: per DFT structure key ``structure_<key>`` and ``parameters_<key>`` (the PwCalculation's
-        ``output_parameters``).
+    :param labels: per DFT structure key ``structure_<key>`` and ``label_<key>`` (its reference label).
     :returns: ``properties`` (Dict), and ``equation_of_state`` (volumes and energies per atom) and ``md_energy``
         (total energy per atom against time) as ArrayData when those properties were asked for.
     """
     settings = load_config(config.get_dict(), ValidationConfig)
     labels = _labels(labels)
     ann = ann_energies.get_dict() if ann_energies is not None else {}
-    result = {"units": {"volume": "Å³/atom", "energy": "eV (per atom where named)", "bulk_modulus": "GPa",
-                        "drift": "meV/atom/ps", "distance": "Å"},
-              "errors": "error = ANN − DFT; relative_error = (ANN − DFT) / DFT"}  # fmt: skip
+    result = {
+        "units": {
+            "volume": "Å³/atom",
+            "energy": "eV (per atom where named)",
+            "bulk_modulus": "GPa",
+            "drift": "meV/atom/ps",
+            "distance": "Å",
+        },
+        "errors": "error = ANN − DFT; relative_error = (ANN − DFT) / DFT",
+    }
     outputs = {}
     if "equation_of_state" in settings.properties:
         result["equation_of_state"], outputs["equation_of_state"] = _equation_of_state(

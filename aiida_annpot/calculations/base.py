@@ -53,8 +53,12 @@ class AnnpotCalculation(CalcJob):
     @classmethod
     def define(cls, spec):
         super().define(spec)
-        spec.input("parent_folder", valid_type=RemoteData, required=False,
-                   help="Work folder of an interrupted run of the same inputs: the run resumes from it.")  # fmt: skip
+        spec.input(
+            "parent_folder",
+            valid_type=RemoteData,
+            required=False,
+            help="Work folder of an interrupted run of the same inputs: the run resumes from it.",
+        )
         spec.inputs["metadata"]["options"]["resources"].default = {"num_machines": 1, "num_mpiprocs_per_machine": 1}
         spec.inputs["metadata"]["options"]["withmpi"].default = False
         spec.exit_code(
@@ -77,8 +81,12 @@ class AnnpotCalculation(CalcJob):
         )
         spec.exit_code(310, "ERROR_INPUT_REJECTED", message="annpot rejected its input: {message}")
         spec.exit_code(320, "ERROR_ENGINE_CRASHED", invalidates_cache=True, message="annpot crashed: {message}")
-        spec.exit_code(410, "ERROR_WALL_TIME_REACHED", invalidates_cache=True,
-                       message="wall time reached: state saved; rerun with parent_folder to resume.")  # fmt: skip
+        spec.exit_code(
+            410,
+            "ERROR_WALL_TIME_REACHED",
+            invalidates_cache=True,
+            message="wall time reached: state saved; rerun with parent_folder to resume.",
+        )
 
     def engine_config(self, folder) -> dict:
         """The engine configuration to write (subclasses add the paths of the files they write to ``folder``)."""

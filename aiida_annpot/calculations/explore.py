@@ -2,9 +2,11 @@
 
 The configuration is the engine's :class:`~aiida_annpot.common.config.ExplorationConfig` without its file paths;
 it is validated at submit time. The frames come back as one extxyz file with, per frame, the committee's energy and
-force deviations, the smallest interatomic distance and a fingerprint. With a ``reference_dataset`` (the training
-set) the engine also returns the training structures' fingerprints, which the duplicate filter of the selection
-needs. A ``parent_folder`` from a run stopped at its wall time resumes from its last frame.
+force deviations, the smallest interatomic distance, a fingerprint, an extrapolation grade and the key of its start
+structure (in the ``structures`` namespace). The job samples and scores; the selection runs once over all jobs
+(``select_candidates``). With a ``reference_dataset`` (the training set) the engine also returns the training
+structures' fingerprints, which the duplicate filter of the selection needs. A ``parent_folder`` from a run stopped
+at its wall time resumes from its last frame.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import ase.io
 from aiida.orm import ArrayData, Dict, SinglefileData, StructureData
 
 from ..common.config import ExplorationConfig
+from ..core.explored import encode_key  # torch-free
 from ..data.dataset import AtomisticDataset
 from ..data.potential import AnnPotential
 from .base import AnnpotCalculation, validate_config_dict
@@ -68,10 +71,14 @@ class AnnExploreCalculation(AnnpotCalculation):
             "config",
             valid_type=Dict,
             validator=validate_exploration_config,
-            help="ExplorationConfig settings (stages, thermostat, selection, ...) without file paths.",
+            help="ExplorationConfig settings (stages, thermostat, ...) without file paths.",
         )
-        spec.input("reference_dataset", valid_type=AtomisticDataset, required=False,
-                   help="The training set: candidates too similar to it are dropped as duplicates.")  # fmt: skip
+        spec.input(
+            "reference_dataset",
+            valid_type=AtomisticDataset,
+            required=False,
+            help="The training set: candidates too similar to it are dropped as duplicates.",
+        )
         spec.inputs.validator = validate_start_structures
         spec.inputs["metadata"]["options"]["parser_name"].default = "annpot.explore"
         spec.output(
@@ -82,7 +89,7 @@ class AnnExploreCalculation(AnnpotCalculation):
         spec.output(
             "summary",
             valid_type=Dict,
-            help="Accurate / candidate / failed counts and ratios overall and per stage, trajectory ends.",
+            help="Frame counts overall and per stage, and how each trajectory ended.",
         )
         spec.output(
             "reference_fingerprints",
@@ -90,7 +97,7 @@ class AnnExploreCalculation(AnnpotCalculation):
             required=False,
             help="(R, D) fingerprints of the reference_dataset structures, array 'fingerprints'.",
         )
-        spec.default_output_node = "summary"  # fmt: skip
+        spec.default_output_node = "summary"
 
     def engine_config(self, folder) -> dict:
         models = []
@@ -99,7 +106,11 @@ class AnnExploreCalculation(AnnpotCalculation):
             with folder.open(name, "wb") as handle:
                 handle.write(self.inputs.potential.member_bytes(index))
             models.append(name)
-        starts = [self.inputs.structures[key].get_ase() for key in sorted(self.inputs.structures)]
+        starts = []
+        for key in sorted(self.inputs.structures):
+            atoms = self.inputs.structures[key].get_ase()
+            atoms.info["key"] = encode_key(key)  # recorded with every frame, so a pick names its start structure
+            starts.append(atoms)
         ase.io.write(folder.get_abs_path(STRUCTURES), starts, format="extxyz")
         config = {**self.inputs.config.get_dict(), "models": models, "structures": STRUCTURES}
         if "reference_dataset" in self.inputs:

@@ -88,8 +88,12 @@ class AnnTrainCalculation(AnnpotCalculation):
             required=False,
             help="Warm start: the weights of one member of this potential (same architecture) are the start.",
         )
-        spec.input("parent_member", valid_type=Int, required=False,
-                   help="Which member of parent_potential to start from (default 0).")  # fmt: skip
+        spec.input(
+            "parent_member",
+            valid_type=Int,
+            required=False,
+            help="Which member of parent_potential to start from (default 0).",
+        )
         spec.inputs.validator = validate_inputs
         spec.inputs["metadata"]["options"]["parser_name"].default = "annpot.train"
         spec.output("potential", valid_type=AnnPotential, help="The trained model (a committee of one).")
@@ -106,7 +110,7 @@ class AnnTrainCalculation(AnnpotCalculation):
             "ERROR_TRAINING_DIVERGED",
             message="training diverged: {message}; a rerun with a lower learning rate may recover.",
         )
-        spec.default_output_node = "metrics"  # fmt: skip
+        spec.default_output_node = "metrics"
 
     def engine_config(self, folder) -> dict:
         config = {**self.inputs.config.get_dict(), "dataset": DATASET}

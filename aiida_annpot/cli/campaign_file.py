@@ -4,14 +4,16 @@
 label: si-fast                # optional process label
 protocol: fast                # fast | balanced | stringent
 structures: {si: si.cif}      # name → file ASE reads (relative to this file), or a list of files
-pseudo_family: Si-LDA-debian
-codes: {pw: pw@localhost, annpot: annpot@localhost}
+labeller: quantumespresso     # optional, the reference code: quantumespresso (default), cp2k
+pseudo_family: Si-LDA-debian  # quantumespresso only: an aiida-pseudo family
+codes: {reference: pw@localhost, annpot: annpot@localhost}   # `pw:` is accepted for `reference:`
 overrides: {}                 # protocol overrides
 options: {}                   # scheduler options for every CalcJob
 model_selection: 1234         # optional: PK or UUID of a finished annpot.model_selection
 ```
-Each problem is reported with the field it concerns (``codes.pw: no code 'pw@foo'``); the builder's own port
-validation runs last, so an invalid campaign never reaches the engine.
+Each problem is reported with the field it concerns (``codes.reference: no code 'pw@foo'``); the builder's own port
+validation runs last (the labeller's settings and whether it can label every structure), so an invalid campaign
+never reaches the engine.
 
 The committee's training configuration is built in this order: protocol defaults → protocol → ``model_selection``
 (its chosen ``config`` replaces ``committee.config`` as a whole: it is the complete configuration the candidates were
@@ -27,14 +29,14 @@ import warnings
 from pathlib import Path
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 __all__ = ["CampaignFile", "CampaignFileError", "build_from_file"]
 
 #: What a field must be, for type errors where pydantic's message would list every member of a union.
 EXPECTED = {"structures": "a mapping name → structure file, or a list of structure files"}
-#: Calculation plugins each code may have as its default.
-CODE_PLUGINS = {"pw": ("quantumespresso.pw",), "annpot": ("annpot.train", "annpot.explore")}
+#: Calculation plugins the annpot code may have as its default (the reference code's are its labeller's).
+ANNPOT_PLUGINS = ("annpot.train", "annpot.explore")
 
 
 class CampaignFileError(Exception):
@@ -43,8 +45,19 @@ class CampaignFileError(Exception):
 
 class Codes(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    pw: str = Field(description="the pw.x code, as LABEL@COMPUTER")
+    reference: str | None = Field(None, description="the labeller's code (pw.x, cp2k), as LABEL@COMPUTER")
+    pw: str | None = Field(None, description="the same as reference, for Quantum ESPRESSO campaign files")
     annpot: str = Field(description="the annpot code for training and exploration, as LABEL@COMPUTER")
+
+    @model_validator(mode="after")
+    def _one_reference_code(self) -> Codes:
+        if (self.reference is None) == (self.pw is None):
+            raise ValueError("give the reference code once, as codes.reference (codes.pw is the same key)")
+        return self
+
+    @property
+    def reference_field(self) -> str:
+        return "reference" if self.reference is not None else "pw"
 
 
 class CampaignFile(BaseModel):
@@ -54,7 +67,8 @@ class CampaignFile(BaseModel):
     label: str | None = None
     protocol: str | None = None
     structures: dict[str, str] | list[str]
-    pseudo_family: str
+    labeller: str | None = Field(None, description="the reference code's labeller; default the protocol's")
+    pseudo_family: str | None = Field(None, description="quantumespresso: the aiida-pseudo family")
     codes: Codes
     overrides: dict = Field(default_factory=dict)
     options: dict = Field(default_factory=dict)
@@ -85,7 +99,7 @@ def read_campaign_file(path: Path) -> CampaignFile:
         raise CampaignFileError("\n".join(_schema_errors(exc))) from exc
 
 
-def _load_code(field: str, label: str):
+def _load_code(field: str, label: str, plugins: tuple[str, ...]):
     from aiida.common.exceptions import MultipleObjectsError, NotExistent
     from aiida.orm import load_code, load_computer
 
@@ -99,10 +113,29 @@ def _load_code(field: str, label: str):
     except (NotExistent, MultipleObjectsError, ValueError) as exc:
         reason = "no code" if isinstance(exc, NotExistent) else f"ambiguous or invalid code ({exc})"
         return None, f"codes.{field}: {reason} {label!r} (verdi code list)"
-    if code.default_calc_job_plugin not in CODE_PLUGINS[field]:
-        return None, (f"codes.{field}: code {label!r} runs {code.default_calc_job_plugin!r}, expected "
-                      f"{' or '.join(CODE_PLUGINS[field])}")  # fmt: skip
+    if code.default_calc_job_plugin not in plugins:
+        expected = " or ".join(plugins)
+        return None, f"codes.{field}: code {label!r} runs {code.default_calc_job_plugin!r}, expected {expected}"
     return code, None
+
+
+def _labeller(campaign: CampaignFile):
+    """The labeller the campaign file names (or its protocol's), or an error naming the field."""
+    from ..workflows.active_learning import ActiveLearningWorkChain
+    from ..workflows.labelling import labeller_names, load_labeller
+
+    name = campaign.labeller
+    if name is None:  # the protocol's, or the overrides' (reference.labeller)
+        try:
+            name = ActiveLearningWorkChain.get_protocol_inputs(campaign.protocol, campaign.overrides)["reference"][
+                "labeller"
+            ]
+        except ValueError:  # the protocol check names the problem; the codes are still checked, for the default
+            overridden = (campaign.overrides.get("reference") or {}).get("labeller")
+            name = overridden or ActiveLearningWorkChain.get_protocol_inputs()["reference"]["labeller"]
+    if name not in labeller_names():
+        return None, f"labeller: unknown labeller {name!r}; installed: {', '.join(labeller_names())}"
+    return load_labeller(name), None
 
 
 def _reason(exc: Exception, warned: list) -> str:
@@ -170,8 +203,14 @@ def _selection_problems(selection, structures: dict) -> list[str]:
     elements = selection.outputs.config.get_dict().get("elements")
     wanted = sorted({symbol for s in structures.values() for kind in s.kinds for symbol in kind.symbols})
     missing = sorted(set(wanted) - set(elements or wanted))
-    return [f"model_selection: the chosen configuration covers elements {elements}, the structures also have "
-            f"{', '.join(missing)}"] if missing else []  # fmt: skip
+    return (
+        [
+            f"model_selection: the chosen configuration covers elements {elements}, the structures also have "
+            f"{', '.join(missing)}"
+        ]
+        if missing
+        else []
+    )
 
 
 def _protocol_overrides(campaign: CampaignFile) -> dict:
@@ -204,8 +243,10 @@ def _check_options(options: dict) -> list[str]:
     from aiida.engine import CalcJob
 
     known = set(CalcJob.spec_options)
-    return [f"options.{key}: unknown scheduler option; known: {', '.join(sorted(known))}"
-            for key in sorted(set(options) - known)]  # fmt: skip
+    return [
+        f"options.{key}: unknown scheduler option; known: {', '.join(sorted(known))}"
+        for key in sorted(set(options) - known)
+    ]
 
 
 def _check_protocol(campaign: CampaignFile) -> list[str]:
@@ -227,17 +268,19 @@ def build_from_file(path: str | Path):
     :raises CampaignFileError: anything wrong, with every field at fault (nothing is stored or submitted).
     """
     from ..workflows.active_learning import ActiveLearningWorkChain
-    from ..workflows.reference import validate_pseudo_family
 
     path = Path(path)
     campaign = read_campaign_file(path)
-    pw_code, pw_error = _load_code("pw", campaign.codes.pw)
-    annpot_code, annpot_error = _load_code("annpot", campaign.codes.annpot)
-    structures, errors = _load_structures(campaign, path.parent)
-    errors += [e for e in (pw_error, annpot_error) if e]
-    if structures:
-        family_error = validate_pseudo_family(campaign.pseudo_family, structures)
-        errors += [f"pseudo_family: {family_error}"] if family_error else []
+    labeller, errors = _labeller(campaign)
+    errors = [errors] if errors else []
+    codes = campaign.codes
+    reference_code, reference_error = None, None
+    if labeller is not None:
+        field = codes.reference_field
+        reference_code, reference_error = _load_code(field, getattr(codes, field), labeller.calc_job_plugins)
+    annpot_code, annpot_error = _load_code("annpot", codes.annpot, ANNPOT_PLUGINS)
+    structures, structure_errors = _load_structures(campaign, path.parent)
+    errors += structure_errors + [e for e in (reference_error, annpot_error) if e]
     errors += _check_protocol(campaign) + _check_options(campaign.options)
     selection = None
     if campaign.model_selection is not None:
@@ -247,11 +290,17 @@ def build_from_file(path: str | Path):
         raise CampaignFileError("\n".join(errors))
     try:
         builder = ActiveLearningWorkChain.get_builder_from_protocol(
-            pw_code, annpot_code, structures, campaign.pseudo_family, protocol=campaign.protocol,
-            overrides=_protocol_overrides(campaign), options=campaign.options,
-        )  # fmt: skip
+            reference_code,
+            annpot_code,
+            structures,
+            campaign.pseudo_family,
+            protocol=campaign.protocol,
+            overrides=_protocol_overrides(campaign),
+            options=campaign.options,
+            labeller=labeller.name,
+        )
     except (ValueError, TypeError, KeyError, AttributeError) as exc:  # e.g. an override of the wrong type
-        raise CampaignFileError(f"overrides / options: cannot build the campaign inputs: {exc}") from exc
+        raise CampaignFileError(f"cannot build the campaign inputs: {exc}") from exc
     if campaign.label:
         builder.metadata.label = campaign.label
     if selection is not None:

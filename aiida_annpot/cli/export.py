@@ -22,8 +22,11 @@ __all__ = ["campaign_results", "campaign_summary", "export_campaign"]
 
 #: Outputs of a campaign → the link label prefix of the child whose output stands in for it while the campaign runs or
 #: after it excepted or was killed (the latest such child that finished OK).
-_PARTIAL_SOURCES = {"potential": ("committee_", "potential"), "dataset": ("reference_", "dataset"),
-                    "test_dataset": ("reference_test", "dataset")}  # fmt: skip
+_PARTIAL_SOURCES = {
+    "potential": ("committee_", "potential"),
+    "dataset": ("reference_", "dataset"),
+    "test_dataset": ("reference_test", "dataset"),
+}
 
 
 def campaign_results(node) -> dict:
@@ -48,17 +51,23 @@ def campaign_results(node) -> dict:
 def campaign_summary(node) -> dict:
     """The campaign's state, iteration rows and the identities of its outputs, JSON-serialisable."""
     summary = {
-        "campaign": {"pk": node.pk, "uuid": node.uuid, "label": node.label,
-                     "process_state": node.process_state.value if node.process_state else None,
-                     "exit_status": node.exit_status, "exit_message": node.exit_message},
+        "campaign": {
+            "pk": node.pk,
+            "uuid": node.uuid,
+            "label": node.label,
+            "process_state": node.process_state.value if node.process_state else None,
+            "exit_status": node.exit_status,
+            "exit_message": node.exit_message,
+        },
         "iterations": iteration_rows(node),
-    }  # fmt: skip
+    }
     results = campaign_results(node)
     for key, result in results.items():
         summary[key] = {"pk": result.pk, "uuid": result.uuid, "output": key in node.outputs}
     if "potential" in results:
-        summary["potential"].update(committee_size=results["potential"].committee_size,
-                                    elements=results["potential"].elements)  # fmt: skip
+        summary["potential"].update(
+            committee_size=results["potential"].committee_size, elements=results["potential"].elements
+        )
     for key in ("dataset", "test_dataset"):
         if key in results:
             summary[key]["n_frames"] = results[key].n_frames
@@ -87,8 +96,13 @@ def export_campaign(node, output: str | Path) -> list[Path]:
 
 @cmd_root.command("export")
 @click.argument("campaign", type=NODE)
-@click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path), required=True,
-              help="Folder for the files (created if missing; files of the same name are replaced).")  # fmt: skip
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="Folder for the files (created if missing; files of the same name are replaced).",
+)
 @decorators.with_dbenv()
 def cmd_export(campaign, output):
     """Model files, DFT labels (extxyz) and a JSON summary of CAMPAIGN."""

@@ -18,8 +18,9 @@ from .status import campaign_header, iteration_rows, iteration_table
 
 @cmd_root.command("launch")
 @click.argument("campaign_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--daemon", is_flag=True,
-              help="Submit to the daemon and return at once, instead of running in this terminal.")  # fmt: skip
+@click.option(
+    "--daemon", is_flag=True, help="Submit to the daemon and return at once, instead of running in this terminal."
+)
 @decorators.with_dbenv()
 def cmd_launch(campaign_file, daemon):
     """Start the active-learning campaign described by CAMPAIGN_FILE (YAML; checked before anything runs)."""

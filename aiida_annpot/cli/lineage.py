@@ -1,10 +1,10 @@
 """``aiida-annpot lineage``: provenance questions answered from the graph.
 
-For an ``AnnPotential``: the PwCalculations whose labels it learned from (potential ← training ← dataset ←
-merge_dataset ← trajectory ← PwCalculation, restricted to the frames its datasets kept). For a ``StructureData``:
-where it came from (the calcfunction that made it; for a selected structure the AnnExploreCalculation whose MD frame
-it is and the committee that drove that MD; for a generated copy its parent structure) and the PwCalculations that
-labelled it.
+For an ``AnnPotential``: the reference calculations whose labels it learned from (potential ← training ← dataset ←
+merge_dataset ← label → its calculation, restricted to the frames its datasets kept), whatever code made them. For a
+``StructureData``: where it came from (the calcfunction that made it; for a selected structure the
+AnnExploreCalculation whose MD frame it is and the committee that drove that MD; for a generated copy its parent
+structure) and the reference calculations that labelled it.
 """
 
 from __future__ import annotations
@@ -18,11 +18,8 @@ from .root import NODE, cmd_root, describe
 __all__ = ["learned_from", "structure_origin"]
 
 
-def _energy(calculation) -> str:
-    if "output_parameters" not in calculation.outputs:
-        return "-"
-    energy = calculation.outputs.output_parameters.get_dict().get("energy")
-    return "-" if energy is None else f"{energy:.6f}"
+def _energy(label) -> str:
+    return "-" if label is None or label.energy is None else f"{label.energy:.6f}"
 
 
 def _inputs_of_creator(node, node_class) -> list:
@@ -42,16 +39,16 @@ def _upstream(start, node_class) -> dict:
     return found
 
 
-def learned_from(potential) -> list:
-    """The PwCalculations whose frames are in the datasets ``potential`` was trained on, oldest first.
+def learned_from(potential) -> list[tuple]:
+    """(calculation, label) of every reference label in the datasets ``potential`` was trained on, oldest first.
 
-    Walks direct links only (committee ← members ← AnnTrainCalculation ← dataset ← merge_dataset ← trajectory ←
-    PwCalculation, and warm-start parents and earlier datasets likewise): a recursive ``with_descendants`` query
-    enumerates every path of the campaign's graph and takes minutes.
+    Walks direct links only (committee ← members ← AnnTrainCalculation ← dataset ← merge_dataset ← label, and
+    warm-start parents and earlier datasets likewise): a recursive ``with_descendants`` query enumerates every path
+    of the campaign's graph and takes minutes.
     """
-    from aiida.orm import TrajectoryData
+    from aiida.orm import load_node
 
-    from ..data import AnnPotential, AtomisticDataset
+    from ..data import AnnPotential, AtomisticDataset, LabelData
 
     potentials = {potential.pk: potential, **_upstream(potential, AnnPotential)}
     datasets = {}
@@ -59,13 +56,12 @@ def learned_from(potential) -> list:
         for dataset in _inputs_of_creator(node, AtomisticDataset):
             datasets.update({dataset.pk: dataset, **_upstream(dataset, AtomisticDataset)})
     kept = {uuid for dataset in datasets.values() for uuid in dataset.sources if uuid}  # rejected labels are not
-    calculations = {}
+    found = {}
     for dataset in datasets.values():
-        for trajectory in _inputs_of_creator(dataset, TrajectoryData):
-            calculation = trajectory.creator
-            if calculation is not None and calculation.uuid in kept:
-                calculations[calculation.pk] = calculation
-    return sorted(calculations.values(), key=lambda node: node.ctime)
+        for label in _inputs_of_creator(dataset, LabelData):
+            if label.calculation_uuid in kept and label.calculation_uuid not in found:
+                found[label.calculation_uuid] = (load_node(label.calculation_uuid), label)
+    return sorted(found.values(), key=lambda pair: pair[0].ctime)
 
 
 def _selection_origin(structure, creator) -> list[str]:
@@ -99,13 +95,21 @@ def structure_origin(structure) -> list[str]:
     return lines + [f"  StructureData<{p.pk}> {p.get_formula()} {p.uuid}" for p in parents]
 
 
-def _labelled_by(structure) -> list:
-    from aiida.orm import CalcJobNode, QueryBuilder, StructureData
+def _labelled_by(structure) -> list[tuple]:
+    """(labelling work chain, its label or None) for every labeller run on ``structure``, oldest first."""
+    from aiida.orm import QueryBuilder, StructureData, WorkflowNode
+
+    from ..workflows.labelling import ENTRY_POINT_PREFIX
 
     query = QueryBuilder().append(StructureData, filters={"id": structure.pk}, tag="structure")
-    query.append(CalcJobNode, with_incoming="structure", project="*",
-                 filters={"attributes.process_label": "PwCalculation"})  # fmt: skip
-    return sorted(query.all(flat=True), key=lambda node: node.ctime)
+    query.append(
+        WorkflowNode,
+        with_incoming="structure",
+        project="*",
+        filters={"process_type": {"like": f"aiida.workflows:{ENTRY_POINT_PREFIX}%"}},
+    )
+    runs = sorted(query.all(flat=True), key=lambda node: node.ctime)
+    return [(run, run.outputs.label if "label" in run.outputs else None) for run in runs]
 
 
 @cmd_root.command("lineage")
@@ -118,17 +122,21 @@ def cmd_lineage(node):
     from ..data import AnnPotential
 
     if isinstance(node, AnnPotential):
-        calculations = learned_from(node)
-        echo.echo(f"AnnPotential<{node.pk}> learned from {len(calculations)} PwCalculation(s):")
-        rows = [[c.pk, c.uuid, c.inputs.structure.get_formula(), _energy(c)] for c in calculations]
+        labels = learned_from(node)
+        echo.echo(f"AnnPotential<{node.pk}> learned from {len(labels)} reference calculation(s):")
+        rows = [
+            [c.pk, c.process_label, c.uuid, c.inputs.structure.get_formula(), _energy(label)] for c, label in labels
+        ]
     elif isinstance(node, StructureData):
         echo.echo("\n".join(structure_origin(node)))
-        calculations = _labelled_by(node)
-        echo.echo(f"labelled by {len(calculations)} PwCalculation(s):")
-        rows = [[c.pk, c.uuid, c.exit_status if c.is_terminated else c.process_state.value, _energy(c)]
-                for c in calculations]  # fmt: skip
+        runs = _labelled_by(node)
+        echo.echo(f"labelled by {len(runs)} reference run(s):")
+        rows = [
+            [r.pk, r.process_label, r.uuid, r.exit_status if r.is_terminated else r.process_state.value, _energy(label)]
+            for r, label in runs
+        ]
     else:
         echo.echo_critical(f"node {node.pk} is {describe(node)}; lineage knows AnnPotential and StructureData")
-    headers = ("PK", "UUID", "formula" if isinstance(node, AnnPotential) else "exit status", "energy (eV)")
+    headers = ("PK", "process", "UUID", "formula" if isinstance(node, AnnPotential) else "exit status", "energy (eV)")
     if rows:
         echo.echo(tabulate(rows, headers=headers, disable_numparse=True))

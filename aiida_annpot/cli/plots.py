@@ -20,8 +20,17 @@ from aiida.cmdline.utils import decorators, echo
 from .root import NODE, cmd_root, load_campaign_or_validation
 from .status import iteration_rows
 
-__all__ = ["plot_deviations", "plot_equation_of_state", "plot_errors", "plot_learning_curves", "plot_md_energy",
-           "plot_parity", "plot_test_equation_of_state", "write_plots", "write_validation_plots"]  # fmt: skip
+__all__ = [
+    "plot_deviations",
+    "plot_equation_of_state",
+    "plot_errors",
+    "plot_learning_curves",
+    "plot_md_energy",
+    "plot_parity",
+    "plot_test_equation_of_state",
+    "write_plots",
+    "write_validation_plots",
+]
 
 
 def _pyplot():
@@ -71,8 +80,11 @@ def plot_learning_curves(node, output: Path) -> Path | None:
     committees = [c for c in _called(node, "CommitteeTrainingWorkChain") if c.is_finished_ok]
     if not committees:
         return None
-    links = [link for link in committees[-1].base.links.get_outgoing().all()
-             if link.link_label.startswith("learning_curves__")]  # fmt: skip
+    links = [
+        link
+        for link in committees[-1].base.links.get_outgoing().all()
+        if link.link_label.startswith("learning_curves__")
+    ]
     figure, axes = _pyplot().subplots(1, 2, figsize=(9, 3.5))
     for link in sorted(links, key=lambda link: link.link_label):
         curve, member = link.node, link.link_label.split("__")[-1]
@@ -98,8 +110,17 @@ def plot_deviations(node, output: Path) -> Path | None:
     for key in ("trust_lo", "trust_hi"):
         if key in selection:
             axis.axvline(selection[key], color="grey", linestyle="--")
-            axis.text(selection[key], 0.98, f"{key} ", transform=axis.get_xaxis_transform(), rotation=90, va="top",
-                      ha="right", fontsize=8, color="grey")  # fmt: skip
+            axis.text(
+                selection[key],
+                0.98,
+                f"{key} ",
+                transform=axis.get_xaxis_transform(),
+                rotation=90,
+                va="top",
+                ha="right",
+                fontsize=8,
+                color="grey",
+            )
     axis.set(xlabel="max force deviation σ_F (eV/Å)", ylabel="frames")
     axis.legend()
     return _save(figure, output / "force_deviation.png")
@@ -124,8 +145,12 @@ def plot_parity(data: dict[str, np.ndarray], output: Path, title: str) -> Path:
     components (eV/Å), with the RMSE; ``data`` as :func:`parity_data` gives it."""
     figure, axes = _pyplot().subplots(1, 2, figsize=(9, 4))
     lowest = data["dft_energy"].min()
-    shifted = {"dft_energy": 1000 * (data["dft_energy"] - lowest), "ann_energy": 1000 * (data["ann_energy"] - lowest),
-               "dft_forces": data["dft_forces"], "ann_forces": data["ann_forces"]}  # fmt: skip
+    shifted = {
+        "dft_energy": 1000 * (data["dft_energy"] - lowest),
+        "ann_energy": 1000 * (data["ann_energy"] - lowest),
+        "dft_forces": data["dft_forces"],
+        "ann_forces": data["ann_forces"],
+    }
     for axis, key, unit in zip(axes, ("energy", "forces"), ("meV/atom", "eV/Å"), strict=True):
         dft, ann = shifted[f"dft_{key}"], shifted[f"ann_{key}"]
         rmse = np.sqrt(np.mean((dft - ann) ** 2))
@@ -141,10 +166,12 @@ def plot_parity(data: dict[str, np.ndarray], output: Path, title: str) -> Path:
 
 def test_parity_data(predictions) -> dict[str, np.ndarray]:
     """The parity data of a campaign's ``test_predictions`` output, in :func:`parity_data`'s layout."""
-    return {"dft_energy": predictions.get_array("dft_energy_per_atom"),
-            "ann_energy": predictions.get_array("ann_energy_per_atom"),
-            "dft_forces": predictions.get_array("dft_forces"),
-            "ann_forces": predictions.get_array("ann_forces")}  # fmt: skip
+    return {
+        "dft_energy": predictions.get_array("dft_energy_per_atom"),
+        "ann_energy": predictions.get_array("ann_energy_per_atom"),
+        "dft_forces": predictions.get_array("dft_forces"),
+        "ann_forces": predictions.get_array("ann_forces"),
+    }
 
 
 def _eos_curves(axis, volumes: np.ndarray, energies: dict[str, np.ndarray]) -> None:
@@ -154,7 +181,7 @@ def _eos_curves(axis, volumes: np.ndarray, energies: dict[str, np.ndarray]) -> N
 
     reference = energies["dft"].min()
     dense = np.linspace(volumes.min(), volumes.max(), 200)
-    for source, label, color in (("dft", "DFT (pw.x)", "black"), ("ann", "potential", "tab:red")):
+    for source, label, color in (("dft", "reference (DFT)", "black"), ("ann", "potential", "tab:red")):
         try:
             fit = fit_birch_murnaghan(volumes, energies[source])
         except ValueError:
@@ -169,8 +196,11 @@ def _eos_curves(axis, volumes: np.ndarray, energies: dict[str, np.ndarray]) -> N
 
 def plot_test_equation_of_state(score: dict, output: Path) -> Path | None:
     """The test set's energy–volume series of every input structure: DFT and the final potential."""
-    series = {group: entry["equation_of_state"] for group, entry in score.get("properties", {}).items()
-              if "equation_of_state" in entry}  # fmt: skip
+    series = {
+        group: entry["equation_of_state"]
+        for group, entry in score.get("properties", {}).items()
+        if "equation_of_state" in entry
+    }
     if not series:
         return None
     figure, axes = _pyplot().subplots(1, len(series), figsize=(6 * len(series), 4.5), squeeze=False)
@@ -186,12 +216,20 @@ def write_plots(node, output: str | Path) -> list[Path]:
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
     targets = node.inputs.test_targets.get_dict() if "test_targets" in node.inputs else {}
-    written = [plot_errors(iteration_rows(node), output, targets), plot_learning_curves(node, output),
-               plot_deviations(node, output)]  # fmt: skip
+    written = [
+        plot_errors(iteration_rows(node), output, targets),
+        plot_learning_curves(node, output),
+        plot_deviations(node, output),
+    ]
     if "test_predictions" in node.outputs:
         data = test_parity_data(node.outputs.test_predictions)
-        written.append(plot_parity(data, output / "parity.png", f"final committee on the {len(data['dft_energy'])} "
-                                   "test-set frames (never trained on)"))  # fmt: skip
+        written.append(
+            plot_parity(
+                data,
+                output / "parity.png",
+                f"final committee on the {len(data['dft_energy'])} test-set frames (never trained on)",
+            )
+        )
         written.append(plot_test_equation_of_state(node.outputs.test_score.get_dict(), output))
     if "potential" in node.outputs and "dataset" in node.outputs:
         data = parity_data(node.outputs.potential, node.outputs.dataset)
@@ -241,8 +279,13 @@ def write_validation_plots(node, output: str | Path) -> list[Path]:
 
 @cmd_root.command("plot")
 @click.argument("node", type=NODE)
-@click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path), required=True,
-              help="Folder for the PNG files (created if missing; files of the same name are replaced).")  # fmt: skip
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="Folder for the PNG files (created if missing; files of the same name are replaced).",
+)
 @decorators.with_dbenv()
 def cmd_plot(node, output):
     """PNG figures of NODE, a campaign (test-set and validation errors, learning curves, force deviations, parity

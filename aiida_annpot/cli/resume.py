@@ -54,8 +54,14 @@ def _act(action: str, processes: list, timeout: float) -> None:
         echo.echo(f"{past} {process.process_label}<{process.pk}>")
 
 
-_TIMEOUT = click.option("-t", "--timeout", type=float, default=5.0, show_default=True,
-                        help="Seconds to wait for each process to answer (the daemon must be running).")  # fmt: skip
+_TIMEOUT = click.option(
+    "-t",
+    "--timeout",
+    type=float,
+    default=5.0,
+    show_default=True,
+    help="Seconds to wait for each process to answer (the daemon must be running).",
+)
 
 
 @cmd_root.command("resume")

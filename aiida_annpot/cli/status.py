@@ -14,9 +14,23 @@ from .root import NODE, cmd_root, load_campaign
 
 __all__ = ["campaign_header", "held_children", "iteration_rows", "iteration_table", "row_state", "test_set_table"]
 
-HEADERS = ("iter", "labels\nadded", "labels\nfailed", "dataset\nframes", "E_val\nmeV/atom", "F_val\neV/Å",
-           "E_test\nmeV/atom", "F_test\neV/Å", "B0 test\nerror", "E_vac test\nerror eV", "accurate\nlast stage",
-           "candidate\nratio", "failed\nratio", "selected", "state")  # fmt: skip
+HEADERS = (
+    "iter",
+    "labels\nadded",
+    "labels\nfailed",
+    "dataset\nframes",
+    "E_val\nmeV/atom",
+    "F_val\neV/Å",
+    "E_test\nmeV/atom",
+    "F_test\neV/Å",
+    "B0 test\nerror",
+    "E_vac test\nerror eV",
+    "accurate\nlast stage",
+    "candidate\nratio",
+    "failed\nratio",
+    "selected",
+    "state",
+)
 
 
 def iteration_rows(node) -> list[dict]:
@@ -93,26 +107,48 @@ def iteration_table(rows: list[dict]) -> str:
 def test_set_table(score: dict) -> str:
     """The final committee on the test set: errors per kind of structure and overall, then per input structure
     the properties, DFT and potential side by side."""
-    kinds = [[kind, entry["frames"], _number(entry["energy_rmse"], 2), _number(entry["force_rmse"], 3),
-              _number(entry["max_extrapolation"], 2)] for kind, entry in sorted(score["kinds"].items())]  # fmt: skip
+    kinds = [
+        [
+            kind,
+            entry["frames"],
+            _number(entry["energy_rmse"], 2),
+            _number(entry["force_rmse"], 3),
+            _number(entry["max_extrapolation"], 2),
+        ]
+        for kind, entry in sorted(score["kinds"].items())
+    ]
     overall = score["overall"]
-    kinds.append(["all", overall["frames"], _number(overall["energy_rmse"], 2), _number(overall["force_rmse"], 3),
-                  _number(overall["max_extrapolation"], 2)])  # fmt: skip
-    text = tabulate(kinds, headers=("test frames", "n", "E RMSE\nmeV/atom", "F RMSE\neV/Å", "max extrapolation\ngrade"),
-                    disable_numparse=True, colalign=("left", "right", "right", "right", "right"))  # fmt: skip
+    kinds.append(
+        [
+            "all",
+            overall["frames"],
+            _number(overall["energy_rmse"], 2),
+            _number(overall["force_rmse"], 3),
+            _number(overall["max_extrapolation"], 2),
+        ]
+    )
+    text = tabulate(
+        kinds,
+        headers=("test frames", "n", "E RMSE\nmeV/atom", "F RMSE\neV/Å", "max extrapolation\ngrade"),
+        disable_numparse=True,
+        colalign=("left", "right", "right", "right", "right"),
+    )
     properties = []
     for group, entry in sorted(score.get("properties", {}).items()):
-        named = (("equation_of_state", "equilibrium_volume_A3_per_atom", "V0 (Å³/atom)", 3, True),
-                 ("equation_of_state", "bulk_modulus_GPa", "B0 (GPa)", 1, True),
-                 ("vacancy", "unrelaxed_formation_energy_eV", "unrelaxed vacancy E_f (eV)", 2, False))  # fmt: skip
+        named = (
+            ("equation_of_state", "equilibrium_volume_A3_per_atom", "V0 (Å³/atom)", 3, True),
+            ("equation_of_state", "bulk_modulus_GPa", "B0 (GPa)", 1, True),
+            ("vacancy", "unrelaxed_formation_energy_eV", "unrelaxed vacancy E_f (eV)", 2, False),
+        )
         for section, key, label, digits, relative in named:
             if section in entry:
                 values = entry[section][key]
                 error = _percent(values.get("relative_error")) if relative else _number(values["error"], 2)
                 properties.append([group, label, _number(values["dft"], digits), _number(values["ann"], digits), error])
     if properties:
-        text += "\n\n" + tabulate(properties, headers=("structure", "property", "DFT", "potential", "error"),
-                                   disable_numparse=True)  # fmt: skip
+        text += "\n\n" + tabulate(
+            properties, headers=("structure", "property", "DFT", "potential", "error"), disable_numparse=True
+        )
     return text
 
 
@@ -144,13 +180,27 @@ def _campaign_list() -> str:
 
     from ..workflows.active_learning import ITERATIONS_EXTRA, ActiveLearningWorkChain
 
-    projections = ["id", "label", "ctime", "attributes.process_state", "attributes.exit_status",
-                   f"extras.{ITERATIONS_EXTRA}"]  # fmt: skip
+    projections = [
+        "id",
+        "label",
+        "ctime",
+        "attributes.process_state",
+        "attributes.exit_status",
+        f"extras.{ITERATIONS_EXTRA}",
+    ]
     query = QueryBuilder().append(ActiveLearningWorkChain, project=projections, tag="campaign")
     query.order_by({"campaign": {"ctime": "asc"}})
-    rows = [[pk, label, ctime.strftime("%Y-%m-%d %H:%M"), state or "-", "-" if status is None else status,
-             len(iterations or [])]
-            for pk, label, ctime, state, status, iterations in query.iterall()]  # fmt: skip
+    rows = [
+        [
+            pk,
+            label,
+            ctime.strftime("%Y-%m-%d %H:%M"),
+            state or "-",
+            "-" if status is None else status,
+            len(iterations or []),
+        ]
+        for pk, label, ctime, state, status, iterations in query.iterall()
+    ]
     headers = ("PK", "label", "created", "state", "exit status", "iterations")
     return tabulate(rows, headers=headers) if rows else "no active-learning campaigns in this profile"
 
@@ -170,5 +220,7 @@ def cmd_status(campaign):
     rows = iteration_rows(node)
     echo.echo(iteration_table(rows) if rows else "no iteration finished yet")
     if "test_score" in node.outputs:
-        echo.echo(f"\nfinal committee on the independent test set (frames never trained on):\n"
-                  f"{test_set_table(node.outputs.test_score.get_dict())}")  # fmt: skip
+        echo.echo(
+            f"\nfinal committee on the independent test set (frames never trained on):\n"
+            f"{test_set_table(node.outputs.test_score.get_dict())}"
+        )

@@ -11,12 +11,21 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_serializer,
+    model_validator,
+)
 
 __all__ = [
     "VALIDATION_PROPERTIES",
     "BaselineConfig",
     "BehlerParrinelloConfig",
+    "BehlerParrinelloSet",
     "ChebyshevConfig",
     "ConfigError",
     "DescriptorConfig",
@@ -28,6 +37,7 @@ __all__ = [
     "MDStabilitySettings",
     "ModelSelectionConfig",
     "NetworkConfig",
+    "ScoringConfig",
     "SelectionConfig",
     "TestSetConfig",
     "TrainingConfig",
@@ -78,17 +88,45 @@ class ChebyshevConfig(_Strict):
         return self
 
 
+def _without_unset(data: dict, keys: tuple[str, ...]) -> dict:
+    """``data`` without the ``keys`` whose value is None (or empty): settings added after model files and AiiDA
+    nodes were first written stay out of their dumps unless used, so those dumps, digests and hashes are unchanged."""
+    return {key: value for key, value in data.items() if key not in keys or value not in (None, [], {})}
+
+
 class G2(_Strict):
+    """Radial function exp(-η (r - r_s)²) f_c(r), summed over the neighbours of one element."""
+
     eta: float = Field(..., ge=0.0, description="Gaussian width parameter in 1/Å².")
     r_s: float = Field(0.0, ge=0.0, description="Gaussian centre in Å.")
+    neighbour: str | None = Field(
+        None, description="Element of the neighbours summed over (aenet's type2); none: one function per element."
+    )
+    cutoff: float | None = Field(None, gt=0.5, le=20.0, description="This function's R_c in Å; none: the descriptor's.")
+
+    @model_serializer(mode="wrap")
+    def _compact(self, handler) -> dict:
+        return _without_unset(handler(self), ("neighbour", "cutoff"))
 
 
 class G4(_Strict):
+    """Angular function 2^(1-ζ) (1 + λ cos θ)^ζ exp(-η (r_ij² + r_ik² + r_jk²)) f_c f_c f_c over neighbour pairs."""
+
     eta: float = Field(..., ge=0.0, description="Gaussian width parameter in 1/Å².")
     zeta: float = Field(..., ge=1.0, description="Angular resolution exponent.")
     lambda_: Literal[-1, 1] = Field(..., alias="lambda", description="+1 or -1: which side of cos(theta) peaks.")
+    neighbours: tuple[str, str] | None = Field(
+        None,
+        description="Elements of the neighbour pair, in either order (aenet's type2, type3); none: one "
+        "function per element pair.",
+    )
+    cutoff: float | None = Field(None, gt=0.5, le=20.0, description="This function's R_c in Å; none: the descriptor's.")
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @model_serializer(mode="wrap")
+    def _compact(self, handler) -> dict:
+        return _without_unset(handler(self), ("neighbours", "cutoff"))
 
 
 def _default_g2() -> list[G2]:
@@ -99,13 +137,74 @@ def _default_g4() -> list[G4]:
     return [G4(eta=eta, zeta=zeta, lambda_=lam) for eta in (0.003, 0.03) for zeta in (1.0, 4.0) for lam in (-1, 1)]
 
 
+def _named_consistently(functions: list, attribute: str, kind: str) -> None:
+    """Within one list, either every function names its neighbour element(s) or none does (the layouts differ)."""
+    named = {getattr(g, attribute) is not None for g in functions}
+    if len(named) > 1:
+        raise ValueError(f"either every {kind} function names its {attribute} or none does, not some of them")
+
+
+class BehlerParrinelloSet(_Strict):
+    """The functions of the atoms of one element (aenet: one ``*.fingerprint.stp`` file)."""
+
+    g2: list[G2] = Field([], description="Radial functions.")
+    g4: list[G4] = Field([], description="Angular functions.")
+
+    @model_validator(mode="after")
+    def _functions(self) -> BehlerParrinelloSet:
+        if not self.g2 and not self.g4:
+            raise ValueError("a function set needs at least one g2 or g4 function")
+        _named_consistently(self.g2, "neighbour", "g2")
+        _named_consistently(self.g4, "neighbours", "g4")
+        return self
+
+
 class BehlerParrinelloConfig(_Strict):
-    """Behler–Parrinello radial G2 and angular G4 symmetry functions, resolved by neighbour species."""
+    """Behler–Parrinello radial G2 and angular G4 symmetry functions, resolved by neighbour species.
+
+    ``g2`` and ``g4`` are shared by every element: a function that names no neighbour element(s) is repeated for
+    every element (G2) or element pair (G4). ``per_element`` gives each element its own set instead (as aenet's
+    setup files do), typically with functions that name their neighbours.
+    """
 
     type: Literal["behler_parrinello"] = "behler_parrinello"
-    cutoff: float = Field(5.5, gt=0.5, le=20.0, description="Cutoff radius in Å for G2 and G4.")
-    g2: list[G2] = Field(default_factory=_default_g2, min_length=1)
+    cutoff: float = Field(5.5, gt=0.5, le=20.0, description="Cutoff radius in Å: the largest of any function.")
+    g2: list[G2] = Field(default_factory=_default_g2)
     g4: list[G4] = Field(default_factory=_default_g4)
+    per_element: dict[str, BehlerParrinelloSet] | None = Field(
+        None, description="Element → its own function set, replacing g2 and g4 (which must then be empty)."
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_shared_defaults(cls, data: Any) -> Any:
+        """With per-element sets, absent g2 and g4 mean no shared functions rather than the default ones."""
+        if isinstance(data, dict) and data.get("per_element") is not None:
+            data = {"g2": [], "g4": [], **data}
+        return data
+
+    @model_validator(mode="after")
+    def _sets(self) -> BehlerParrinelloConfig:
+        if self.per_element is None:
+            if not self.g2:
+                raise ValueError("g2 needs at least one function")
+            _named_consistently(self.g2, "neighbour", "g2")
+            _named_consistently(self.g4, "neighbours", "g4")
+            sets = [self]
+        else:
+            if self.g2 or self.g4:
+                raise ValueError("give either g2 and g4 (shared by every element) or per_element sets, not both")
+            if not self.per_element:
+                raise ValueError("per_element needs at least one element")
+            sets = list(self.per_element.values())
+        too_far = sorted({g.cutoff for s in sets for g in [*s.g2, *s.g4] if (g.cutoff or 0.0) > self.cutoff})
+        if too_far:
+            raise ValueError(f"function cutoffs {too_far} Å exceed the descriptor cutoff ({self.cutoff} Å)")
+        return self
+
+    @model_serializer(mode="wrap")
+    def _compact(self, handler) -> dict:
+        return _without_unset(handler(self), ("per_element",) if self.per_element is None else ("g2", "g4"))
 
 
 DescriptorConfig = Annotated[ChebyshevConfig | BehlerParrinelloConfig, Field(discriminator="type")]
@@ -157,7 +256,7 @@ class BaselineConfig(_Strict):
 
     @model_validator(mode="after")
     def _checked(self) -> BaselineConfig:
-        from ..core.baselines import check_baseline  # torch-free; imported here because core depends on common
+        from .baselines import check_baseline  # the engine's calculators are never imported here
 
         check_baseline(self)  # raises ValueError naming the problem; imports nothing a file names
         return self
@@ -166,8 +265,14 @@ class BaselineConfig(_Strict):
 class TrainingConfig(_Strict):
     """Everything ``annpot train`` needs; paths are relative to the configuration file's folder."""
 
-    dataset: str = Field(..., description="Labelled frames (extxyz with energy, forces, optionally stress).")
-    validation_dataset: str | None = Field(None, description="Fixed validation frames; else a seeded split.")
+    dataset: str | list[str] = Field(
+        ...,
+        description="Labelled frames: an extxyz file (energy, forces, optionally stress), an aenet XSF file, a "
+        "folder of XSF files, or a list of such files.",
+    )
+    validation_dataset: str | list[str] | None = Field(
+        None, description="Fixed validation frames (as dataset); else a seeded split."
+    )
     elements: list[str] | None = Field(None, description="Elements the model covers (default: those in the data).")
     descriptor: DescriptorConfig = Field(default_factory=ChebyshevConfig)
     network: NetworkConfig = Field(default_factory=NetworkConfig)
@@ -294,7 +399,6 @@ class ExplorationConfig(_Strict):
         None, gt=0.0, description="eV/Å: stop a trajectory when the max force deviation passes this."
     )
     min_distance: float = Field(0.7, gt=0.0, description="Å: stop a trajectory when atoms come closer.")
-    selection: SelectionConfig = Field(default_factory=SelectionConfig)
     reference_structures: str | None = Field(
         None, description="Training structures (extxyz): their fingerprints feed the duplicate filter."
     )
@@ -305,6 +409,32 @@ class ExplorationConfig(_Strict):
     skin: float = Field(0.5, ge=0.0, description="Verlet skin (Å) of the neighbour list reused across steps.")
     seed: int = Field(0, ge=0)
     threads: int | None = Field(None, ge=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_selection(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "selection" in data:
+            raise ValueError(
+                "selection is not an exploration setting: the exploration samples and scores frames, and the "
+                "selection runs once over all of them (annpot select, or the select_candidates step)"
+            )
+        return data
+
+
+class ScoringConfig(_Strict):
+    """Everything ``annpot score`` needs: score the frames of a trajectory file with a committee, as the exploration
+    scores its own; paths are relative to the configuration file's folder."""
+
+    models: list[str] = Field(..., min_length=1, description="Committee member model files.")
+    frames: str = Field(..., description="Trajectory file of the frames to score (extxyz, traj, xyz, ...).")
+    format: str | None = Field(None, description="ASE format of `frames`; guessed from the file when unset.")
+    start: str = Field("frames", min_length=1, description="Key recorded with every frame as its origin.")
+    reference_structures: str | None = Field(
+        None, description="Training structures (extxyz): their fingerprints feed the duplicate filter."
+    )
+    dtype: Literal["float32", "float64"] = "float32"
+    threads: int | None = Field(None, ge=1)
+    wall_time: float | None = Field(None, gt=0.0, description="Seconds (accepted for the CalcJob; scoring is short).")
 
 
 def _amplitudes(value: list[float]) -> list[float]:
@@ -362,9 +492,15 @@ class GenerationConfig(_Strict):
             raise ValueError(f"slab_miller must hold non-zero Miller index triples, got {self.slab_miller}")
         if self.volumes == 1:
             raise ValueError("volumes must be 0 (no energy–volume series) or at least 2")
-        count = (int(self.include_ideal) + self.volumes + self.isotropic_strains + self.anisotropic_strains
-                 + self.rattles * len(self.rattle_amplitudes) + self.vacancies * (1 + len(self.vacancy_rattles))
-                 + len(self.slab_miller))  # fmt: skip
+        count = (
+            int(self.include_ideal)
+            + self.volumes
+            + self.isotropic_strains
+            + self.anisotropic_strains
+            + self.rattles * len(self.rattle_amplitudes)
+            + self.vacancies * (1 + len(self.vacancy_rattles))
+            + len(self.slab_miller)
+        )
         if count == 0:
             raise ValueError("generation makes no structure: enable include_ideal or ask for some copies")
         return self

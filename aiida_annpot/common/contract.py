@@ -9,8 +9,19 @@ no torch, no AiiDA.
 
 from __future__ import annotations
 
-__all__ = ["CHECKPOINT_FILE", "CRASHED", "CURVE_FILE", "DIVERGED", "FINISHED", "INPUT_ERROR", "METRICS_FILE",
-           "MODEL_FILE", "STATUSES", "STATUS_FILE", "WALL_TIME"]  # fmt: skip
+__all__ = [
+    "CHECKPOINT_FILE",
+    "CRASHED",
+    "CURVE_FILE",
+    "DIVERGED",
+    "FINISHED",
+    "INPUT_ERROR",
+    "METRICS_FILE",
+    "MODEL_FILE",
+    "STATUSES",
+    "STATUS_FILE",
+    "WALL_TIME",
+]
 
 #: ``{"exit_code": int, "status": str, "message": str}``, written when ``train`` or ``explore`` ends.
 STATUS_FILE = "annpot_status.json"

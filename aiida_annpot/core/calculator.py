@@ -33,9 +33,19 @@ class AnnCalculator(Calculator):
         when that path is passed here, so a downloaded file never imports a module of its own choosing.
     """
 
-    implemented_properties = ["energy", "free_energy", "forces", "stress", "energies", "energy_std",
-                              "forces_std", "max_force_std", "fingerprint", "extrapolation",
-                              "extrapolation_atoms"]  # fmt: skip
+    implemented_properties = [
+        "energy",
+        "free_energy",
+        "forces",
+        "stress",
+        "energies",
+        "energy_std",
+        "forces_std",
+        "max_force_std",
+        "fingerprint",
+        "extrapolation",
+        "extrapolation_atoms",
+    ]
     #: Computed from the latest evaluation only when asked for: MD pays for them on sampled frames, not every step.
     on_request = ("fingerprint", "extrapolation", "extrapolation_atoms")
     default_parameters = {"dtype": "float64", "skin": 0.0}
@@ -58,8 +68,7 @@ class AnnCalculator(Calculator):
         periodic = bool(self.atoms.pbc.all())
         if "stress" in properties and not periodic:
             raise PropertyNotImplementedError("stress needs a cell periodic in all three directions")
-        pairs = self.neighbors(self.atoms.positions, self.atoms.cell.array, self.atoms.pbc,
-                               dtype=self.potential.dtype)  # fmt: skip
+        pairs = self.neighbors(self.atoms.positions, self.atoms.cell.array, self.atoms.pbc, dtype=self.potential.dtype)
         prediction = self.potential(self.atoms.numbers, pairs, volume=self.atoms.get_volume() if periodic else None)
         self._last = prediction
         stats = committee_statistics(prediction)

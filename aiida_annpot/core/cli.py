@@ -18,7 +18,7 @@ import click
 
 from .. import __version__
 from ..common import contract
-from ..common.config import ConfigError, ExplorationConfig, TrainingConfig, load_config
+from ..common.config import ConfigError, ExplorationConfig, ScoringConfig, SelectionConfig, TrainingConfig, load_config
 from ..common.contract import STATUS_FILE
 from . import jsonio
 from .errors import EXIT_DIVERGED, EXIT_INPUT_ERROR, EXIT_OK, EXIT_WALL_TIME, AnnpotError
@@ -27,8 +27,12 @@ __all__ = ["STATUS_FILE", "main"]
 
 #: Exit code → the status written to :data:`~aiida_annpot.common.contract.STATUS_FILE` when ``train`` or ``explore``
 #: ends (the scheduler does not keep the exit code).
-_STATUS_NAMES = {EXIT_OK: contract.FINISHED, EXIT_INPUT_ERROR: contract.INPUT_ERROR,
-                 EXIT_DIVERGED: contract.DIVERGED, EXIT_WALL_TIME: contract.WALL_TIME}  # fmt: skip
+_STATUS_NAMES = {
+    EXIT_OK: contract.FINISHED,
+    EXIT_INPUT_ERROR: contract.INPUT_ERROR,
+    EXIT_DIVERGED: contract.DIVERGED,
+    EXIT_WALL_TIME: contract.WALL_TIME,
+}
 
 #: Rows of the ``evaluate`` table: metric key, label, unit.
 METRIC_ROWS = [
@@ -94,16 +98,22 @@ def _records_status(command: Callable) -> Callable:
 
 #: ``--trust-baseline``: the explicit trust an import-path baseline needs; files cannot give it to themselves.
 _trust_baseline = click.option(
-    "--trust-baseline", "trusted_baselines", multiple=True, metavar="PACKAGE.MODULE.CLASS",
+    "--trust-baseline",
+    "trusted_baselines",
+    multiple=True,
+    metavar="PACKAGE.MODULE.CLASS",
     help="Build this import-path baseline (an ASE calculator) when a configuration or model file names it "
-         "(repeatable). Without it only the registered baselines (zbl, lj, morse, emt) are built.",
-)  # fmt: skip
+    "(repeatable). Without it only the registered baselines (zbl, lj, morse, emt) are built.",
+)
 
 
-def _resolve(value: str | None, base: Path) -> str | None:
-    """``value`` as a path relative to ``base`` unless it is absolute (``None`` stays ``None``)."""
+def _resolve(value: str | list[str] | None, base: Path) -> str | list[str] | None:
+    """``value`` as a path relative to ``base`` unless it is absolute (``None`` stays ``None``; a list of paths is
+    resolved path by path)."""
     if value is None:
         return None
+    if isinstance(value, list):
+        return [_resolve(item, base) for item in value]
     path = Path(value).expanduser()
     return str(path if path.is_absolute() else base / path)
 
@@ -131,8 +141,13 @@ def cli() -> None:
 
 @cli.command()
 @click.argument("config_file", metavar="CONFIG.yaml", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), default=Path("."), show_default=True,
-              help="Folder for the model, metrics, learning curve and checkpoint.")  # fmt: skip
+@click.option(
+    "--workdir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("."),
+    show_default=True,
+    help="Folder for the model, metrics, learning curve and checkpoint.",
+)
 @click.option("--resume", is_flag=True, help="Continue from the checkpoint in WORKDIR, if there is one.")
 @_trust_baseline
 @_records_status
@@ -148,8 +163,10 @@ def train(config_file: Path, workdir: Path, resume: bool, trusted_baselines: tup
 
     outcome = Trainer(config, workdir, log=click.echo, trusted_baselines=trusted_baselines).run(resume=resume)
     if outcome.status == "wall_time":
-        click.echo(f"wall time reached after epoch {outcome.epochs}: checkpoint written to {workdir / CHECKPOINT}, "
-                   f"the best model so far to {workdir / MODEL}")  # fmt: skip
+        click.echo(
+            f"wall time reached after epoch {outcome.epochs}: checkpoint written to {workdir / CHECKPOINT}, "
+            f"the best model so far to {workdir / MODEL}"
+        )
         click.echo(f"resume with: annpot train {config_file} --workdir {workdir} --resume")
         click.get_current_context().exit(EXIT_WALL_TIME)
     validation = outcome.metrics.get("validation", {})
@@ -163,14 +180,19 @@ def train(config_file: Path, workdir: Path, resume: bool, trusted_baselines: tup
 
 @cli.command()
 @click.argument("config_file", metavar="CONFIG.yaml", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), default=Path("."), show_default=True,
-              help="Folder for trajectories, selected frames and the summary.")  # fmt: skip
+@click.option(
+    "--workdir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("."),
+    show_default=True,
+    help="Folder for the sampled frames and the summary.",
+)
 @click.option("--resume", is_flag=True, help="Continue an interrupted exploration in WORKDIR.")
 @_trust_baseline
 @_records_status
 @_reports_input_errors
 def explore(config_file: Path, workdir: Path, resume: bool, trusted_baselines: tuple[str, ...]) -> None:
-    """Run committee MD as described by CONFIG.yaml and select frames for labelling."""
+    """Run committee MD as described by CONFIG.yaml; record and score sampled frames (select with `annpot select`)."""
     config = load_config(config_file, ExplorationConfig)
     base = config_file.parent
     config = config.model_copy(
@@ -187,13 +209,127 @@ def explore(config_file: Path, workdir: Path, resume: bool, trusted_baselines: t
     if result.get("status") == "wall_time":
         click.echo(f"resume with: annpot explore {config_file} --workdir {workdir} --resume")
         click.get_current_context().exit(EXIT_WALL_TIME)
-    ratios = result.get("ratios", {})
-    shown = ", ".join(f"{kind} {ratios[kind]:.3f}" for kind in ("accurate", "candidate", "failed") if kind in ratios)
-    selected = result.get("selection", {}).get("selected")
-    click.echo(
-        f"explored {result.get('frames', '?')} frames: {shown or 'no ratios reported'}"
-        + ("" if selected is None else f"; {len(selected)} selected for labelling")
+    click.echo(f"explored {result.get('frames', '?')} frames; select with: annpot select {workdir / 'frames.extxyz'}")
+
+
+@cli.command()
+@click.argument("config_file", metavar="CONFIG.yaml", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--workdir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("."),
+    show_default=True,
+    help="Folder for the scored frames and the summary.",
+)
+@click.option("--resume", is_flag=True, hidden=True, help="Accepted for the CalcJob; scoring starts over.")
+@_trust_baseline
+@_records_status
+@_reports_input_errors
+def score(config_file: Path, workdir: Path, resume: bool, trusted_baselines: tuple[str, ...]) -> None:
+    """Score the frames of a trajectory file with a committee as CONFIG.yaml says (frames sampled elsewhere)."""
+    config = load_config(config_file, ScoringConfig)
+    base = config_file.parent
+    config = config.model_copy(
+        update={
+            "models": [_resolve(model, base) for model in config.models],
+            "frames": _resolve(config.frames, base),
+            "reference_structures": _resolve(config.reference_structures, base),
+        }
     )
+    from .scoring import score_frames  # lazy: torch-heavy
+
+    score_frames(config, workdir, log=click.echo, trusted_baselines=trusted_baselines)
+
+
+@cli.command()
+@click.argument("frames", nargs=-1, required=True, type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="SelectionConfig YAML (trust window, duplicate filter, caps); defaults otherwise.",
+)
+@click.option(
+    "--reference",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="reference_fingerprints.npy of the training set, for the duplicate filter.",
+)
+@click.option(
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path("selected.extxyz"),
+    show_default=True,
+    help="Where the picked structures go (extxyz); selection.json beside it.",
+)
+@_reports_input_errors
+def select(frames: tuple[Path, ...], config_file: Path | None, reference: Path | None, output: Path) -> None:
+    """Pick structures to label from the FRAMES files of explorations or scorings, all at once."""
+    from .selection import select_from_files  # torch-free
+
+    config = load_config(config_file, SelectionConfig) if config_file else SelectionConfig()
+    summary = select_from_files([str(f) for f in frames], config, reference, output)
+    click.echo(
+        f"{summary['frames']} frames: accurate {summary['ratios']['accurate']:.3f}, candidate "
+        f"{summary['ratios']['candidate']:.3f}, failed {summary['ratios']['failed']:.3f}; "
+        f"{len(summary['selected'])} selected → {output}"
+    )
+
+
+@cli.command("import-aenet")
+@click.argument("generate_in", metavar="GENERATE_IN", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("train_in", metavar="TRAIN_IN", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path("training.yaml"),
+    show_default=True,
+    help="Training configuration to write.",
+)
+@click.option(
+    "--dataset",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also convert the XSF files into this extxyz file, which the configuration then trains on "
+    "(default: the configuration lists the XSF files).",
+)
+@_reports_input_errors
+def import_aenet(generate_in: Path, train_in: Path, output: Path, dataset: Path | None) -> None:
+    """Turn aenet's GENERATE_IN and TRAIN_IN (with their fingerprint setups and XSF files) into a training
+    configuration for 'annpot train'; what does not map onto annpot is reported."""
+    from .aenet import import_aenet as convert
+
+    if dataset is not None and dataset.suffix.lower() not in (".extxyz", ".xyz"):  # read back by its suffix
+        raise click.BadParameter(
+            f"{dataset}: the converted structures are extxyz, name the file *.extxyz", param_hint="--dataset"
+        )
+    result = convert(generate_in, train_in)
+    for warning in result.warnings:
+        click.echo(f"annpot: warning: {warning}", err=True)
+    for note in result.notes:
+        click.echo(note)
+    energies = ", ".join(f"{element} {energy:g} eV" for element, energy in result.atomic_energies.items())
+    click.echo(
+        f"atomic energies (TYPES): {energies}: not used, annpot has no setting for them and fits per-element "
+        "reference energies to the training data by least squares (recorded as a comment in the "
+        "configuration)"
+    )
+    config = result.write(output, dataset)
+    counts = ", ".join(f"{element} {n}" for element, n in zip(config.elements, _feature_counts(config), strict=True))
+    click.echo(
+        f"{len(result.frames)} structures, elements {', '.join(config.elements)}, {config.descriptor.type} "
+        f"descriptor ({counts} features)"
+    )
+    click.echo(f"wrote {output}" + (f" and {dataset}" if dataset is not None else ""))
+    click.echo(f"train with: annpot train {output} --workdir <folder>")
+
+
+def _feature_counts(config: TrainingConfig) -> list[int]:
+    """Descriptor features of each element of ``config``."""
+    from .descriptors import make_descriptor
+
+    descriptor = make_descriptor(config.elements, config.descriptor)
+    counts = dict(zip(descriptor.elements, descriptor.features_per_element, strict=True))
+    return [counts[element] for element in config.elements]
 
 
 def _load_data(data: Path, potential, trusted_baselines=()):
@@ -237,10 +373,16 @@ def _write_evaluation(output: Path, summary: dict, parity) -> None:
 @cli.command()
 @click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
 @click.argument("data", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--member", "members", multiple=True, type=click.Path(dir_okay=False, path_type=Path),
-              help="Another committee member's model file (repeatable).")  # fmt: skip
-@click.option("--output", type=click.Path(file_okay=False, path_type=Path),
-              help="Folder to write metrics.json and parity.csv to.")  # fmt: skip
+@click.option(
+    "--member",
+    "members",
+    multiple=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Another committee member's model file (repeatable).",
+)
+@click.option(
+    "--output", type=click.Path(file_okay=False, path_type=Path), help="Folder to write metrics.json and parity.csv to."
+)
 @_trust_baseline
 @_reports_input_errors
 def evaluate(
@@ -262,8 +404,13 @@ def evaluate(
     for line in _metrics_table(columns):
         click.echo(line)
     if output is not None:
-        summary = {"models": [str(p) for p in paths], "data": str(data), "n_structures": len(features),
-                   "committee_mean": mean.metrics(), "members": members_metrics}  # fmt: skip
+        summary = {
+            "models": [str(p) for p in paths],
+            "data": str(data),
+            "n_structures": len(features),
+            "committee_mean": mean.metrics(),
+            "members": members_metrics,
+        }
         _write_evaluation(output, summary, mean)
         click.echo(f"wrote {output / 'metrics.json'} and {output / 'parity.csv'}")
 
@@ -279,6 +426,16 @@ def _info_lines(metadata: dict) -> list[str]:
         else " (an import path: built only with --trust-baseline)"
     )
     descriptor = {key: value for key, value in metadata.get("descriptor", {}).items() if value is not None}
+    if isinstance(descriptor.get("per_element"), dict):  # aenet-style sets: their sizes, not every function
+        descriptor["per_element"] = (
+            "{"
+            + ", ".join(
+                f"{element}: {len(functions.get('g2', []))} g2 + {len(functions.get('g4', []))} g4"
+                for element, functions in descriptor["per_element"].items()
+                if isinstance(functions, dict)
+            )
+            + "}"
+        )
     network = metadata.get("network", {})
     lines = [
         f"elements:     {', '.join(metadata.get('elements', []))}",

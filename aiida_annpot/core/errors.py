@@ -1,33 +1,32 @@
-"""Errors the engine raises for bad input, and the process exit codes ``annpot`` maps them to."""
+"""Errors the engine raises for bad input, and the exit codes ``annpot`` maps them to (defined in
+:mod:`aiida_annpot.common.errors`, which the schema layer shares)."""
 
 from __future__ import annotations
 
-# Exit codes of the ``annpot`` command. 75 is EX_TEMPFAIL: "try again", which is what a wall-time stop means.
-EXIT_OK = 0
-EXIT_INPUT_ERROR = 2
-EXIT_WALL_TIME = 75
-EXIT_DIVERGED = 3
+from ..common.errors import (
+    EXIT_DIVERGED,
+    EXIT_INPUT_ERROR,
+    EXIT_OK,
+    EXIT_WALL_TIME,
+    AenetFormatError,
+    AnnpotError,
+    ElementMismatchError,
+    InputDataError,
+    ModelFileError,
+    TrainingDivergedError,
+    UnknownElementError,
+)
 
-
-class AnnpotError(Exception):
-    """Base class of the engine's own errors."""
-
-    exit_code = EXIT_INPUT_ERROR
-
-
-class InputDataError(AnnpotError, ValueError):
-    """Structures or labels that cannot be used: empty set, NaN labels, overlapping atoms, degenerate cell."""
-
-
-class UnknownElementError(InputDataError):
-    """A structure holds an element the model was not trained for."""
-
-
-class ModelFileError(AnnpotError):
-    """A model file that is missing, corrupt, or does not match the others of a committee."""
-
-
-class TrainingDivergedError(AnnpotError):
-    """The loss became NaN or infinite."""
-
-    exit_code = EXIT_DIVERGED
+__all__ = [
+    "EXIT_DIVERGED",
+    "EXIT_INPUT_ERROR",
+    "EXIT_OK",
+    "EXIT_WALL_TIME",
+    "AenetFormatError",
+    "AnnpotError",
+    "ElementMismatchError",
+    "InputDataError",
+    "ModelFileError",
+    "TrainingDivergedError",
+    "UnknownElementError",
+]

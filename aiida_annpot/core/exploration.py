@@ -13,12 +13,14 @@ After every MD step the committee deviation, the finiteness of energy and forces
 checked (the committee statistics come with the forces, so this is free); a trajectory stops early with reason
 "deviation", "too_close" or "non_finite", else ends "completed". Every ``sample_interval`` steps, and at an early
 stop, a frame is appended to ``frames.extxyz`` with its committee energy, deviations, temperature, smallest
-interatomic distance, per-atom ``forces_std``, fingerprint and extrapolation grade (how far the descriptors leave
-the training ranges; above ``selection.extrapolation_tolerance`` the frame is out of range). ``progress.json``
-lists finished trajectories, so ``resume=True`` skips them and restarts an unfinished one from its last recorded
-frame (positions, cell, momenta; the barostat momentum restarts at zero). Finally every frame is classified by the
-trust window, candidates are picked with :func:`~aiida_annpot.core.selection.select_candidates`, and
-``summary.json`` (with the out-of-range counts) and ``selected.extxyz`` are written.
+interatomic distance, per-atom ``forces_std``, fingerprint, extrapolation grade (how far the descriptors leave the
+training ranges) and the key of its start structure (:func:`~aiida_annpot.core.scoring.record_frame`).
+``progress.json`` lists finished trajectories, so ``resume=True`` skips them and restarts an unfinished one from its
+last recorded frame (positions, cell, momenta; the barostat momentum restarts at zero). Finally ``summary.json``
+lists the trajectories and frame counts.
+
+The exploration samples and scores; it does not select. Selection runs once over the frames of every exploration
+job (and of frames scored by ``annpot score``): ``annpot select``, or the ``select_candidates`` calcfunction.
 """
 
 from __future__ import annotations
@@ -27,7 +29,6 @@ import contextlib
 import hashlib
 import io
 import json
-import math
 import time
 import warnings
 from collections.abc import Callable
@@ -49,19 +50,28 @@ from . import jsonio
 from .calculator import AnnCalculator
 from .dataset import dataset_hash, read_frames
 from .errors import InputDataError, UnknownElementError
-from .explored import FRAMES, PROGRESS, REFERENCE_FINGERPRINTS, SELECTED, SUMMARY, read_explored_frames
+from .explored import FRAMES, PROGRESS, REFERENCE_FINGERPRINTS, SUMMARY, decode_key, read_explored_frames
 from .generate import min_distance
 from .geometry import MIN_ALLOWED_DISTANCE, NeighborSearch
 from .interrupt import StopRequest
-from .selection import SelectionResult, class_summary, classify, extrapolation_summary, select_candidates
+from .scoring import committee_state, record_frame, reference_fingerprints
 
-__all__ = ["FRAMES", "PROGRESS", "REFERENCE_FINGERPRINTS", "SELECTED", "STOP_REASONS", "SUMMARY", "min_distance",
-           "read_explored_frames", "run_exploration"]  # fmt: skip
+__all__ = [
+    "FRAMES",
+    "PROGRESS",
+    "REFERENCE_FINGERPRINTS",
+    "STOP_REASONS",
+    "SUMMARY",
+    "min_distance",
+    "read_explored_frames",
+    "run_exploration",
+    "start_keys",
+]
 
 #: Why a trajectory ended.
 STOP_REASONS = ("completed", "deviation", "too_close", "non_finite")
 #: Settings that do not change the trajectories (a resume may change them).
-_NOT_IN_DIGEST = {"models", "structures", "reference_structures", "selection", "threads", "wall_time"}
+_NOT_IN_DIGEST = {"models", "structures", "reference_structures", "threads", "wall_time"}
 
 
 @dataclass
@@ -73,6 +83,7 @@ class _Context:
     cutoff: float  # range (Å) of the recorded smallest distance: the model cutoff
     dim: int  # fingerprint length
     write: Callable[[Atoms], None]
+    starts: list[str]  # key of each start structure, recorded with its frames
     stop: StopRequest  # wall time or SIGTERM: checked after each recorded frame, the point a resume starts from
 
 
@@ -97,15 +108,10 @@ def _load_structures(config: ExplorationConfig, calc: AnnCalculator) -> list[Ato
     return structures
 
 
-def _fingerprints(calc: AnnCalculator, structures: list[Atoms], source: str) -> np.ndarray:
-    """(S, D) committee fingerprints of ``structures``; an element the model lacks names the structure."""
-    rows = []
-    for index, atoms in enumerate(structures):
-        try:
-            rows.append(calc.get_property("fingerprint", atoms.copy()))
-        except InputDataError as exc:
-            raise type(exc)(f"structure {index} of {source}: {exc}") from exc
-    return np.stack(rows)
+def start_keys(structures: list[Atoms]) -> list[str]:
+    """The key of each start structure: its ``key`` in the structures file (the CalcJob writes the input
+    namespace's keys there), else its index."""
+    return [decode_key(atoms.info.get("key", index)) for index, atoms in enumerate(structures)]
 
 
 def _digest(config: ExplorationConfig, structures: list[Atoms]) -> str:
@@ -137,7 +143,7 @@ def _prepare(workdir: Path, digest: str, resume: bool, log) -> tuple[dict, dict]
     """Finished trajectories {"s/k": record} and the last recorded frame of each unfinished one {(s, k): Atoms}."""
     progress_path = workdir / PROGRESS
     if not (resume and progress_path.is_file()):
-        for name in (FRAMES, PROGRESS, SUMMARY, SELECTED):
+        for name in (FRAMES, PROGRESS, SUMMARY):
             (workdir / name).unlink(missing_ok=True)
         _write_json(progress_path, {"digest": digest, "finished": {}})
         return {}, {}
@@ -177,31 +183,21 @@ def _integrator(atoms: Atoms, stage: ExplorationStage, config: ExplorationConfig
     if stage.resolved_ensemble == "nve":
         return VelocityVerlet(atoms, dt)
     if stage.resolved_ensemble == "nvt":
-        return Langevin(atoms, dt, temperature_K=stage.temperature, friction=config.friction / units.fs,
-                        fixcm=False, rng=rng)  # fmt: skip
+        return Langevin(
+            atoms, dt, temperature_K=stage.temperature, friction=config.friction / units.fs, fixcm=False, rng=rng
+        )
     with warnings.catch_warnings():  # LangevinBAOAB announces its heuristic barostat mass
         warnings.simplefilter("ignore", UserWarning)
-        return LangevinBAOAB(atoms, dt, temperature_K=stage.temperature, externalstress=-stage.pressure * units.GPa,
-                             hydrostatic=True, T_tau=units.fs / config.friction, P_tau=config.barostat_time * units.fs,
-                             rng=rng)  # fmt: skip
-
-
-def _evaluate(atoms: Atoms, dim: int) -> dict:
-    """Committee quantities at the current positions; NaN where the model cannot be evaluated."""
-    state = {"energy": math.nan, "energy_std": math.nan, "max_force_std": math.nan,
-             "forces_std": np.full(len(atoms), math.nan), "fingerprint": np.full(dim, math.nan),
-             "finite": False, "too_close": False}  # fmt: skip
-    if not (np.isfinite(atoms.positions).all() and np.isfinite(atoms.cell.array).all()):
-        return state
-    try:
-        atoms.get_forces()  # cached when the integrator just computed them
-    except InputDataError:  # the calculator refuses atoms closer than MIN_ALLOWED_DISTANCE
-        state["too_close"] = True
-        return state
-    results = atoms.calc.results
-    state.update({name: results[name] for name in ("energy", "energy_std", "max_force_std", "forces_std")})
-    state["finite"] = bool(np.isfinite(results["energy"]) and np.isfinite(results["forces"]).all())
-    return state
+        return LangevinBAOAB(
+            atoms,
+            dt,
+            temperature_K=stage.temperature,
+            externalstress=-stage.pressure * units.GPa,
+            hydrostatic=True,
+            T_tau=units.fs / config.friction,
+            P_tau=config.barostat_time * units.fs,
+            rng=rng,
+        )
 
 
 def _stop_reason(atoms: Atoms, state: dict, config: ExplorationConfig) -> str | None:
@@ -216,41 +212,22 @@ def _stop_reason(atoms: Atoms, state: dict, config: ExplorationConfig) -> str | 
     return None
 
 
-def _record(atoms: Atoms, state: dict, ids: tuple[int, int], step: int, cutoff: float) -> Atoms:
-    """The sampled frame: structure, momenta, and committee quantities in ``info`` / ``arrays``."""
-    frame = Atoms(numbers=atoms.numbers, positions=atoms.positions, cell=atoms.cell.array, pbc=atoms.pbc,
-                  momenta=atoms.get_momenta())  # fmt: skip
-    finite = bool(np.isfinite(atoms.positions).all())
-    frame.info.update({
-        "structure": ids[0], "stage": ids[1], "step": step, "temperature": float(atoms.get_temperature()),
-        "energy": float(state["energy"]), "energy_std": float(state["energy_std"]),
-        "max_force_std": float(state["max_force_std"]),
-        "min_distance": min_distance(atoms, cutoff) if finite else math.nan,
-        # asked for here only: the calculator computes fingerprints on request, not at every MD step
-        "fingerprint": np.asarray(atoms.calc.get_property("fingerprint", atoms) if state["finite"]
-                                  else state["fingerprint"], dtype=float),
-        "extrapolation": float(atoms.calc.get_property("extrapolation", atoms)) if state["finite"] else math.nan,
-    })  # fmt: skip
-    frame.arrays["forces_std"] = np.asarray(state["forces_std"], dtype=float)
-    return frame
-
-
 def _run_trajectory(ctx: _Context, atoms: Atoms, ids: tuple[int, int], step: int, rng) -> tuple[str, int]:
     """MD from ``step`` to the stage's end or an early stop; returns (stop reason, steps run)."""
     stage = ctx.config.stages[ids[1]]
     atoms.calc = ctx.calc
     # a resumed trajectory whose last recorded frame already ended it stops right there
-    reason = _stop_reason(atoms, _evaluate(atoms, ctx.dim), ctx.config) if step else None
+    reason = _stop_reason(atoms, committee_state(atoms, ctx.dim), ctx.config) if step else None
     dyn = _integrator(atoms, stage, ctx.config, rng) if reason is None and step < stage.steps else None
     since_record = time.perf_counter()
     while reason is None and step < stage.steps:
         with contextlib.suppress(InputDataError):  # overlapping atoms or non-finite positions: see _evaluate
             dyn.step()
         step += 1
-        state = _evaluate(atoms, ctx.dim)
+        state = committee_state(atoms, ctx.dim)
         reason = _stop_reason(atoms, state, ctx.config)
         if reason is not None or step % stage.sample_interval == 0:
-            ctx.write(_record(atoms, state, ids, step, ctx.cutoff))
+            ctx.write(record_frame(atoms, state, ids, step, ctx.cutoff, ctx.starts[ids[0]]))
             now = time.perf_counter()
             if reason is None and step < stage.steps and ctx.stop.due(margin=1.5 * (now - since_record)):
                 raise _InterruptedError
@@ -265,50 +242,20 @@ def _append_frame(handle, frame: Atoms) -> None:
     handle.flush()
 
 
-def _summarize(frames: list[Atoms], fingerprints: np.ndarray, finished: dict, config: ExplorationConfig,
-               reference: np.ndarray | None) -> tuple[dict, SelectionResult]:  # fmt: skip
-    """The summary (classification overall and per stage, trajectories, selection) and the selection result."""
-    keys = ("max_force_std", "min_distance", "stage", "extrapolation")
-    info = {key: np.array([f.info[key] for f in frames], dtype=float) for key in keys}
-    grades, tolerance = info["extrapolation"], config.selection.extrapolation_tolerance
-    status = classify(info["max_force_std"], config.selection.trust_lo, config.selection.trust_hi)
-    result = select_candidates(info["max_force_std"], info["min_distance"], fingerprints, config.selection, reference,
-                               grades)  # fmt: skip
+def _summarize(frames: list[Atoms], finished: dict, config: ExplorationConfig) -> dict:
+    """Frame counts overall and per stage, and how every trajectory ended."""
+    stage_of = np.array([int(f.info["stage"]) for f in frames], dtype=int)
     trajectories = sorted(finished.values(), key=lambda r: (r["structure"], r["stage"]))
-    stages = [{"stage": k, "temperature": stage.temperature, "pressure": stage.pressure,
-               **class_summary(status[info["stage"] == k]),
-               "extrapolation": extrapolation_summary(grades[info["stage"] == k], tolerance)}
-              for k, stage in enumerate(config.stages)]  # fmt: skip
-    selected = [{"frame": int(i), **{key: frames[i].info[key] for key in ("structure", "stage", "step")},
-                 "max_force_std": float(info["max_force_std"][i]),
-                 "extrapolation": float(grades[i]) if np.isfinite(grades[i]) else None}
-                for i in result.selected]  # fmt: skip
-    promoted = {"promoted": len(result.promoted),
-                "promoted_selected": int(np.isin(result.selected, result.promoted).sum())}  # fmt: skip
-    summary = {
-        **class_summary(status),
-        "extrapolation": extrapolation_summary(grades, tolerance),
+    stages = [
+        {"stage": k, "temperature": stage.temperature, "pressure": stage.pressure, "frames": int((stage_of == k).sum())}
+        for k, stage in enumerate(config.stages)
+    ]
+    return {
+        "frames": len(frames),
         "stages": stages,
         "trajectories": trajectories,
         "stop_reasons": {r: sum(t["reason"] == r for t in trajectories) for r in STOP_REASONS},
-        "selection": {"counts": result.counts, "ratios": result.ratios, "selected": selected, **promoted},
     }
-    return json.loads(json.dumps(summary, default=int)), result  # numpy integers from extxyz become ints
-
-
-def _write_selected(path: Path, frames: list[Atoms], result: SelectionResult) -> None:
-    """Selected frames as bare structures with their origin, ready for reference calculations."""
-    picked = []
-    for index in result.selected:
-        frame = frames[int(index)]
-        atoms = Atoms(numbers=frame.numbers, positions=frame.positions, cell=frame.cell.array, pbc=frame.pbc)
-        atoms.info.update({key: frame.info[key] for key in ("structure", "stage", "step", "max_force_std",
-                                                            "extrapolation")})  # fmt: skip
-        atoms.info["frame"] = int(index)
-        picked.append(atoms)
-    path.write_text("")
-    if picked:
-        ase.io.write(path, picked, format="extxyz")
 
 
 def run_exploration(
@@ -332,12 +279,12 @@ def run_exploration(
     calc = AnnCalculator(config.models, dtype=config.dtype, skin=config.skin, trusted_baselines=trusted_baselines)
     single = AnnCalculator(calc.potential, dtype=config.dtype, trusted_baselines=trusted_baselines)  # no Verlet cache
     structures = _load_structures(config, calc)
-    dim = _fingerprints(single, structures[:1], config.structures).shape[1]
+    dim = reference_fingerprints(single, structures[:1], config.structures).shape[1]
     digest = _digest(config, structures)
     finished, last = _prepare(workdir, digest, resume, log)
     with (workdir / FRAMES).open("a") as handle, StopRequest(config.wall_time) as stop:
         write = lambda frame: _append_frame(handle, frame)  # noqa: E731
-        ctx = _Context(config, calc, calc.potential.descriptor.cutoff, dim, write, stop)
+        ctx = _Context(config, calc, calc.potential.descriptor.cutoff, dim, write, start_keys(structures), stop)
         progressed = False
         for s, start in enumerate(structures):
             for k in range(len(config.stages)):
@@ -360,15 +307,11 @@ def run_exploration(
 
 
 def _finish(workdir: Path, config: ExplorationConfig, calc: AnnCalculator, finished: dict, dim: int) -> dict:
-    """Classify and select over all recorded frames; write ``summary.json`` and ``selected.extxyz``."""
-    frames, fingerprints = read_explored_frames(workdir / FRAMES)
-    if not frames:
-        fingerprints = np.empty((0, dim))
-    reference = None
+    """Write ``summary.json`` and, with reference structures, their fingerprints (for the duplicate filter)."""
+    frames, _ = read_explored_frames(workdir / FRAMES)
     if config.reference_structures:
-        reference = _fingerprints(calc, read_frames(config.reference_structures), config.reference_structures)
+        reference = reference_fingerprints(calc, read_frames(config.reference_structures), config.reference_structures)
         np.save(workdir / REFERENCE_FINGERPRINTS, reference)
-    summary, result = _summarize(frames, fingerprints, finished, config, reference)
+    summary = _summarize(frames, finished, config)
     _write_json(workdir / SUMMARY, summary)
-    _write_selected(workdir / SELECTED, frames, result)
     return summary

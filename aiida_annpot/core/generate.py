@@ -50,9 +50,11 @@ def overlapping_pair(atoms: Atoms, ratio: float = OVERLAP_RATIO) -> tuple[int, i
     pbc = np.asarray(atoms.pbc, dtype=bool)
     box = atoms.cell.array if pbc.any() else np.zeros((3, 3))
     first, second, distances = vesin.NeighborList(cutoff=float(limits.max()), full_list=False).compute(
-        points=np.ascontiguousarray(atoms.positions, dtype=np.float64), box=box, periodic=pbc.copy(),
+        points=np.ascontiguousarray(atoms.positions, dtype=np.float64),
+        box=box,
+        periodic=pbc.copy(),
         quantities="ijd",
-    )  # fmt: skip
+    )
     close = np.flatnonzero(distances < limits[first, second])
     if not close.size:
         return None

@@ -15,11 +15,8 @@ import torch
 import vesin
 
 from .errors import InputDataError
+from .frames import MIN_ALLOWED_DISTANCE, MIN_CELL_VOLUME, check_structure  # noqa: F401  (re-exported)
 
-#: Atoms closer than this are treated as bad input (nuclei on top of each other), in Å.
-MIN_ALLOWED_DISTANCE = 0.5
-#: Cells whose volume is below this (Å³) count as degenerate.
-MIN_CELL_VOLUME = 1e-6
 #: Size of the block :func:`raise_allocator_thresholds` frees once: just below glibc's 32 MiB cap for its dynamic
 #: mmap threshold.
 _ALLOCATOR_BLOCK = 31 << 20
@@ -64,18 +61,6 @@ class NeighborPairs:
         """The subset of pairs closer than ``cutoff`` (used for a shorter angular cutoff)."""
         keep = self.distances < cutoff
         return NeighborPairs(self.first[keep], self.second[keep], self.vectors[keep], self.n_atoms)
-
-
-def check_structure(positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray, label: str = "structure") -> None:
-    """Reject non-finite coordinates and degenerate periodic cells before any neighbour search."""
-    if positions.shape[0] == 0:
-        raise InputDataError(f"{label} has no atoms")
-    if not np.all(np.isfinite(positions)):
-        raise InputDataError(f"{label} has non-finite atomic positions")
-    if np.any(pbc):
-        volume = abs(np.linalg.det(cell))
-        if not np.isfinite(volume) or volume < MIN_CELL_VOLUME:
-            raise InputDataError(f"{label} is periodic but its cell has zero volume ({volume:.3g} Å³)")
 
 
 @dataclass
@@ -138,8 +123,9 @@ class NeighborSearch:
             first, second = listed.first.clone(), listed.second.clone()  # callers own what they get
         else:  # a skin list holds more pairs; keeping a subsequence keeps them sorted
             kept = kept.nonzero().squeeze(1)
-            first, second, vectors, squares = (t.index_select(0, kept) for t in (listed.first, listed.second, vectors,
-                                                                                 squares))  # fmt: skip
+            first, second, vectors, squares = (
+                t.index_select(0, kept) for t in (listed.first, listed.second, vectors, squares)
+            )
         if check_distance and squares.shape[0] and float(squares.min()) < MIN_ALLOWED_DISTANCE**2:
             k = int(squares.argmin())
             raise InputDataError(
@@ -151,8 +137,12 @@ class NeighborSearch:
     def _valid(self, positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray) -> bool:
         """Whether the current list covers ``positions``: same cell, and no atom moved by more than skin/2."""
         listed = self._verlet
-        if (listed is None or listed.positions.shape != positions.shape or not np.array_equal(listed.cell, cell)
-                or not np.array_equal(listed.pbc, pbc)):  # fmt: skip
+        if (
+            listed is None
+            or listed.positions.shape != positions.shape
+            or not np.array_equal(listed.cell, cell)
+            or not np.array_equal(listed.pbc, pbc)
+        ):
             return False
         drift = positions - listed.positions
         return float(np.einsum("ij,ij->i", drift, drift).max(initial=0.0)) <= (0.5 * self.skin) ** 2

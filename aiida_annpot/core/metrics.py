@@ -54,9 +54,14 @@ def parity(potential, features: FeatureSet, batch_size: int = 32, member: int | 
     for start in range(0, len(features), batch_size):
         batch = features.batch(range(start, min(start + batch_size, len(features))))
         prediction = potential.predict_from_features(
-            batch.features, batch.jacobian, batch.species, batch.pairs, batch.structure_index,
-            batch.n_structures, batch.volumes if batch.stress is not None else None,
-        )  # fmt: skip
+            batch.features,
+            batch.jacobian,
+            batch.species,
+            batch.pairs,
+            batch.structure_index,
+            batch.n_structures,
+            batch.volumes if batch.stress is not None else None,
+        )
         select = (lambda t: t.mean(0)) if member is None else (lambda t: t[member])
         n_atoms = batch.n_atoms.to(batch.energy.dtype)
         collected["e_ref"].append(batch.energy / n_atoms)

@@ -25,8 +25,12 @@ from .geometry import NeighborPairs
 #: Smallest range width (feature units) a grade is measured in: a feature constant over the training set still
 #: flags a departure, with a large but finite grade.
 RANGE_WIDTH_FLOOR = 1e-6
-ACTIVATIONS = {"tanh": torch.tanh, "silu": torch.nn.functional.silu, "softplus": torch.nn.functional.softplus,
-               "gelu": torch.nn.functional.gelu}  # fmt: skip
+ACTIVATIONS = {
+    "tanh": torch.tanh,
+    "silu": torch.nn.functional.silu,
+    "softplus": torch.nn.functional.softplus,
+    "gelu": torch.nn.functional.gelu,
+}
 
 
 @dataclass
@@ -48,17 +52,22 @@ class Prediction:
 
 
 class ElementNetworks(torch.nn.Module):
-    """For every element, K feed-forward networks D → hidden… → 1 stored as stacked (K, in, out) weights."""
+    """For every element, K feed-forward networks D_e → hidden… → 1 stored as stacked (K, in, out) weights.
 
-    def __init__(self, n_members: int, n_elements: int, n_features: int, config: NetworkConfig):
+    :param n_features: D_e of every element, or one D for all: an element reads the first D_e feature columns (its
+        descriptor functions; the rest are zero padding for elements with fewer functions).
+    """
+
+    def __init__(self, n_members: int, n_elements: int, n_features: int | list[int], config: NetworkConfig):
         super().__init__()
         self.activation = ACTIVATIONS[config.activation]
-        sizes = [n_features, *config.hidden, 1]
-        self.n_layers = len(sizes) - 1
+        inputs = [n_features] * n_elements if isinstance(n_features, int) else list(n_features)
+        self.n_inputs = inputs
+        self.n_layers = len(config.hidden) + 1
         self.weights = torch.nn.ParameterList()
         self.biases = torch.nn.ParameterList()
-        for _ in range(n_elements):
-            for fan_in, fan_out in itertools.pairwise(sizes):
+        for n_in in inputs:
+            for fan_in, fan_out in itertools.pairwise([n_in, *config.hidden, 1]):
                 self.weights.append(torch.nn.Parameter(torch.empty(n_members, fan_in, fan_out)))
                 self.biases.append(torch.nn.Parameter(torch.zeros(n_members, 1, fan_out)))
 
@@ -76,6 +85,7 @@ class ElementNetworks(torch.nn.Module):
     def forward(self, x: torch.Tensor, element: int) -> torch.Tensor:
         """(K, n, D) standardised features of atoms of one element → (K, n) network outputs."""
         start = element * self.n_layers
+        x = x[..., : self.n_inputs[element]]  # its own functions; a no-op unless elements have different sets
         for layer in range(self.n_layers):
             x = torch.baddbmm(self.biases[start + layer], x, self.weights[start + layer])
             if layer < self.n_layers - 1:
@@ -109,7 +119,7 @@ class Potential(torch.nn.Module):
         self.n_members = n_members
         self.descriptor = make_descriptor(self.elements, descriptor_config)
         n_elements, n_features = len(self.elements), self.descriptor.n_features
-        self.networks = ElementNetworks(n_members, n_elements, n_features, network_config)
+        self.networks = ElementNetworks(n_members, n_elements, self.descriptor.features_per_element, network_config)
         self.register_buffer("feature_mean", torch.zeros(n_members, n_elements, n_features))
         self.register_buffer("feature_std", torch.ones(n_members, n_elements, n_features))
         self.register_buffer("reference_energy", torch.zeros(n_members, n_elements))

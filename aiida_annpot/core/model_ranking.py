@@ -47,9 +47,12 @@ __all__ = [
 ]
 
 #: Per-fraction error columns of a row: (split, metric) → key.
-ERROR_KEYS = {("train", "energy_rmse"): "train_energy_rmse", ("train", "force_rmse"): "train_force_rmse",
-              ("validation", "energy_rmse"): "validation_energy_rmse",
-              ("validation", "force_rmse"): "validation_force_rmse"}  # fmt: skip
+ERROR_KEYS = {
+    ("train", "energy_rmse"): "train_energy_rmse",
+    ("train", "force_rmse"): "train_force_rmse",
+    ("validation", "energy_rmse"): "validation_energy_rmse",
+    ("validation", "force_rmse"): "validation_force_rmse",
+}
 #: Validation / training force RMSE above which a candidate is called overfitting.
 GAP_FACTOR = 2.0
 #: Mean relative drop of the validation errors over the last learning-curve step above which more data would help.
@@ -95,8 +98,13 @@ def read_network_size(model_file: bytes) -> tuple[int, int]:
 def fraction_row(fraction: float, metrics: Mapping | None = None, failure: str | None = None) -> dict:
     """One learning-curve point of a row: from a finished job's ``metrics`` (the engine's metrics.json) or the
     ``failure`` of its job (errors then None)."""
-    row = {"fraction": fraction, "label": fraction_label(fraction), "status": "failed" if metrics is None else
-           "finished", "failure": failure, "n_train": None}  # fmt: skip
+    row = {
+        "fraction": fraction,
+        "label": fraction_label(fraction),
+        "status": "failed" if metrics is None else "finished",
+        "failure": failure,
+        "n_train": None,
+    }
     row.update(dict.fromkeys(ERROR_KEYS.values()))
     if metrics is not None:
         row["n_train"] = int(metrics["train"]["n_structures"])
@@ -106,14 +114,21 @@ def fraction_row(fraction: float, metrics: Mapping | None = None, failure: str |
     return row
 
 
-def candidate_row(index: int, descriptor: Mapping, network: Mapping, points: list[dict],
-                  size: tuple[int, int] | None = None) -> dict:  # fmt: skip
+def candidate_row(
+    index: int, descriptor: Mapping, network: Mapping, points: list[dict], size: tuple[int, int] | None = None
+) -> dict:
     """A table row before ranking: settings, (features, parameters) from :func:`network_size` if known, and the
     learning-curve ``points`` (:func:`fraction_row`) in increasing fraction."""
     n_features, n_parameters = size if size is not None else (None, None)
-    return {"index": index, "candidate": candidate_label(index), "descriptor": dict(descriptor),
-            "network": dict(network), "n_features": n_features, "n_parameters": n_parameters,
-            "fractions": sorted(points, key=lambda point: point["fraction"])}  # fmt: skip
+    return {
+        "index": index,
+        "candidate": candidate_label(index),
+        "descriptor": dict(descriptor),
+        "network": dict(network),
+        "n_features": n_features,
+        "n_parameters": n_parameters,
+        "fractions": sorted(points, key=lambda point: point["fraction"]),
+    }
 
 
 def learning_curve_arrays(row: Mapping) -> dict[str, np.ndarray]:
@@ -157,17 +172,23 @@ def _diagnose(row: Mapping, best_train_force: float) -> dict:
         ratios = [full[key] / max(previous[key], _TINY) for key in ("validation_energy_rmse", "validation_force_rmse")]
         drop = 1.0 - sum(ratios) / len(ratios)
     underfit_ratio = full["train_force_rmse"] / max(best_train_force, _TINY)
-    diagnosis = {"generalisation_gap": gap, "overfitting": gap > GAP_FACTOR, "validation_drop": drop,
-                 "more_data_would_help": drop is not None and drop > STILL_LEARNING,
-                 "underfitting": underfit_ratio > UNDERFIT_FACTOR}  # fmt: skip
+    diagnosis = {
+        "generalisation_gap": gap,
+        "overfitting": gap > GAP_FACTOR,
+        "validation_drop": drop,
+        "more_data_would_help": drop is not None and drop > STILL_LEARNING,
+        "underfitting": underfit_ratio > UNDERFIT_FACTOR,
+    }
     notes = []
     if diagnosis["underfitting"]:
         notes.append(f"underfits (training force error {underfit_ratio:.1f}x the best)")
     if diagnosis["overfitting"]:
         notes.append(f"overfits (validation/training force error {gap:.1f})")
     if diagnosis["more_data_would_help"]:
-        notes.append(f"more data would help (validation error still falls {100 * drop:.0f}% "
-                     f"from {points[-2]['label']} to {full['label']})")  # fmt: skip
+        notes.append(
+            f"more data would help (validation error still falls {100 * drop:.0f}% "
+            f"from {points[-2]['label']} to {full['label']})"
+        )
     diagnosis["summary"] = "; ".join(notes) or "converged learning curve, no sign of under- or overfitting"
     return diagnosis
 

@@ -22,8 +22,17 @@ from ase.eos import EquationOfState, birchmurnaghan
 
 from .generate import supercell
 
-__all__ = ["BirchMurnaghanFit", "compare", "energy_drift", "fit_birch_murnaghan", "md_stability", "scaled_cells",
-           "vacancy_cells", "vacancy_formation_energy", "volume_factors"]  # fmt: skip
+__all__ = [
+    "BirchMurnaghanFit",
+    "compare",
+    "energy_drift",
+    "fit_birch_murnaghan",
+    "md_stability",
+    "scaled_cells",
+    "vacancy_cells",
+    "vacancy_formation_energy",
+    "volume_factors",
+]
 
 
 @dataclass(frozen=True)
@@ -39,8 +48,9 @@ class BirchMurnaghanFit:
     def energy_at(self, volumes) -> np.ndarray:
         """The fitted curve E(V) at ``volumes``."""
         b0 = self.bulk_modulus * units.GPa
-        return birchmurnaghan(np.asarray(volumes, dtype=float), self.energy, b0, self.bulk_modulus_derivative,
-                              self.volume)  # fmt: skip
+        return birchmurnaghan(
+            np.asarray(volumes, dtype=float), self.energy, b0, self.bulk_modulus_derivative, self.volume
+        )
 
 
 def volume_factors(points: int, max_volume_strain: float) -> np.ndarray:
@@ -102,11 +112,17 @@ def fit_birch_murnaghan(volumes: Sequence[float], energies: Sequence[float]) -> 
         raise ValueError(f"the Birch–Murnaghan fit is unphysical: V0 = {v0:.4g} Å³, B0 = {b0 / units.GPa:.4g} GPa")
     low, high = volumes.min(), volumes.max()
     if not low - (high - low) <= v0 <= high + (high - low):
-        raise ValueError(f"the Birch–Murnaghan minimum V0 = {v0:.4g} Å³ lies farther outside the sampled "
-                         f"volumes [{low:.4g}, {high:.4g}] Å³ than their span: no minimum near them")  # fmt: skip
-    return BirchMurnaghanFit(volume=float(v0), energy=float(e0), bulk_modulus=float(b0 / units.GPa),
-                             bulk_modulus_derivative=bp,
-                             bracketed=bool(volumes.min() < v0 < volumes.max()))  # fmt: skip
+        raise ValueError(
+            f"the Birch–Murnaghan minimum V0 = {v0:.4g} Å³ lies farther outside the sampled "
+            f"volumes [{low:.4g}, {high:.4g}] Å³ than their span: no minimum near them"
+        )
+    return BirchMurnaghanFit(
+        volume=float(v0),
+        energy=float(e0),
+        bulk_modulus=float(b0 / units.GPa),
+        bulk_modulus_derivative=bp,
+        bracketed=bool(volumes.min() < v0 < volumes.max()),
+    )
 
 
 def vacancy_formation_energy(energy_perfect: float, n_atoms: int, energy_defect: float) -> float:
@@ -128,8 +144,9 @@ def energy_drift(times: Sequence[float], energies: Sequence[float]) -> float:
     return float(slope)
 
 
-def md_stability(frames: Sequence[Atoms], timestep: float, completed: bool, max_drift: float,
-                 min_distance: float) -> dict:  # fmt: skip
+def md_stability(
+    frames: Sequence[Atoms], timestep: float, completed: bool, max_drift: float, min_distance: float
+) -> dict:
     """Energy drift and closest approach of recorded NVE frames, and the verdict.
 
     Each frame carries the potential energy in ``info["energy"]``, its MD step in ``info["step"]``, the smallest
@@ -149,9 +166,14 @@ def md_stability(frames: Sequence[Atoms], timestep: float, completed: bool, max_
     drift = 1000.0 * energy_drift(times, total) if len(frames) >= 2 and np.isfinite(total).all() else math.nan
     closest = float(distances.min()) if distances.size else math.nan
     stable = bool(completed and abs(drift) <= max_drift and closest >= min_distance)  # NaN compares False
-    return {"times_ps": times, "total_energy_per_atom_eV": total, "energy_drift_meV_per_atom_per_ps": drift,
-            "min_distance_A": closest, "duration_ps": float(times.max()) if times.size else 0.0,
-            "stable": stable}  # fmt: skip
+    return {
+        "times_ps": times,
+        "total_energy_per_atom_eV": total,
+        "energy_drift_meV_per_atom_per_ps": drift,
+        "min_distance_A": closest,
+        "duration_ps": float(times.max()) if times.size else 0.0,
+        "stable": stable,
+    }
 
 
 def compare(dft: float | None, ann: float | None, relative: bool = False) -> dict:

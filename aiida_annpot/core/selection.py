@@ -24,8 +24,18 @@ from .errors import InputDataError
 if TYPE_CHECKING:
     from ..common.config import SelectionConfig
 
-__all__ = ["CLASSES", "STATUSES", "SelectionResult", "class_summary", "classify", "extrapolation_summary",
-           "farthest_point_sampling", "select_candidates"]  # fmt: skip
+__all__ = [
+    "CLASSES",
+    "STATUSES",
+    "SelectionResult",
+    "class_summary",
+    "classify",
+    "extrapolation_summary",
+    "farthest_point_sampling",
+    "select_candidates",
+    "select_frames",
+    "select_from_files",
+]
 
 #: What :func:`classify` calls a frame.
 CLASSES = ("accurate", "candidate", "failed")
@@ -256,3 +266,111 @@ def select_candidates(
     status[cand[order]] = "selected"
     counts = {name: int(np.count_nonzero(status == name)) for name in STATUSES}
     return SelectionResult(selected=cand[order], status=status, counts=counts, promoted=promoted)
+
+
+def select_frames(
+    frames: list, fingerprints: np.ndarray, origins: list[str], config: SelectionConfig, reference=None
+) -> tuple[SelectionResult, dict, dict[str, np.ndarray]]:
+    """The selection over scored frames (of explorations or of ``annpot score``), the one place it is decided.
+
+    :param frames: scored frames, whose ``info`` holds ``max_force_std``, ``min_distance``, ``stage``, ``step``,
+        ``structure``, ``extrapolation`` and (since the exploration records it) ``start``.
+    :param origins: per frame, the name of the file it came from.
+    :returns: the selection, the summary (counts and ratios overall and per stage, out-of-range counts, and per
+        pick its origin, start structure, stage, step, σ_F^max) and per-frame arrays ``max_force_std``,
+        ``extrapolation``, ``stage`` and ``selected``.
+    """
+    sigma = np.array([frame.info["max_force_std"] for frame in frames], dtype=float)
+    distance = np.array([frame.info["min_distance"] for frame in frames], dtype=float)
+    stage = np.array([frame.info["stage"] for frame in frames], dtype=int)
+    grades = np.array([frame.info["extrapolation"] for frame in frames], dtype=float)
+    if not frames:
+        fingerprints = np.empty((0, 0 if reference is None else reference.shape[1]))
+    result = select_candidates(sigma, distance, fingerprints, config, reference, grades)
+    status = classify(sigma, config.trust_lo, config.trust_hi)
+    picks = []
+    for index in result.selected:
+        info = frames[int(index)].info
+        picks.append(
+            {
+                "origin": origins[index],
+                "start": str(info["start"]) if "start" in info else None,
+                **{key: int(info[key]) for key in ("structure", "stage", "step")},
+                "max_force_std": float(sigma[index]),
+                "promoted": bool(index in result.promoted),
+                "extrapolation": float(grades[index]) if np.isfinite(grades[index]) else None,
+            }
+        )
+    tolerance = config.extrapolation_tolerance
+    stages = [
+        {
+            "stage": int(k),
+            **class_summary(status[stage == k]),
+            "extrapolation": extrapolation_summary(grades[stage == k], tolerance),
+        }
+        for k in np.unique(stage)
+    ]
+    summary = {
+        **class_summary(status),
+        "stages": stages,
+        "selection_counts": result.counts,
+        "extrapolation": {**extrapolation_summary(grades, tolerance), "promoted": len(result.promoted)},
+        "selected": picks,
+    }
+    arrays = {
+        "max_force_std": sigma,
+        "extrapolation": grades,
+        "stage": stage,
+        "selected": np.isin(np.arange(len(frames)), result.selected),
+    }
+    return result, summary, arrays
+
+
+#: What :func:`select_frames` reads of every frame (``extrapolation`` and ``start`` may be absent).
+_SCORED_KEYS = ("structure", "stage", "step", "max_force_std", "min_distance")
+
+
+def select_from_files(paths: list[str], config: SelectionConfig, reference=None, output="selected.extxyz") -> dict:
+    """``annpot select``: :func:`select_frames` over frames files; writes the picks (bare structures with their
+    origin in ``info``) to ``output`` and the summary to ``selection.json`` beside it. Returns the summary."""
+    import json
+    from pathlib import Path
+
+    import ase.io
+    from ase import Atoms
+
+    from .explored import read_explored_frames
+
+    frames, prints, origins = [], [], []
+    for path in paths:
+        try:  # files from the command line: a file that is not a frames file is bad input, not a crash
+            part, fingerprints = read_explored_frames(path)
+        except Exception as exc:  # ASE raises many types for malformed files; KeyError without fingerprints
+            raise InputDataError(f"{path} is not a frames file of annpot explore or score: {exc!r}") from exc
+        for index, frame in enumerate(part):
+            missing = [key for key in _SCORED_KEYS if key not in frame.info]
+            if missing:
+                raise InputDataError(f"frame {index} of {path} lacks {', '.join(missing)}: not a scored frame")
+        frames.extend(part)
+        origins.extend([str(path)] * len(part))
+        if part:
+            prints.append(fingerprints)
+    try:
+        reference_array = np.load(reference, allow_pickle=False) if reference is not None else None
+    except (OSError, ValueError) as exc:
+        raise InputDataError(f"cannot read reference fingerprints from {reference}: {exc}") from exc
+    stacked = np.concatenate(prints) if prints else np.empty((0, 0))
+    result, summary, _ = select_frames(frames, stacked, origins, config, reference_array)
+    picked = []
+    for pick, index in zip(summary["selected"], result.selected, strict=True):
+        frame = frames[int(index)]
+        atoms = Atoms(numbers=frame.numbers, positions=frame.positions, cell=frame.cell.array, pbc=frame.pbc)
+        atoms.info.update({key: value for key, value in pick.items() if value is not None})
+        picked.append(atoms)
+    output = Path(output)
+    output.write_text("")
+    if picked:
+        ase.io.write(output, picked, format="extxyz")
+    summary = json.loads(json.dumps(summary, default=int))
+    output.with_name("selection.json").write_text(json.dumps(summary, indent=2))
+    return summary

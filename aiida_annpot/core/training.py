@@ -36,8 +36,17 @@ CHECKPOINT, MODEL, METRICS, CURVE = CHECKPOINT_FILE, MODEL_FILE, METRICS_FILE, C
 #: A validation loss this many times that of the starting model means the optimisation blew up (a finite loss can
 #: still be absurd in float64, where nothing overflows).
 DIVERGENCE_FACTOR = 1e4
-CURVE_FIELDS = ["epoch", "learning_rate", "train_loss", "train_energy_rmse", "train_force_rmse",
-                "validation_loss", "validation_energy_rmse", "validation_force_rmse", "elapsed"]  # fmt: skip
+CURVE_FIELDS = [
+    "epoch",
+    "learning_rate",
+    "train_loss",
+    "train_energy_rmse",
+    "train_force_rmse",
+    "validation_loss",
+    "validation_energy_rmse",
+    "validation_force_rmse",
+    "elapsed",
+]
 
 
 @dataclass
@@ -48,6 +57,14 @@ class TrainingOutcome:
     status: str
     epochs: int
     metrics: dict = field(default_factory=dict)
+
+
+def describe_dataset(value: str | list[str] | None) -> str:
+    """A dataset setting for messages: the path, or a list of files (frame k of a list of XSF files is file k)."""
+    if not isinstance(value, list):
+        return str(value)
+    shown = value if len(value) <= 3 else [value[0], value[1], "...", value[-1]]
+    return f"the {len(value)} files [{', '.join(shown)}]"
 
 
 def split_indices(n_frames: int, config: TrainingConfig) -> tuple[np.ndarray, np.ndarray]:
@@ -111,10 +128,15 @@ def batch_loss(potential: Potential, batch: Batch, config: TrainingConfig) -> tu
     weights = config.loss
     use_stress = weights.stress_weight > 0 and batch.stress is not None
     prediction = potential.predict_from_features(
-        batch.features, batch.jacobian if weights.force_weight > 0 or use_stress else None, batch.species,
-        batch.pairs, batch.structure_index, batch.n_structures, batch.volumes if use_stress else None,
+        batch.features,
+        batch.jacobian if weights.force_weight > 0 or use_stress else None,
+        batch.species,
+        batch.pairs,
+        batch.structure_index,
+        batch.n_structures,
+        batch.volumes if use_stress else None,
         create_graph=True,
-    )  # fmt: skip
+    )
     n_atoms = batch.n_atoms.to(batch.energy.dtype)
     energy_mse = (((prediction.energy[0] - batch.energy) / n_atoms) ** 2).mean()
     loss = weights.energy_weight * energy_mse
@@ -154,19 +176,22 @@ class Trainer:
         self.dtype = getattr(torch, config.dtype)
         if config.threads:
             torch.set_num_threads(config.threads)
+        # energy-only data (e.g. aenet XSF files without forces) trains when the loss has no force term
+        needs_forces = config.loss.force_weight > 0
+        source, validation_source = describe_dataset(config.dataset), describe_dataset(config.validation_dataset)
         frames = read_frames(config.dataset)
-        validate_labelled(frames, source=config.dataset)
+        validate_labelled(frames, source=source, require_forces=needs_forces)
         self.dataset_hash = dataset_hash(frames)
-        frames = delta_labels(frames, config.baseline, config.dataset, self.trusted_baselines)  # hash: of DFT labels
+        frames = delta_labels(frames, config.baseline, source, self.trusted_baselines)  # hash: of DFT labels
         elements = config.elements or elements_of(frames)
         missing = sorted(set(elements_of(frames)) - set(elements))
         if missing:
             raise UnknownElementError(f"dataset has element(s) {', '.join(missing)} not in elements {elements}")
         if config.validation_dataset:
             validation_frames = read_frames(config.validation_dataset)
-            validate_labelled(validation_frames, source=config.validation_dataset)
+            validate_labelled(validation_frames, source=validation_source, require_forces=needs_forces)
             validation_frames = delta_labels(
-                validation_frames, config.baseline, config.validation_dataset, self.trusted_baselines
+                validation_frames, config.baseline, validation_source, self.trusted_baselines
             )
             train_index = np.arange(len(frames))
             train_index = train_index[: max(1, math.ceil(config.training_fraction * len(frames)))]
@@ -287,11 +312,17 @@ class Trainer:
             self.best_state = {k: v.detach().clone() for k, v in self.potential.state_dict().items()}
         else:
             self.stale_epochs += 1
-        row = {"epoch": self.epoch, "learning_rate": lr, "train_loss": totals["loss"],
-               "train_energy_rmse": 1000.0 * math.sqrt(totals["energy"]),
-               "train_force_rmse": math.sqrt(totals["forces"]) if math.isfinite(totals["forces"]) else float("nan"),
-               "validation_loss": loss, "validation_energy_rmse": metrics["energy_rmse"],
-               "validation_force_rmse": metrics["force_rmse"], "elapsed": self.elapsed}  # fmt: skip
+        row = {
+            "epoch": self.epoch,
+            "learning_rate": lr,
+            "train_loss": totals["loss"],
+            "train_energy_rmse": 1000.0 * math.sqrt(totals["energy"]),
+            "train_force_rmse": math.sqrt(totals["forces"]) if math.isfinite(totals["forces"]) else float("nan"),
+            "validation_loss": loss,
+            "validation_energy_rmse": metrics["energy_rmse"],
+            "validation_force_rmse": metrics["force_rmse"],
+            "elapsed": self.elapsed,
+        }
         self.curve.append(row)
         self.log(
             f"epoch {self.epoch:4d}  lr {lr:.2e}  validation: energy {metrics['energy_rmse']:.3f} meV/atom, "
@@ -300,14 +331,21 @@ class Trainer:
 
     def _save_checkpoint(self, elapsed: float | None = None) -> None:
         state = {
-            "model": self.potential.state_dict(), "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(), "generator": self.generator.get_state(),
-            "epoch": self.epoch, "best_loss": self.best_loss, "stale_epochs": self.stale_epochs,
-            "best_state": self.best_state, "elapsed": self.elapsed if elapsed is None else elapsed,
-            "curve": json.dumps(self.curve), "dataset_hash": self.dataset_hash,
-            "learning_rate": self.config.learning_rate, "initial_loss": self.initial_loss,
+            "model": self.potential.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "generator": self.generator.get_state(),
+            "epoch": self.epoch,
+            "best_loss": self.best_loss,
+            "stale_epochs": self.stale_epochs,
+            "best_state": self.best_state,
+            "elapsed": self.elapsed if elapsed is None else elapsed,
+            "curve": json.dumps(self.curve),
+            "dataset_hash": self.dataset_hash,
+            "learning_rate": self.config.learning_rate,
+            "initial_loss": self.initial_loss,
             "baseline": json.dumps(baseline_record(self.config.baseline)),
-        }  # fmt: skip
+        }
         temporary = self.workdir / (CHECKPOINT + ".tmp")
         torch.save(state, temporary)
         temporary.replace(self.workdir / CHECKPOINT)  # atomic: a kill mid-write leaves the previous checkpoint
@@ -352,8 +390,13 @@ class Trainer:
             "wall_time": self.elapsed,
             **({"stopped": stopped} if stopped else {}),
         }
-        save_model(self.potential, self.workdir / MODEL, dataset_hash=self.dataset_hash, metrics=metrics,
-                   training=self.config.model_dump(mode="json", by_alias=True))  # fmt: skip
+        save_model(
+            self.potential,
+            self.workdir / MODEL,
+            dataset_hash=self.dataset_hash,
+            metrics=metrics,
+            training=self.config.model_dump(mode="json", by_alias=True),
+        )
         (self.workdir / METRICS).write_text(jsonio.dumps(metrics, indent=2))
         with (self.workdir / CURVE).open("w", newline="") as handle:
             writer = csv.DictWriter(handle, fieldnames=CURVE_FIELDS)

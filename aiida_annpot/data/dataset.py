@@ -26,15 +26,16 @@ class AtomisticDataset(ArrayData):
     """Labelled atomic frames: units eV, eV/Å, eV/Å³ (ASE's stress convention, Voigt order)."""
 
     @classmethod
-    def from_frames(cls, frames: list[Atoms], sources: list[str | None] | None = None,
-                    names: list[str | None] | None = None) -> AtomisticDataset:  # fmt: skip
+    def from_frames(
+        cls, frames: list[Atoms], sources: list[str | None] | None = None, names: list[str | None] | None = None
+    ) -> AtomisticDataset:
         """A new (unstored) dataset from ASE frames carrying energy and forces (stress optional).
 
         :param sources: per frame, the UUID of the calculation that produced the labels, or None.
         :param names: per frame, the name of its structure in the work chain that labelled it, or None.
         :raises aiida_annpot.core.errors.InputDataError: unusable frames (see ``validate_labelled``).
         """
-        from ..core.dataset import dataset_hash, elements_of, validate_labelled
+        from ..core.frames import dataset_hash, elements_of, validate_labelled
 
         validate_labelled(frames, source="dataset")
         sources = list(sources) if sources is not None else [None] * len(frames)
@@ -55,19 +56,21 @@ class AtomisticDataset(ArrayData):
         node.set_array("stresses", np.stack([_voigt(s) for s in stresses]))
         node.set_array("sources", np.array([s or "" for s in sources], dtype=f"<U{_UUID_LENGTH}"))
         node.set_array("names", np.array([n or "" for n in names], dtype=str))
-        node.base.attributes.set_many({
-            "n_frames": len(frames),
-            "n_atoms": int(counts.sum()),
-            "elements": elements_of(frames),
-            "has_stress": all(s is not None for s in stresses),
-            "content_hash": dataset_hash(_as_written(frames)),
-        })  # fmt: skip
+        node.base.attributes.set_many(
+            {
+                "n_frames": len(frames),
+                "n_atoms": int(counts.sum()),
+                "elements": elements_of(frames),
+                "has_stress": all(s is not None for s in stresses),
+                "content_hash": dataset_hash(_as_written(frames)),
+            }
+        )
         return node
 
     @classmethod
     def from_extxyz(cls, path: str | Path) -> AtomisticDataset:
         """A new dataset from an extxyz file of labelled frames (no calculation UUIDs)."""
-        from ..core.dataset import read_frames
+        from ..core.frames import read_frames
 
         return cls.from_frames(read_frames(path))
 
@@ -125,7 +128,7 @@ def _as_written(frames: list[Atoms]) -> list[Atoms]:
     ``content_hash`` equals the ``dataset_hash`` recorded in the models trained on this dataset."""
     import tempfile
 
-    from ..core.dataset import read_frames
+    from ..core.frames import read_frames
 
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "frames.extxyz"

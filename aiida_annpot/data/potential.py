@@ -33,16 +33,18 @@ class AnnPotential(Data):
             with path.open("rb") as handle:
                 node.base.repository.put_object_from_filelike(handle, cls.member_name(index))
         first = metadata[0]
-        node.base.attributes.set_many({
-            "elements": first["elements"],
-            "descriptor": first["descriptor"],
-            "network": first["network"],
-            "baseline": first.get("baseline"),
-            "committee_size": len(paths),
-            "metrics": [m.get("metrics") for m in metadata],
-            "dataset_hash": [m.get("dataset_hash") for m in metadata],
-            "versions": first.get("versions", {}),
-        })  # fmt: skip
+        node.base.attributes.set_many(
+            {
+                "elements": first["elements"],
+                "descriptor": first["descriptor"],
+                "network": first["network"],
+                "baseline": first.get("baseline"),
+                "committee_size": len(paths),
+                "metrics": [m.get("metrics") for m in metadata],
+                "dataset_hash": [m.get("dataset_hash") for m in metadata],
+                "versions": first.get("versions", {}),
+            }
+        )
         return node
 
     @staticmethod

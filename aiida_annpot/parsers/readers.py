@@ -64,9 +64,9 @@ def read_learning_curve(text: str) -> dict[str, np.ndarray]:
 
 
 def read_summary(text: str) -> dict:
-    """``summary.json`` of an exploration: frame counts and ratios overall and per stage, trajectory ends."""
+    """``summary.json`` of an exploration or a scoring: frame counts overall and per stage, trajectory ends."""
     summary = _json_mapping(text, "summary.json")
-    for key in ("frames", "ratios", "stages"):
+    for key in ("frames", "stages", "trajectories"):
         if key not in summary:
             raise OutputFileError(f"summary.json lacks {key!r}")
     return finite_or_none(summary)

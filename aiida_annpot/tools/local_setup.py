@@ -1,4 +1,5 @@
-"""A workstation's AiiDA stack for aiida-annpot: the ``pw.x`` and ``annpot`` codes and a Debian pseudo family.
+"""A workstation's AiiDA stack for aiida-annpot: the ``pw.x`` and ``annpot`` codes and a Debian pseudo family (and
+``cp2k`` for the CP2K labeller).
 
 Every function is idempotent: it returns what exists under the given label or creates it. Debian's
 ``quantum-espresso`` provides ``pw.x``; ``quantum-espresso-data`` ships a few UPF files (gzipped) among its examples,
@@ -20,6 +21,7 @@ __all__ = [
     "annpot_executable",
     "ensure_campaign_codes",
     "ensure_code",
+    "ensure_cp2k_code",
     "ensure_debian_pseudo_family",
     "workstation_setup",
 ]
@@ -46,8 +48,13 @@ def ensure_code(label: str, computer, executable: str, plugin: str, prepend_text
     try:
         return load_code(f"{label}@{computer.label}")
     except NotExistent:
-        return InstalledCode(label=label, computer=computer, filepath_executable=executable,
-                             default_calc_job_plugin=plugin, prepend_text=prepend_text).store()  # fmt: skip
+        return InstalledCode(
+            label=label,
+            computer=computer,
+            filepath_executable=executable,
+            default_calc_job_plugin=plugin,
+            prepend_text=prepend_text,
+        ).store()
 
 
 def ensure_campaign_codes(computer, pw_executable: str | None = None) -> tuple:
@@ -58,8 +65,25 @@ def ensure_campaign_codes(computer, pw_executable: str | None = None) -> tuple:
     pw_executable = pw_executable or shutil.which("pw.x")
     if pw_executable is None:
         raise FileNotFoundError("pw.x is not installed: apt install quantum-espresso")
-    return (ensure_code("pw", computer, pw_executable, "quantumespresso.pw"),
-            ensure_code("annpot", computer, annpot_executable(), "annpot.train"))  # fmt: skip
+    return (
+        ensure_code("pw", computer, pw_executable, "quantumespresso.pw"),
+        ensure_code("annpot", computer, annpot_executable(), "annpot.train"),
+    )
+
+
+def ensure_cp2k_code(computer, executable: str | None = None, label: str = "cp2k"):
+    """The InstalledCode ``cp2k@computer`` (calculation plugin ``cp2k``, aiida-cp2k's), created if missing.
+
+    Debian's ``cp2k`` package ships ``cp2k.psmp`` (MPI + OpenMP; ``cp2k`` links to it); :data:`CODE_PREPEND` lets
+    its mpirun run as root and keeps it to one OpenMP thread per rank. Its data files (``BASIS_MOLOPT``,
+    ``GTH_POTENTIALS``, ``dftd3.dat``) come with ``cp2k-data`` in ``/usr/share/cp2k``, CP2K's built-in data directory.
+
+    :raises FileNotFoundError: CP2K is not installed (and no ``executable`` given).
+    """
+    executable = executable or next(filter(None, map(shutil.which, ("cp2k.psmp", "cp2k.ssmp", "cp2k"))), None)
+    if executable is None:
+        raise FileNotFoundError("cp2k is not installed: apt install cp2k cp2k-data (scripts/setup.sh does)")
+    return ensure_code(label, computer, executable, "cp2k")
 
 
 def workstation_setup(family_label: str) -> tuple:

@@ -26,6 +26,7 @@ from ..core.testset import targets_unmet
 from ..data.dataset import AtomisticDataset
 from ..data.potential import AnnPotential
 from .campaign_inputs import (
+    split_exploration_config,
     validate_generation,
     validate_inputs,
     validate_stage_schedule,
@@ -35,9 +36,9 @@ from .campaign_inputs import (
 from .campaign_structures import CampaignStructures
 from .campaign_test_set import TestSetSteps, define_test_set
 from .committee import CommitteeTrainingWorkChain
-from .exploration import ExplorationWorkChain, deal_start_structures
+from .exploration import ExplorationWorkChain
 from .messages import failure_text
-from .protocols import ProtocolMixin
+from .protocols import ProtocolMixin, merge
 from .protocols.builder import fill_builder
 from .protocols.schema import check_protocol_inputs
 from .reference import ReferenceWorkChain
@@ -49,7 +50,7 @@ ITERATIONS_EXTRA = "annpot_iterations"
 
 
 class ActiveLearningWorkChain(ProtocolMixin, TestSetSteps, WorkChain):
-    """Build a committee potential by active learning with Quantum ESPRESSO labels."""
+    """Build a committee potential by active learning with reference labels from one labeller (DFT code)."""
 
     _protocol_file = "active_learning.yaml"
     _protocol_schema = staticmethod(check_protocol_inputs)
@@ -57,25 +58,35 @@ class ActiveLearningWorkChain(ProtocolMixin, TestSetSteps, WorkChain):
     @classmethod
     def get_builder_from_protocol(
         cls,
-        pw_code,
+        labeller_code,
         annpot_code,
         structures,
-        pseudo_family: str,
+        pseudo_family: str | None = None,
         protocol: str | None = None,
         overrides: dict | None = None,
         options: dict | None = None,
+        labeller: str | None = None,
     ):
         """A builder with every input set from ``protocol`` (fast / balanced / stringent) and ``overrides``.
 
-        :param pw_code: the ``pw.x`` code (``quantumespresso.pw``).
+        :param labeller_code: the reference code (pw.x for ``quantumespresso``, cp2k for ``cp2k``).
         :param annpot_code: the ``annpot`` code that runs training and exploration.
         :param structures: input structures, a mapping (keys kept) or a sequence (keys s00, s01, …).
-        :param pseudo_family: label of an aiida-pseudo family covering every element.
+        :param pseudo_family: for Quantum ESPRESSO, the label of an aiida-pseudo family covering every element
+            (the same as ``overrides={"reference": {"quantumespresso": {"pseudo_family": ...}}}``).
         :param overrides: nested changes of the protocol inputs; unknown keys raise ValueError. Not modified.
-        :param options: scheduler options for every CalcJob (queue, account, resources of pw.x, wall time).
+        :param options: scheduler options for every CalcJob (queue, account, resources of the reference code, wall
+            time).
+        :param labeller: the reference code's labeller (default: the protocol's ``reference.labeller``).
         """
+        changes: dict = {}
+        if labeller is not None:
+            changes["labeller"] = labeller
+        if pseudo_family is not None:
+            changes["quantumespresso"] = {"pseudo_family": pseudo_family}
+        overrides = merge(overrides or {}, {"reference": changes} if changes else {})
         inputs = cls.get_protocol_inputs(protocol, overrides)
-        return fill_builder(cls.get_builder(), inputs, pw_code, annpot_code, structures, pseudo_family, options)
+        return fill_builder(cls.get_builder(), inputs, labeller_code, annpot_code, structures, options)
 
     @classmethod
     def define(cls, spec):
@@ -142,7 +153,8 @@ class ActiveLearningWorkChain(ProtocolMixin, TestSetSteps, WorkChain):
         spec.input(
             "exploration_config",
             valid_type=Dict,
-            help="ExplorationConfig settings without file paths and stages (thermostat, selection, ...).",
+            help="ExplorationConfig settings without file paths and stages (thermostat, ...), and `selection` "
+            "(SelectionConfig), which applies once over the frames of every exploration job.",
         )
         spec.input(
             "stage_schedule",
@@ -154,8 +166,8 @@ class ActiveLearningWorkChain(ProtocolMixin, TestSetSteps, WorkChain):
         spec.expose_inputs(
             ReferenceWorkChain,
             namespace="reference",
-            exclude=("structures", "dataset"),
-            namespace_options={"help": "DFT labelling: pseudo family, PwBaseWorkChain settings."},
+            exclude=("structures", "dataset", "cells"),
+            namespace_options={"help": "Reference labels: the labeller (code) and its settings."},
         )
         spec.expose_inputs(
             CommitteeTrainingWorkChain,
@@ -166,7 +178,7 @@ class ActiveLearningWorkChain(ProtocolMixin, TestSetSteps, WorkChain):
         spec.expose_inputs(
             ExplorationWorkChain,
             namespace="exploration",
-            exclude=("potential", "structures", "reference_dataset", "config"),
+            exclude=("potential", "structures", "reference_dataset", "config", "selection"),
             namespace_options={"help": "Exploration jobs: number, annpot code, options."},
         )
         spec.inputs.validator = validate_inputs
@@ -219,8 +231,8 @@ class ActiveLearningWorkChain(ProtocolMixin, TestSetSteps, WorkChain):
         self.ctx.dataset = self.inputs.get("dataset")
         self.ctx.potential = None
         self.ctx.stop = None  # why the loop ends: "converged", "max_iterations", "nothing_to_label"; or "final_test"
-        self.ctx.meshes = {}  # cell key → the k-point mesh of that ideal cell, shared by all its copies
-        self.ctx.cell_of = {}  # label key or start cell → cell key whose mesh it uses
+        self.ctx.cells = {}  # cell key → an ideal cell, whose labeller inputs (k-point mesh) all its copies share
+        self.ctx.cell_of = {}  # label key or start cell → the key of the cell it is a copy of
         self.ctx.test_dataset = self.inputs.get("test_dataset")
         self.ctx.test_kinds = {}  # test label → [kind, input structure key]
         self.ctx.test_score = None
@@ -229,8 +241,7 @@ class ActiveLearningWorkChain(ProtocolMixin, TestSetSteps, WorkChain):
         self.ctx.start_group = {}  # exploration start cell → input structure key
 
     def _structures(self) -> CampaignStructures:
-        reference = self.inputs.reference
-        return CampaignStructures(reference.pw_base, self.ctx.meshes, self.ctx.cell_of, reference.get("kpoints_offset"))
+        return CampaignStructures(self.ctx.cells, self.ctx.cell_of)
 
     def generate_structures(self):
         """Supercells of the inputs start the MD; strained, rattled, defective copies are the first DFT set; the
@@ -273,10 +284,15 @@ class ActiveLearningWorkChain(ProtocolMixin, TestSetSteps, WorkChain):
         self.ctx.row = {"iteration": self.ctx.iteration, "labels_submitted": len(self.ctx.to_label)}
         if not self.has_new_labels():  # the committee stays; its figures carry over to this row
             previous = self.ctx.rows[-1]
-            self.ctx.row.update({key: previous[key] for key in ("validation", "test", "dataset_frames")
-                                 if key in previous}, labels_added=0, labels_failed=0)  # fmt: skip
-            self.report(f"iteration {self.ctx.iteration}: nothing new to label; the committee explores the next "
-                        "entry of the stage schedule")  # fmt: skip
+            self.ctx.row.update(
+                {key: previous[key] for key in ("validation", "test", "dataset_frames") if key in previous},
+                labels_added=0,
+                labels_failed=0,
+            )
+            self.report(
+                f"iteration {self.ctx.iteration}: nothing new to label; the committee explores the next "
+                "entry of the stage schedule"
+            )
 
     def has_new_labels(self) -> bool:
         """Structures to label (always in the first iteration); else the last committee explores on."""
@@ -300,12 +316,12 @@ class ActiveLearningWorkChain(ProtocolMixin, TestSetSteps, WorkChain):
         return ToContext(**futures)
 
     def _submit_reference(self, structures: dict, dataset, link_label: str):
-        """A ReferenceWorkChain with the campaign's DFT settings; each structure on its cell's k-point mesh."""
+        """A ReferenceWorkChain with the campaign's labeller and settings; each structure a copy of its cell."""
         inputs = AttributeDict(self.exposed_inputs(ReferenceWorkChain, namespace="reference"))
         inputs.structures = structures
-        meshes = self._structures().kpoints(structures)
-        if meshes:
-            inputs.kpoints = meshes
+        cells = self._structures().cells_of(structures)
+        if cells:
+            inputs.cells = cells
         if dataset is not None:
             inputs.dataset = dataset
         inputs.metadata = {"call_link_label": link_label}
@@ -322,9 +338,7 @@ class ActiveLearningWorkChain(ProtocolMixin, TestSetSteps, WorkChain):
                 self.exit_codes.ERROR_NO_USABLE_LABELS.format(iteration=self.ctx.iteration, message=node.exit_message)
             )
         if not node.is_finished_ok:
-            return self._fail_after_test_set(
-                self.exit_codes.ERROR_REFERENCE_FAILED.format(message=failure_text(node))
-            )
+            return self._fail_after_test_set(self.exit_codes.ERROR_REFERENCE_FAILED.format(message=failure_text(node)))
         before = self.ctx.dataset.n_frames if self.ctx.dataset is not None else 0
         self.ctx.dataset = node.outputs.dataset
         self.ctx.row.update(
@@ -384,7 +398,9 @@ class ActiveLearningWorkChain(ProtocolMixin, TestSetSteps, WorkChain):
         inputs.potential = self.ctx.potential
         inputs.structures = self.ctx.starts
         inputs.reference_dataset = self.ctx.dataset
-        inputs.config = Dict({**self.inputs.exploration_config.get_dict(), "stages": stages})
+        engine, selection = split_exploration_config(self.inputs.exploration_config.get_dict())
+        inputs.config = Dict({**engine, "stages": stages})
+        inputs.selection = Dict(selection)
         inputs.metadata = {"call_link_label": f"exploration_{self.ctx.iteration:02d}"}
         return ToContext(exploration=self.submit(ExplorationWorkChain, **inputs))
 
@@ -420,7 +436,7 @@ class ActiveLearningWorkChain(ProtocolMixin, TestSetSteps, WorkChain):
             self.ctx.to_label = {}
         else:
             self.ctx.to_label = {f"it{self.ctx.iteration:02d}_{key.split('_')[-1]}": s for key, s in selected.items()}
-            self._trace_meshes(summary["selected"])
+            self._trace_cells(summary["selected"])
             self.report(
                 f"iteration {self.ctx.iteration}: not converged ({'; '.join(unmet)}); "
                 f"{len(selected)} new structure(s) to label"
@@ -430,17 +446,11 @@ class ActiveLearningWorkChain(ProtocolMixin, TestSetSteps, WorkChain):
         self._publish(final=True)
         return None
 
-    def _start_cells(self, frames: list[dict]) -> list[str]:
-        """The start cell each explored frame's trajectory began from; a frame names its job's frames file
-        (``origin``, ``frames_<job>``) and its start's index in that job (``structure``)."""
-        dealt = deal_start_structures(self.ctx.starts, self.inputs.exploration.num_jobs.value)
-        return [dealt[int(frame["origin"].split("_")[-1])][frame["structure"]] for frame in frames]
-
-    def _trace_meshes(self, picks: list[dict]) -> None:
-        """A selected frame uses the mesh of the start cell its trajectory began from."""
+    def _trace_cells(self, picks: list[dict]) -> None:
+        """A selected frame is a copy of the cell its trajectory started from."""
         cells = self._structures()
-        for rank, start in enumerate(self._start_cells(picks)):
-            cells.follow(f"it{self.ctx.iteration:02d}_{rank:03d}", start)
+        for rank, pick in enumerate(picks):  # each pick names the start cell its trajectory began from
+            cells.follow(f"it{self.ctx.iteration:02d}_{rank:03d}", pick["start"])
 
     def _unmet(self, accurate: float) -> list[str]:
         """Convergence criteria not met yet, as readable phrases.

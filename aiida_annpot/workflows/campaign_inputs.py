@@ -7,12 +7,21 @@ from pydantic import TypeAdapter, ValidationError
 
 from ..calculations.base import validate_config_dict
 from ..calculations.explore import validate_exploration_config
-from ..common.config import ConfigError, ExplorationStage, GenerationConfig, Supercell, TestSetConfig, load_config
+from ..common.config import (
+    ConfigError,
+    ExplorationStage,
+    GenerationConfig,
+    SelectionConfig,
+    Supercell,
+    TestSetConfig,
+    load_config,
+)
 from ..core.testset import TARGET_KEYS as TEST_TARGET_KEYS
-from .reference import overlapping_structure, validate_pseudo_family
+from .reference import labeller_problem, overlapping_structure
 
 __all__ = [
     "TARGET_KEYS",
+    "split_exploration_config",
     "validate_generation",
     "validate_inputs",
     "validate_stage_schedule",
@@ -24,6 +33,13 @@ __all__ = [
 
 #: Validation targets a campaign may set, in the units of the metrics: meV/atom and eV/Å.
 TARGET_KEYS = ("energy_rmse", "force_rmse")
+
+
+def split_exploration_config(settings: dict) -> tuple[dict, dict]:
+    """The campaign's ``exploration_config`` as (the engine's ExplorationConfig settings, the SelectionConfig
+    settings): the engine samples and scores, the selection runs once over all exploration jobs."""
+    engine = {key: value for key, value in settings.items() if key != "selection"}
+    return engine, settings.get("selection") or {}
 
 
 def validate_generation(value: Dict, _) -> str | None:
@@ -52,8 +68,11 @@ def _check_targets(targets: dict, known: tuple[str, ...], what: str) -> str | No
     unknown = sorted(set(targets) - set(known))
     if unknown:
         return f"unknown {what} target(s) {', '.join(unknown)}; known: {', '.join(known)}"
-    bad = {key: target for key, target in targets.items()
-           if target is not None and not (isinstance(target, int | float) and target > 0)}  # fmt: skip
+    bad = {
+        key: target
+        for key, target in targets.items()
+        if target is not None and not (isinstance(target, int | float) and target > 0)
+    }
     return f"{what} targets must be positive numbers (or null to switch one off): {bad}" if bad else None
 
 
@@ -110,15 +129,16 @@ def validate_inputs(inputs: dict, _) -> str | None:
     message = overlapping_structure({f"structures.{key}": s for key, s in structures.items()} | test_structures)
     if message:
         return message
-    family = inputs.get("reference", {}).get("pseudo_family")
-    if family is not None:
-        message = validate_pseudo_family(family.value, {**structures, **test_structures})
-        if message:
-            return message
+    message = labeller_problem(inputs.get("reference", {}), {**structures, **test_structures})
+    if message:
+        return message
     if "exploration_config" in inputs and "stage_schedule" in inputs:
+        engine, selection = split_exploration_config(inputs["exploration_config"].get_dict())
+        message = validate_config_dict(Dict(selection), SelectionConfig, path_keys=(), placeholders={})
+        if message:
+            return f"exploration_config.selection: {message}"
         for stages in inputs["stage_schedule"].get_list():
-            message = validate_exploration_config(Dict({**inputs["exploration_config"].get_dict(), "stages": stages}),
-                                                  None)  # fmt: skip
+            message = validate_exploration_config(Dict({**engine, "stages": stages}), None)
             if message:
                 return f"exploration_config with stages {stages}: {message}"
     if "generation" in inputs and load_config(inputs["generation"].get_dict(), GenerationConfig).vacancies:

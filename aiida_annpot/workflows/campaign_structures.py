@@ -1,18 +1,17 @@
-"""The structures of a campaign and their k-point meshes: generated training and test structures, exploration
-start cells, and which ideal cell's mesh each structure to label uses.
+"""The structures of a campaign and their cells: generated training and test structures, exploration start cells,
+and which ideal cell each structure to label is a copy of.
 
-One mesh per ideal cell, fixed from the campaign's k-point distance: a distance-based mesh changes size as a
-cell is strained, which shifts energies by far more than the potential's target error. Copies of a cell (strained,
-rattled, hot MD frames of it) use its mesh; cells that are supercells of one another (the 8-atom cell and its
-2×1×1 vacancy cell) then sample the Brillouin zone equivalently where the distance gives commensurate meshes.
+A labeller may fix inputs per ideal cell (Quantum ESPRESSO's k-point mesh, see
+:mod:`~aiida_annpot.workflows.labelling.quantumespresso`): copies of a cell (strained, rattled, hot MD frames of it)
+share them, so their energies differ only through the structure. This module only keeps track of which cell each
+structure belongs to; what is fixed per cell is the labeller's business.
 """
 
 from __future__ import annotations
 
-from aiida.orm import Bool, List, StructureData
+from aiida.orm import List, StructureData
 
 from ..calcfunctions import structures as generate
-from ..calcfunctions.kpoints import kpoints_mesh
 from ..common.config import GenerationConfig
 from .generation import VACANCY_CELL, generate_copies, kind_of
 
@@ -25,31 +24,25 @@ def start_key(key: str, repeat: list[int]) -> str:
 
 
 class CampaignStructures:
-    """Bookkeeping of generated structures, cells and meshes over two plain dicts that the work chain keeps in its
+    """Bookkeeping of generated structures and their cells over two plain dicts that the work chain keeps in its
     context (so they are checkpointed); make one of these around them whenever needed.
 
-    :param pw_base: the exposed PwBaseWorkChain inputs of the campaign's reference namespace.
-    :param meshes: cell key → KpointsData, updated in place.
+    :param cells: cell key → the ideal cell's StructureData, updated in place.
     :param cell_of: structure label (or start cell) → cell key, updated in place.
-    :param offset: the reference's ``kpoints_offset`` (None: Γ-centred meshes).
     """
 
-    def __init__(self, pw_base, meshes: dict, cell_of: dict, offset: List | None = None):
-        self.distance = pw_base.get("kpoints_distance")
-        self.parity = pw_base.get("kpoints_force_parity", Bool(False))
-        self.offset = offset
-        self.meshes = meshes
+    def __init__(self, cells: dict, cell_of: dict):
+        self.cells = cells
         self.cell_of = cell_of
 
-    def _mesh(self, cell_key: str, cell: StructureData) -> None:
-        if self.distance is not None and cell_key not in self.meshes:  # else an explicit mesh for every structure
-            self.meshes[cell_key] = kpoints_mesh(cell, self.distance, self.parity, self.offset, cell_key)
+    def _cell(self, cell_key: str, cell: StructureData) -> None:
+        self.cells.setdefault(cell_key, cell)
 
     def generate(self, cell: StructureData, key: str, settings: GenerationConfig, prefix: str = "") -> dict:
         """Generated copies of ``cell`` labelled ``<prefix><key>_<name>``; returns label → (structure, kind)."""
         made = generate_copies(cell, key, settings)
         for cell_key, ideal in made.cells.items():
-            self._mesh(f"{prefix}{cell_key}", ideal)
+            self._cell(f"{prefix}{cell_key}", ideal)
         labelled = {}
         for name, structure in made.structures.items():
             label = f"{prefix}{key}_{name}"
@@ -59,7 +52,7 @@ class CampaignStructures:
         return labelled
 
     def start_cells(self, cell: StructureData, key: str, repeats: list[list[int]]) -> dict[str, StructureData]:
-        """Exploration start cells: ``cell`` repeated as each entry of ``repeats`` says, each with its mesh."""
+        """Exploration start cells: ``cell`` repeated as each entry of ``repeats`` says, each a cell of its own."""
         starts = {}
         for repeat in repeats:
             name = start_key(key, repeat)
@@ -70,11 +63,11 @@ class CampaignStructures:
                     cell, List(list(repeat)), metadata={"call_link_label": f"start_{name}"}
                 )
             )
-            self._mesh(name, starts[name])
+            self._cell(name, starts[name])
         return starts
 
     def vacancy_start(self, labelled: dict, key: str) -> tuple[str, StructureData] | None:
-        """The first unrattled vacancy structure of input ``key`` as an exploration start (its cell's mesh)."""
+        """The first unrattled vacancy structure of input ``key`` as an exploration start (a copy of its cell)."""
         for label, (structure, kind) in sorted(labelled.items()):
             if kind == "vacancy" and label.startswith(f"{key}_"):
                 name = f"{key}_{VACANCY_CELL}start"
@@ -83,16 +76,16 @@ class CampaignStructures:
         return None
 
     def follow(self, label: str, start: str) -> None:
-        """A frame explored from start cell ``start`` is labelled with that start cell's mesh."""
+        """A frame explored from start cell ``start`` is a copy of that start's cell."""
         if start in self.cell_of:
             self.cell_of[label] = self.cell_of[start]
-        elif start in self.meshes:
+        elif start in self.cells:
             self.cell_of[label] = start
 
-    def kpoints(self, labels) -> dict:
-        """Label → mesh for every label among ``labels`` whose cell has a mesh (others use the distance)."""
+    def cells_of(self, labels) -> dict[str, StructureData]:
+        """Label → its ideal cell, for every label among ``labels`` that is a copy of one."""
         return {
-            label: self.meshes[self.cell_of[label]]
+            label: self.cells[self.cell_of[label]]
             for label in labels
-            if label in self.cell_of and self.cell_of[label] in self.meshes
+            if label in self.cell_of and self.cell_of[label] in self.cells
         }

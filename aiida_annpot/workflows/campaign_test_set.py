@@ -123,15 +123,23 @@ class TestSetSteps:
         """Frames of the last exploration's hottest stage (the final committee's own MD), labelled for the test."""
         test = load_config(self.inputs.test_set.get_dict(), TestSetConfig)
         jobs = self.ctx.exploration.base.links.get_outgoing(link_type=LinkType.CALL_WORK).all()
-        frames = {f"frames_{link.link_label.split('_')[-1]}": link.node.outputs.frames for link in jobs
-                  if link.link_label.startswith("explore_") and "frames" in link.node.outputs}  # fmt: skip
+        frames = {
+            f"frames_{link.link_label.split('_')[-1]}": link.node.outputs.frames
+            for link in jobs
+            if link.link_label.startswith("explore_") and "frames" in link.node.outputs
+        }
         distance = self.inputs.exploration_config.get_dict().get("selection", {}).get("min_distance", 1.0)
-        sampled = sample_test_frames(Int(test.md_frames), Int(test.seed), Float(distance), **frames,
-                                     metadata={"call_link_label": "sample_test_md"})  # fmt: skip
+        sampled = sample_test_frames(
+            Int(test.md_frames),
+            Int(test.seed),
+            Float(distance),
+            **frames,
+            metadata={"call_link_label": "sample_test_md"},
+        )
         origins = sorted(sampled["origins"].get_dict().items())
         cells, to_label = self._structures(), {}
-        for (key, _), start in zip(origins, self._start_cells([origin for _, origin in origins]), strict=True):
-            label = f"test_md_{key.split('_')[-1]}"
+        for key, origin in origins:  # each frame names the start cell its trajectory began from
+            label, start = f"test_md_{key.split('_')[-1]}", origin["start"]
             cells.follow(label, start)
             to_label[label] = sampled[key]
             self.ctx.test_kinds[label] = ["md", self.ctx.start_group[start]]
@@ -139,8 +147,7 @@ class TestSetSteps:
             self.report("no MD frame of the last exploration could be sampled for the test set")
             return None
         self.report(f"test set: DFT labels for {len(to_label)} MD frame(s) of the final committee's hottest stage")
-        return ToContext(md_test_reference=self._submit_reference(to_label, self.ctx.test_dataset,
-                                                                  "reference_test_md"))  # fmt: skip
+        return ToContext(md_test_reference=self._submit_reference(to_label, self.ctx.test_dataset, "reference_test_md"))
 
     def inspect_md_test_labels(self):
         """Score the final committee on the whole test set, MD frames included; a campaign that had converged but

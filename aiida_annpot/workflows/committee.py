@@ -74,8 +74,9 @@ class CommitteeTrainingWorkChain(WorkChain):
             valid_type=Dict,
             help="Each member's training and validation metrics and the validation mean over members.",
         )
-        spec.exit_code(400, "ERROR_MEMBER_FAILED",
-                       message="{count} of {size} committee members failed to train: {failures}")  # fmt: skip
+        spec.exit_code(
+            400, "ERROR_MEMBER_FAILED", message="{count} of {size} committee members failed to train: {failures}"
+        )
 
     def run_training(self):
         size = self.inputs.committee_size.value
@@ -125,8 +126,10 @@ class CommitteeTrainingWorkChain(WorkChain):
             self.out(f"learning_curves.{key}", node.outputs.learning_curve)
         self.out("potential", self.ctx.potential)
         self.out("metrics", metrics)
-        self.report(f"committee ready: validation energy RMSE {_fmt(mean['energy_rmse'])} meV/atom, force RMSE "
-                    f"{_fmt(mean['force_rmse'])} eV/Å (mean over {len(per_member)} members)")  # fmt: skip
+        self.report(
+            f"committee ready: validation energy RMSE {_fmt(mean['energy_rmse'])} meV/atom, force RMSE "
+            f"{_fmt(mean['force_rmse'])} eV/Å (mean over {len(per_member)} members)"
+        )
 
 
 def _fmt(value) -> str:

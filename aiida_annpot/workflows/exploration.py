@@ -1,9 +1,9 @@
 """``annpot.exploration``: committee MD from start structures over a schedule of stages, then selection.
 
 The start structures are dealt round-robin to ``num_jobs`` exploration jobs (each an
-:class:`AnnExploreBaseWorkChain`, so a wall-time stop resumes). The frames of all jobs then go through one
-``select_candidates`` step, so the trust window, duplicate filter, farthest-point sampling and cap act on the
-whole exploration at once.
+:class:`AnnExploreBaseWorkChain`, so a wall-time stop resumes). The jobs sample and score frames; the frames of all
+jobs then go through one ``select_candidates`` step, so the trust window, duplicate filter, farthest-point sampling
+and cap act on the whole exploration at once. Each pick names the start structure its trajectory began from.
 """
 
 from __future__ import annotations
@@ -13,13 +13,19 @@ from aiida.engine import ToContext, WorkChain
 from aiida.orm import ArrayData, Dict, Int, StructureData
 
 from ..calcfunctions.selection import select_candidates
+from ..calculations.base import validate_config_dict
 from ..calculations.explore import validate_exploration_config, validate_start_structures
+from ..common.config import SelectionConfig
 from ..data.dataset import AtomisticDataset
 from ..data.potential import AnnPotential
 from .explore_base import CALLER_SET_INPUTS, AnnExploreBaseWorkChain
 from .ports import at_least_one
 
-__all__ = ["ExplorationWorkChain", "deal_start_structures"]
+__all__ = ["ExplorationWorkChain", "deal_start_structures", "validate_selection"]
+
+
+def validate_selection(value: Dict, _) -> str | None:
+    return validate_config_dict(value, SelectionConfig, path_keys=(), placeholders={})
 
 
 def deal_start_structures(keys, num_jobs: int) -> list[list[str]]:
@@ -47,7 +53,14 @@ class ExplorationWorkChain(WorkChain):
             "config",
             valid_type=Dict,
             validator=validate_exploration_config,
-            help="ExplorationConfig settings without file paths: stages, thermostat, selection, ...",
+            help="ExplorationConfig settings without file paths: stages, thermostat, ...",
+        )
+        spec.input(
+            "selection",
+            valid_type=Dict,
+            default=lambda: Dict({}),
+            validator=validate_selection,
+            help="SelectionConfig: trust window, duplicate filter, caps; applied once over the frames of all jobs.",
         )
         spec.input(
             "reference_dataset",
@@ -79,8 +92,7 @@ class ExplorationWorkChain(WorkChain):
             help="Accurate / candidate / failed counts and ratios overall and per stage; the picks.",
         )
         spec.output("deviations", valid_type=ArrayData, help="Per frame: max_force_std, stage, selected.")
-        spec.exit_code(400, "ERROR_EXPLORATION_FAILED",
-                       message="{count} exploration job(s) failed: {failures}")  # fmt: skip
+        spec.exit_code(400, "ERROR_EXPLORATION_FAILED", message="{count} exploration job(s) failed: {failures}")
 
     def run_exploration(self):
         dealt = deal_start_structures(self.inputs.structures, self.inputs.num_jobs.value)
@@ -96,10 +108,14 @@ class ExplorationWorkChain(WorkChain):
             inputs.metadata = {"call_link_label": f"explore_{j}"}
             futures[f"jobs.explore_{j}"] = self.submit(AnnExploreBaseWorkChain, **inputs)
         stages = self.inputs.config["stages"]
-        temperatures = ", ".join(f"{s['temperature']:g} K" + (f" {s['pressure']:g} GPa" if s.get("pressure") is not None
-                                                               else "") for s in stages)  # fmt: skip
-        self.report(f"exploring {len(self.inputs.structures)} start structure(s) in {len(dealt)} job(s) over "
-                    f"{len(stages)} stage(s): {temperatures}")  # fmt: skip
+        temperatures = ", ".join(
+            f"{s['temperature']:g} K" + (f" {s['pressure']:g} GPa" if s.get("pressure") is not None else "")
+            for s in stages
+        )
+        self.report(
+            f"exploring {len(self.inputs.structures)} start structure(s) in {len(dealt)} job(s) over "
+            f"{len(stages)} stage(s): {temperatures}"
+        )
         return ToContext(**futures)
 
     def inspect_exploration(self):
@@ -118,9 +134,9 @@ class ExplorationWorkChain(WorkChain):
 
         if reference:
             inputs["reference_fingerprints"] = reference[0]  # the same potential and training set for every job
-        selection = Dict(self.inputs.config.get_dict().get("selection", {}))
-        self.ctx.selection = select_candidates(selection_settings=selection, **inputs,
-                                               metadata={"call_link_label": "select_candidates"})  # fmt: skip
+        self.ctx.selection = select_candidates(
+            selection_settings=self.inputs.selection, **inputs, metadata={"call_link_label": "select_candidates"}
+        )
 
     def results(self):
         outputs = self.ctx.selection
@@ -132,6 +148,8 @@ class ExplorationWorkChain(WorkChain):
         self.out("deviations", outputs["deviations"])
         ratios = summary["ratios"]
         last = summary["stages"][-1]["ratios"] if summary["stages"] else ratios
-        self.report(f"{summary['frames']} frames: accurate {ratios['accurate']:.2f}, candidate "
-                    f"{ratios['candidate']:.2f}, failed {ratios['failed']:.2f} (last stage accurate "
-                    f"{last['accurate']:.2f}); {len(summary['selected'])} selected for labelling")  # fmt: skip
+        self.report(
+            f"{summary['frames']} frames: accurate {ratios['accurate']:.2f}, candidate "
+            f"{ratios['candidate']:.2f}, failed {ratios['failed']:.2f} (last stage accurate "
+            f"{last['accurate']:.2f}); {len(summary['selected'])} selected for labelling"
+        )

@@ -8,8 +8,13 @@ from .restart_base import AnnpotRestartWorkChain
 __all__ = ["CALLER_SET_INPUTS", "AnnExploreBaseWorkChain"]
 
 #: Inputs a work chain that runs explorations sets itself (excluded when it exposes this one's inputs).
-CALLER_SET_INPUTS = ("explore.potential", "explore.structures", "explore.config", "explore.reference_dataset",
-                     "explore.parent_folder")  # fmt: skip
+CALLER_SET_INPUTS = (
+    "explore.potential",
+    "explore.structures",
+    "explore.config",
+    "explore.reference_dataset",
+    "explore.parent_folder",
+)
 
 
 class AnnExploreBaseWorkChain(AnnpotRestartWorkChain):

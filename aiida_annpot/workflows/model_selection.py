@@ -48,8 +48,10 @@ def validate_training(value: Dict, _) -> str | None:
     """Common TrainingConfig settings without paths and without what the grid decides."""
     given = [key for key in GRID_KEYS if key in value.get_dict()]
     if given:
-        return (f"training must not set {', '.join(given)}: descriptor and network come from the grid, the "
-                "fractions from the grid's training_fractions and validation_fraction")  # fmt: skip
+        return (
+            f"training must not set {', '.join(given)}: descriptor and network come from the grid, the "
+            "fractions from the grid's training_fractions and validation_fraction"
+        )
     return validate_training_config(value, None)
 
 
@@ -78,13 +80,17 @@ def _split_problem(n_frames: int, config: ModelSelectionConfig) -> str | None:
     n_training, n_validation = split_sizes(n_frames, config.validation_fraction)
     smallest = min(config.training_fractions)
     if smallest * n_training < 1:
-        return (f"the dataset is too small: {n_frames} frames leave {n_training} training frame(s) after "
-                f"{n_validation} for validation, and the smallest training fraction {smallest} of them is less "
-                "than one frame")  # fmt: skip
+        return (
+            f"the dataset is too small: {n_frames} frames leave {n_training} training frame(s) after "
+            f"{n_validation} for validation, and the smallest training fraction {smallest} of them is less "
+            "than one frame"
+        )
     counts = {f: training_frames(n_training, f) for f in sorted(config.training_fractions)}
     if len(set(counts.values())) != len(counts):
-        return (f"the dataset is too small for these training fractions: {n_training} training frames give "
-                f"{counts} frames per fraction, so the learning curve repeats points")  # fmt: skip
+        return (
+            f"the dataset is too small for these training fractions: {n_training} training frames give "
+            f"{counts} frames per fraction, so the learning curve repeats points"
+        )
     return None
 
 
@@ -96,9 +102,11 @@ def _job_settings(config: ModelSelectionConfig, training: dict) -> dict[str, dic
             label = candidate_label(d_index * len(config.networks) + n_index)
             for fraction in sorted(config.training_fractions):
                 jobs[f"{label}_{fraction_label(fraction)}"] = {
-                    **training, "descriptor": descriptor.model_dump(mode="json", by_alias=True),
-                    "network": network.model_dump(mode="json"), "training_fraction": fraction,
-                }  # fmt: skip
+                    **training,
+                    "descriptor": descriptor.model_dump(mode="json", by_alias=True),
+                    "network": network.model_dump(mode="json"),
+                    "training_fraction": fraction,
+                }
     return jobs
 
 
@@ -108,14 +116,26 @@ class ModelSelectionWorkChain(WorkChain):
     @classmethod
     def define(cls, spec):
         super().define(spec)
-        spec.input("dataset", valid_type=AtomisticDataset, help="Labelled frames, split once into training and "
-                   "validation frames shared by every candidate.")  # fmt: skip
-        spec.input("grid", valid_type=Dict, validator=validate_grid,
-                   help="ModelSelectionConfig: descriptors, networks, training_fractions, validation_fraction, "
-                   "split_seed, tie_tolerance.")  # fmt: skip
-        spec.input("training", valid_type=Dict, validator=validate_training, default=lambda: Dict({}),
-                   help="Common TrainingConfig settings (loss, epochs, learning rate, seed, ...) without file paths "
-                   "and without descriptor, network, training_fraction, validation_fraction.")  # fmt: skip
+        spec.input(
+            "dataset",
+            valid_type=AtomisticDataset,
+            help="Labelled frames, split once into training and validation frames shared by every candidate.",
+        )
+        spec.input(
+            "grid",
+            valid_type=Dict,
+            validator=validate_grid,
+            help="ModelSelectionConfig: descriptors, networks, training_fractions, validation_fraction, "
+            "split_seed, tie_tolerance.",
+        )
+        spec.input(
+            "training",
+            valid_type=Dict,
+            validator=validate_training,
+            default=lambda: Dict({}),
+            help="Common TrainingConfig settings (loss, epochs, learning rate, seed, ...) without file paths "
+            "and without descriptor, network, training_fraction, validation_fraction.",
+        )
         spec.expose_inputs(
             AnnTrainBaseWorkChain,
             namespace="train",
@@ -131,25 +151,42 @@ class ModelSelectionWorkChain(WorkChain):
         )
         spec.inputs.validator = validate_inputs
         spec.outline(cls.split_dataset, cls.run_training, cls.inspect_training, cls.rank_models, cls.results)
-        spec.output("config", valid_type=Dict, help="The chosen TrainingConfig settings without paths: training + "
-                    "the chosen descriptor and network (usable as committee.config).")  # fmt: skip
-        spec.output("table", valid_type=Dict, help="One row per candidate: settings, features, parameters, errors "
-                    "and training frames per fraction, diagnosis, score, rank; and the chosen index.")  # fmt: skip
+        spec.output(
+            "config",
+            valid_type=Dict,
+            help="The chosen TrainingConfig settings without paths: training + "
+            "the chosen descriptor and network (usable as committee.config).",
+        )
+        spec.output(
+            "table",
+            valid_type=Dict,
+            help="One row per candidate: settings, features, parameters, errors "
+            "and training frames per fraction, diagnosis, score, rank; and the chosen index.",
+        )
         spec.output("potential", valid_type=AnnPotential, help="The chosen candidate trained on the full split.")
         spec.output("training_dataset", valid_type=AtomisticDataset, help="The training split (shuffled).")
         spec.output("validation_dataset", valid_type=AtomisticDataset, help="The validation split of every job.")
-        spec.output_namespace("learning_curves", valid_type=ArrayData, dynamic=True,
-                              help="Per candidate: fraction, n_train and the four errors per fraction.")  # fmt: skip
-        spec.exit_code(401, "ERROR_NO_ELIGIBLE_CANDIDATE",
-                       message="no candidate can be chosen: {failures}")  # fmt: skip
+        spec.output_namespace(
+            "learning_curves",
+            valid_type=ArrayData,
+            dynamic=True,
+            help="Per candidate: fraction, n_train and the four errors per fraction.",
+        )
+        spec.exit_code(401, "ERROR_NO_ELIGIBLE_CANDIDATE", message="no candidate can be chosen: {failures}")
 
     def split_dataset(self):
         config = load_config(self.inputs.grid.get_dict(), ModelSelectionConfig)
-        split = steps.split_dataset(self.inputs.dataset, Float(config.validation_fraction), Int(config.split_seed),
-                                    metadata={"call_link_label": "split_dataset"})  # fmt: skip
+        split = steps.split_dataset(
+            self.inputs.dataset,
+            Float(config.validation_fraction),
+            Int(config.split_seed),
+            metadata={"call_link_label": "split_dataset"},
+        )
         self.ctx.training, self.ctx.validation = split["training"], split["validation"]
-        self.report(f"split {self.inputs.dataset.n_frames} frames into {self.ctx.training.n_frames} training and "
-                    f"{self.ctx.validation.n_frames} validation frames (seed {config.split_seed})")  # fmt: skip
+        self.report(
+            f"split {self.inputs.dataset.n_frames} frames into {self.ctx.training.n_frames} training and "
+            f"{self.ctx.validation.n_frames} validation frames (seed {config.split_seed})"
+        )
 
     def run_training(self):
         config = load_config(self.inputs.grid.get_dict(), ModelSelectionConfig)
@@ -163,19 +200,25 @@ class ModelSelectionWorkChain(WorkChain):
             inputs.train.config = Dict(settings)
             inputs.metadata = {"call_link_label": label}
             futures[f"jobs.{label}"] = self.submit(AnnTrainBaseWorkChain, **inputs)
-        self.report(f"training {len(config.descriptors)} descriptor(s) x {len(config.networks)} network(s) on "
-                    f"fractions {sorted(config.training_fractions)}: {len(jobs)} job(s)")  # fmt: skip
+        self.report(
+            f"training {len(config.descriptors)} descriptor(s) x {len(config.networks)} network(s) on "
+            f"fractions {sorted(config.training_fractions)}: {len(jobs)} job(s)"
+        )
         return ToContext(**futures)
 
     def inspect_training(self):
         """Record each failed job; its candidate becomes ineligible (the ranking says why), not the selection."""
         failed = {label: node for label, node in sorted(self.ctx.jobs.items()) if not node.is_finished_ok}
-        self.ctx.failures = {label: f"{node.process_label}<{node.pk}> exit status {node.exit_status}: "
-                             f"{node.exit_message}" for label, node in failed.items()}  # fmt: skip
+        self.ctx.failures = {
+            label: f"{node.process_label}<{node.pk}> exit status {node.exit_status}: {node.exit_message}"
+            for label, node in failed.items()
+        }
         candidates = {label.rsplit("_", 1)[0] for label in self.ctx.jobs}
         eligible = candidates - {label.rsplit("_", 1)[0] for label in failed}
-        self.report(f"{len(self.ctx.jobs) - len(failed)} of {len(self.ctx.jobs)} job(s) finished; "
-                    f"{len(eligible)} of {len(candidates)} candidate(s) eligible")  # fmt: skip
+        self.report(
+            f"{len(self.ctx.jobs) - len(failed)} of {len(self.ctx.jobs)} job(s) finished; "
+            f"{len(eligible)} of {len(candidates)} candidate(s) eligible"
+        )
 
     def rank_models(self):
         """Table, learning curves and choice; the table is an output even when no candidate can be chosen."""
@@ -184,8 +227,13 @@ class ModelSelectionWorkChain(WorkChain):
             if node.is_finished_ok:
                 results[f"metrics_{label}"] = node.outputs.metrics
                 results.setdefault(f"potential_{label.rsplit('_', 1)[0]}", node.outputs.potential)
-        self.ctx.ranking = steps.rank_models(self.inputs.grid, self.inputs.training, Dict(self.ctx.failures),
-                                             **results, metadata={"call_link_label": "rank_models"})  # fmt: skip
+        self.ctx.ranking = steps.rank_models(
+            self.inputs.grid,
+            self.inputs.training,
+            Dict(self.ctx.failures),
+            **results,
+            metadata={"call_link_label": "rank_models"},
+        )
         table = self.ctx.ranking["table"].get_dict()
         if table["chosen"] is None:
             self.out("table", self.ctx.ranking["table"])
@@ -193,9 +241,11 @@ class ModelSelectionWorkChain(WorkChain):
             return self.exit_codes.ERROR_NO_ELIGIBLE_CANDIDATE.format(failures=reasons)
         row = table["rows"][table["chosen"]]
         full = row["fractions"][-1]
-        self.report(f"chose {row['candidate']} ({_describe(row)}, {row['n_parameters']} parameters): validation "
-                    f"energy RMSE {full['validation_energy_rmse']:.3g} meV/atom, force RMSE "
-                    f"{full['validation_force_rmse']:.3g} eV/Å; {row['diagnosis']['summary']}")  # fmt: skip
+        self.report(
+            f"chose {row['candidate']} ({_describe(row)}, {row['n_parameters']} parameters): validation "
+            f"energy RMSE {full['validation_energy_rmse']:.3g} meV/atom, force RMSE "
+            f"{full['validation_force_rmse']:.3g} eV/Å; {row['diagnosis']['summary']}"
+        )
         return None
 
     def results(self):

@@ -1,16 +1,17 @@
-"""``annpot.validation``: test a potential on physical properties of one bulk crystal against pw.x.
+"""``annpot.validation``: test a potential on physical properties of one bulk crystal against its reference code.
 
 Methods, in the order of the outline:
 
 1. **setup** — the structures of the requested properties are made from the input cell by one calcfunction:
    ``points`` isotropically scaled copies for the equation of state, the perfect and the defective vacancy supercell,
-   the MD supercell. One k-point mesh per cell is fixed from ``pw_base.kpoints_distance`` on the ideal cell (and on
-   the ideal vacancy supercell), and every strained or defective copy of that cell uses it: a distance-based mesh
-   would change size as the cell is strained and shift the energies by tens of meV/atom.
-2. **run_dft / inspect_dft** — a ReferenceWorkChain labels the structures with the same DFT settings as the training
-   data (identical structures are labelled once); each structure's PwCalculation is found through the
-   ``label_<key>`` call link and checked against the sources of the merged dataset. A failed point stops the work
-   chain with ``ERROR_DFT_POINT_FAILED`` naming it.
+   the MD supercell. The equation-of-state copies are copies of the input cell, the two vacancy cells copies of the
+   ideal vacancy supercell: they share what the labeller fixes per cell (Quantum ESPRESSO's k-point mesh), as the
+   campaign's copies of a cell do, since a distance-based mesh would change size as the cell is strained and shift
+   the energies by tens of meV/atom.
+2. **run_dft / inspect_dft** — a ReferenceWorkChain labels the structures with the same labeller and settings as the
+   training data (identical structures are labelled once); each structure's label is its ``labels`` output, checked
+   against the sources of the merged dataset. A failed point stops the work chain with ``ERROR_DFT_POINT_FAILED``
+   naming it.
 3. **run_ann** — the potential's energies of the same structures, in-process (calcfunction), and their
    extrapolation grades: each DFT property reports the largest over its structures, so an error where the
    potential extrapolates (a vacancy absent from the training set) is recognisable as such.
@@ -25,12 +26,10 @@ from __future__ import annotations
 import math
 
 from aiida.common import AttributeDict
-from aiida.common.links import LinkType
 from aiida.engine import ToContext, WorkChain, if_
-from aiida.orm import ArrayData, Bool, Dict, StructureData
+from aiida.orm import ArrayData, Dict, StructureData
 
 from ..calcfunctions.dataset import structure_key
-from ..calcfunctions.kpoints import kpoints_mesh
 from ..calcfunctions.validation import (
     MD_START,
     VACANCY_DEFECT,
@@ -46,7 +45,7 @@ from ..data.potential import AnnPotential
 from .active_learning import ActiveLearningWorkChain
 from .explore_base import CALLER_SET_INPUTS, AnnExploreBaseWorkChain
 from .messages import failure_text
-from .reference import ReferenceWorkChain, validate_pseudo_family
+from .reference import ReferenceWorkChain, labeller_problem
 
 __all__ = ["ValidationWorkChain"]
 
@@ -67,17 +66,23 @@ def validate_config(value: Dict, _) -> str | None:
 def unsupported_property(structure: StructureData, settings: ValidationConfig) -> str | None:
     """Why a requested property cannot be computed for ``structure``, naming it; None when all can."""
     if not all(structure.pbc):
-        return (f"{', '.join(settings.properties)} need(s) a bulk crystal, but the structure is not periodic in all "
-                "three directions")  # fmt: skip
+        return (
+            f"{', '.join(settings.properties)} need(s) a bulk crystal, but the structure is not periodic in all "
+            "three directions"
+        )
     if "vacancy" in settings.properties:
         vacancy = settings.vacancy
         atoms = len(structure.sites) * math.prod(vacancy.supercell)
         if atoms < 2:
-            return (f"vacancy needs at least 2 atoms, but the structure has {len(structure.sites)} and vacancy."
-                    f"supercell {vacancy.supercell} makes {atoms}: enlarge the supercell")  # fmt: skip
+            return (
+                f"vacancy needs at least 2 atoms, but the structure has {len(structure.sites)} and vacancy."
+                f"supercell {vacancy.supercell} makes {atoms}: enlarge the supercell"
+            )
         if vacancy.site >= atoms:
-            return (f"vacancy site {vacancy.site} is out of range: the supercell {vacancy.supercell} has {atoms} "
-                    f"atoms (sites 0 to {atoms - 1})")  # fmt: skip
+            return (
+                f"vacancy site {vacancy.site} is out of range: the supercell {vacancy.supercell} has {atoms} "
+                f"atoms (sites 0 to {atoms - 1})"
+            )
     return None
 
 
@@ -92,20 +97,22 @@ def validate_inputs(inputs: dict, _) -> str | None:
         return message
     missing = sorted(structure.get_symbols_set() - set(potential.elements))
     if missing:
-        return (f"the structure has element(s) {', '.join(missing)} that the potential does not cover (it covers "
-                f"{', '.join(potential.elements)})")  # fmt: skip
+        return (
+            f"the structure has element(s) {', '.join(missing)} that the potential does not cover (it covers "
+            f"{', '.join(potential.elements)})"
+        )
     needs_dft = sorted(set(DFT_PROPERTIES) & set(settings.properties))
     if needs_dft and not inputs.get("reference"):
-        return f"{' and '.join(needs_dft)} compare(s) with DFT: give the `reference` inputs (pseudo family, pw_base)"
+        return f"{' and '.join(needs_dft)} compare(s) with DFT: give the `reference` inputs (labeller, code, settings)"
     if "md_stability" in settings.properties and not inputs.get("md"):
         return "md_stability runs an annpot explore job: give the `md` inputs (md.explore.code at least)"
     if needs_dft:
-        return validate_pseudo_family(inputs["reference"]["pseudo_family"].value, {"input": structure})
+        return labeller_problem(inputs["reference"], {"input": structure})
     return None
 
 
 class ValidationWorkChain(WorkChain):
-    """Compare a potential with DFT (the training data's pw.x settings) on properties of one bulk crystal."""
+    """Compare a potential with its reference (the training data's labeller) on properties of one bulk crystal."""
 
     @classmethod
     def define(cls, spec):
@@ -122,12 +129,12 @@ class ValidationWorkChain(WorkChain):
         spec.expose_inputs(
             ReferenceWorkChain,
             namespace="reference",
-            exclude=("structures", "dataset", "kpoints"),
+            exclude=("structures", "dataset", "cells"),
             namespace_options={
                 "required": False,
                 "populate_defaults": False,
-                "help": "DFT: the pseudo family and PwBaseWorkChain settings of the training data; "
-                "needed for equation_of_state and vacancy.",
+                "help": "The labeller (reference code) and settings of the training data; needed for "
+                "equation_of_state and vacancy.",
             },
         )
         spec.expose_inputs(
@@ -172,15 +179,15 @@ class ValidationWorkChain(WorkChain):
             help="The DFT labels of the validation structures (energies, forces, stress), for provenance and reuse.",
         )
         spec.exit_code(401, "ERROR_REFERENCE_FAILED", message="the DFT work chain failed: {message}")
-        spec.exit_code(402, "ERROR_DFT_POINT_FAILED",
-                       message="DFT failed for validation structure(s) {keys}: {reason}")  # fmt: skip
+        spec.exit_code(402, "ERROR_DFT_POINT_FAILED", message="DFT failed for validation structure(s) {keys}: {reason}")
         spec.exit_code(403, "ERROR_MD_FAILED", message="the NVE run failed: {message}")
         spec.exit_code(404, "ERROR_EOS_FIT_FAILED", message="the Birch–Murnaghan fit failed ({errors})")
 
     # --- building a validation from a campaign ------------------------------------------------------------------
     @classmethod
-    def get_builder_from_campaign(cls, campaign_node, structure: StructureData | None = None,
-                                  config: dict | None = None):  # fmt: skip
+    def get_builder_from_campaign(
+        cls, campaign_node, structure: StructureData | None = None, config: dict | None = None
+    ):
         """A builder that validates a campaign's final potential with the campaign's own DFT settings.
 
         :param campaign_node: a finished ``annpot.active_learning`` node with a ``potential`` output.
@@ -191,8 +198,10 @@ class ValidationWorkChain(WorkChain):
         if getattr(campaign_node, "process_type", None) != ActiveLearningWorkChain.build_process_type():
             raise ValueError(f"node {campaign_node.pk} is not an annpot.active_learning campaign")
         if "potential" not in campaign_node.outputs:
-            raise ValueError(f"campaign {campaign_node.pk} has no potential output (state: "
-                             f"{campaign_node.process_state}, exit status {campaign_node.exit_status})")  # fmt: skip
+            raise ValueError(
+                f"campaign {campaign_node.pk} has no potential output (state: "
+                f"{campaign_node.process_state}, exit status {campaign_node.exit_status})"
+            )
         campaign = campaign_node.get_builder_restart()._inputs(prune=True)
         builder = cls.get_builder()
         builder.potential = campaign_node.outputs.potential
@@ -211,11 +220,14 @@ class ValidationWorkChain(WorkChain):
     def setup(self):
         """Make the structures of the requested properties and fix one k-point mesh per cell."""
         self.ctx.settings = load_config(self.inputs.config.get_dict(), ValidationConfig)
-        self.ctx.structures = validation_structures(self.inputs.structure, self.inputs.config,
-                                                    metadata={"call_link_label": "validation_structures"})  # fmt: skip
+        self.ctx.structures = validation_structures(
+            self.inputs.structure, self.inputs.config, metadata={"call_link_label": "validation_structures"}
+        )
         self.ctx.dft = {key: node for key, node in self.ctx.structures.items() if key != MD_START}
-        self.report(f"validating on {', '.join(self.ctx.settings.properties)}: {len(self.ctx.dft)} structure(s) to "
-                    f"compare with DFT")  # fmt: skip
+        self.report(
+            f"validating on {', '.join(self.ctx.settings.properties)}: {len(self.ctx.dft)} structure(s) to "
+            f"compare with DFT"
+        )
 
     def should_compare_with_dft(self) -> bool:
         return bool(self.ctx.dft)
@@ -223,47 +235,34 @@ class ValidationWorkChain(WorkChain):
     def should_run_md(self) -> bool:
         return MD_START in self.ctx.structures
 
-    def _meshes(self) -> dict:
-        """Structure key → k-point mesh: the ideal cell's for the EOS, the ideal vacancy supercell's for both
-        vacancy cells; empty when pw_base gives an explicit mesh (then every structure uses it)."""
-        pw_base = self.inputs.reference.pw_base
-        if "kpoints_distance" not in pw_base:
-            return {}
-        parity = pw_base.get("kpoints_force_parity", Bool(False))
-
-        offset = self.inputs.reference.get("kpoints_offset")
-
-        def mesh(cell: StructureData, label: str):
-            return kpoints_mesh(cell, pw_base.kpoints_distance, parity, offset, label)
-
-        meshes = {}
-        if any(key.startswith("eos_") for key in self.ctx.dft):
-            cell = mesh(self.inputs.structure, "cell")
-            meshes.update({key: cell for key in self.ctx.dft if key.startswith("eos_")})
+    def _cells(self) -> dict:
+        """Structure key → the ideal cell it is a copy of: the input cell for the equation of state, the ideal
+        vacancy supercell for both vacancy cells."""
+        cells = {key: self.inputs.structure for key in self.ctx.dft if key.startswith("eos_")}
         if VACANCY_PERFECT in self.ctx.dft:
-            same = self.ctx.settings.vacancy.supercell == [1, 1, 1] and meshes
-            vacancy = next(iter(meshes.values())) if same else mesh(self.ctx.dft[VACANCY_PERFECT], "vacancy")
-            meshes.update({VACANCY_PERFECT: vacancy, VACANCY_DEFECT: vacancy})
-        return meshes
+            same = self.ctx.settings.vacancy.supercell == [1, 1, 1]
+            ideal = self.inputs.structure if same else self.ctx.dft[VACANCY_PERFECT]
+            cells.update({VACANCY_PERFECT: ideal, VACANCY_DEFECT: ideal})
+        return cells
 
     # --- DFT ----------------------------------------------------------------------------------------------------
     def run_dft(self):
-        """Label every distinct validation structure once with pw.x (the training data's settings)."""
+        """Label every distinct validation structure once (the training data's labeller and settings)."""
         unique, self.ctx.labelled_as = {}, {}
         for key, structure in sorted(self.ctx.dft.items()):
             first = unique.setdefault(structure_key(structure.get_ase()), key)
             self.ctx.labelled_as[key] = first
-        meshes = self._meshes()
+        cells = self._cells()
         inputs = AttributeDict(self.exposed_inputs(ReferenceWorkChain, namespace="reference"))
         inputs.structures = {key: self.ctx.dft[key] for key in unique.values()}
-        if meshes:
-            inputs.kpoints = {key: meshes[key] for key in inputs.structures}
+        inputs.cells = {key: cells[key] for key in inputs.structures}
         inputs.metadata = {"call_link_label": "reference"}
-        self.report(f"DFT for {len(inputs.structures)} distinct structure(s) with one k-point mesh per cell")
+        distinct_cells = len({cell.pk for cell in cells.values()})
+        self.report(f"DFT for {len(inputs.structures)} distinct structure(s), copies of {distinct_cells} cell(s)")
         return ToContext(reference=self.submit(ReferenceWorkChain, **inputs))
 
     def inspect_dft(self):
-        """Each structure's DFT result, through the PwBaseWorkChain that labelled it and the dataset's sources."""
+        """Each structure's label (the reference work chain's ``labels`` output), kept in its dataset."""
         node = self.ctx.reference
         failed = node.outputs.failed.get_dict() if "failed" in node.outputs else {}
         if failed:
@@ -272,33 +271,40 @@ class ValidationWorkChain(WorkChain):
             return self.exit_codes.ERROR_DFT_POINT_FAILED.format(keys=", ".join(keys), reason=reason)
         if not node.is_finished_ok or "dataset" not in node.outputs:
             return self.exit_codes.ERROR_REFERENCE_FAILED.format(message=failure_text(node))
-        calls = node.base.links.get_outgoing(link_type=LinkType.CALL_WORK)
         sources = set(node.outputs.dataset.sources)
-        self.ctx.parameters = {}
+        self.ctx.labels = {}
         for key, first in sorted(self.ctx.labelled_as.items()):
-            parameters = calls.get_node_by_label(f"label_{first}").outputs.output_parameters
-            if parameters.creator.uuid not in sources:  # merge_dataset kept no frame of this calculation
+            label = node.outputs.labels[first]
+            if label.calculation_uuid not in sources:  # merge_dataset kept no frame of this calculation
                 return self.exit_codes.ERROR_DFT_POINT_FAILED.format(keys=key, reason="its label is not in the dataset")
-            self.ctx.parameters[key] = parameters
-        self.report(f"DFT done: {node.outputs.dataset.n_frames} label(s) for {len(self.ctx.parameters)} structure(s)")
+            self.ctx.labels[key] = label
+        self.report(f"DFT done: {node.outputs.dataset.n_frames} label(s) for {len(self.ctx.labels)} structure(s)")
         return None
 
     def run_ann(self):
         """The potential's energies of the same structures (committee mean, in-process) and their extrapolation
         grades (how far their descriptors leave the training ranges)."""
-        self.ctx.ann = evaluate_potential(self.inputs.potential, **self.ctx.dft,
-                                          metadata={"call_link_label": "evaluate_potential"})  # fmt: skip
+        self.ctx.ann = evaluate_potential(
+            self.inputs.potential, **self.ctx.dft, metadata={"call_link_label": "evaluate_potential"}
+        )
         grades = self.ctx.ann["extrapolation"].get_dict()
         outside = [f"{key} ({grade:.2f})" for key, grade in sorted(grades.items()) if grade > EXTRAPOLATING]
-        self.report(f"potential energies of {len(self.ctx.dft)} structure(s) computed; outside the training "
-                    f"descriptor ranges: {', '.join(outside) or 'none'}")  # fmt: skip
+        self.report(
+            f"potential energies of {len(self.ctx.dft)} structure(s) computed; outside the training "
+            f"descriptor ranges: {', '.join(outside) or 'none'}"
+        )
 
     # --- MD -----------------------------------------------------------------------------------------------------
     def run_md(self):
         """NVE molecular dynamics with the potential alone, as one annpot explore job."""
         md = self.ctx.settings.md_stability
-        stage = {"temperature": md.temperature, "ensemble": "nve", "steps": md.steps, "timestep": md.timestep,
-                 "sample_interval": md.sample_interval}  # fmt: skip
+        stage = {
+            "temperature": md.temperature,
+            "ensemble": "nve",
+            "steps": md.steps,
+            "timestep": md.timestep,
+            "sample_interval": md.sample_interval,
+        }
         inputs = AttributeDict(self.exposed_inputs(AnnExploreBaseWorkChain, namespace="md"))
         inputs.explore = AttributeDict(inputs.explore)
         inputs.explore.potential = self.inputs.potential
@@ -323,9 +329,9 @@ class ValidationWorkChain(WorkChain):
         inputs = {"config": self.inputs.config, "metadata": {"call_link_label": "compare_properties"}}
         if self.ctx.dft:
             inputs["ann_energies"], inputs["extrapolation"] = self.ctx.ann["energies"], self.ctx.ann["extrapolation"]
-            for key, parameters in self.ctx.parameters.items():
+            for key, label in self.ctx.labels.items():
                 inputs[f"structure_{key}"] = self.ctx.dft[key]
-                inputs[f"parameters_{key}"] = parameters
+                inputs[f"label_{key}"] = label
             self.out("dataset", self.ctx.reference.outputs.dataset)
         if self.should_run_md():
             inputs["md_frames"], inputs["md_summary"] = self.ctx.md.outputs.frames, self.ctx.md.outputs.summary

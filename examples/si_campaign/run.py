@@ -63,8 +63,9 @@ def main() -> None:
 
     pw_code, annpot_code, family = workstation_setup("Si-LDA-debian")
     structure = StructureData(ase=bulk("Si", "diamond", a=5.43, cubic=True))
-    builder = ActiveLearningWorkChain.get_builder_from_protocol(pw_code, annpot_code, {"si": structure}, family,
-                                                                protocol=args.protocol)  # fmt: skip
+    builder = ActiveLearningWorkChain.get_builder_from_protocol(
+        pw_code, annpot_code, {"si": structure}, family, protocol=args.protocol
+    )
     print(f"running the {args.protocol} Si campaign on profile {PROFILE}; report lines follow", flush=True)
     start = time.perf_counter()
     _, node = run_get_node(builder)

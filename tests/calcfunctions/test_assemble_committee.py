@@ -20,8 +20,11 @@ from aiida_annpot.data import AnnPotential
 def second_model(trained_model, training_settings, write_config, tmp_path_factory):
     """The ``trained_model`` training again with seed 1: same architecture, different weights."""
     folder = tmp_path_factory.mktemp("second_model")
-    settings = training_settings(seed=1, dataset=str(trained_model.parent / "train.extxyz"),
-                                 validation_dataset=str(trained_model.parent / "validation.extxyz"))  # fmt: skip
+    settings = training_settings(
+        seed=1,
+        dataset=str(trained_model.parent / "train.extxyz"),
+        validation_dataset=str(trained_model.parent / "validation.extxyz"),
+    )
     config = load_config(write_config(folder / "train.yaml", settings), TrainingConfig)
     assert Trainer(config, folder, log=lambda line: None).run().status == "finished"
     return folder / MODEL
@@ -80,8 +83,11 @@ def test_a_committee_member_input_contributes_all_its_members(singles):
     pair = assemble_committee(member_0=singles[0], member_1=singles[1])
     triple = assemble_committee(a=pair, b=singles[0])
     assert triple.committee_size == 3
-    assert [triple.member_bytes(i) for i in range(3)] == [pair.member_bytes(0), pair.member_bytes(1),
-                                                          singles[0].member_bytes(0)]  # fmt: skip
+    assert [triple.member_bytes(i) for i in range(3)] == [
+        pair.member_bytes(0),
+        pair.member_bytes(1),
+        singles[0].member_bytes(0),
+    ]
 
 
 def test_mismatched_architectures_raise(singles, trained_model, tmp_path):

@@ -1,4 +1,5 @@
-"""select_candidates: frames files as ``annpot explore`` writes them → classification, the engine's picks, links."""
+"""select_candidates: frames files as ``annpot explore`` or ``annpot score`` write them → classification, the engine's
+picks (the same as ``annpot select``'s), each naming its start structure, and links."""
 
 from __future__ import annotations
 
@@ -21,25 +22,49 @@ from aiida_annpot.core.explored import read_explored_frames
 SETTINGS = {"trust_lo": 0.05, "trust_hi": 0.5, "min_distance": 1.8, "duplicate_threshold": 0.0, "max_candidates": 3}
 
 #: (stage, σ_F^max in eV/Å, smallest distance in Å) per frame of the two exploration jobs
-FRAMES_A = [(0, 0.01, 2.2), (0, 0.02, 2.25), (0, 0.10, 2.2), (0, 0.20, 2.3),
-            (1, 0.04, 2.2), (1, 0.30, 1.5), (1, 0.70, 2.0), (1, 0.15, 2.1)]  # fmt: skip
+FRAMES_A = [
+    (0, 0.01, 2.2),
+    (0, 0.02, 2.25),
+    (0, 0.10, 2.2),
+    (0, 0.20, 2.3),
+    (1, 0.04, 2.2),
+    (1, 0.30, 1.5),
+    (1, 0.70, 2.0),
+    (1, 0.15, 2.1),
+]
 FRAMES_B = [(0, 0.03, math.inf), (1, 0.25, 2.3), (1, 0.45, 2.2), (1, math.nan, 1.0)]
 
 
-def explored_frames(rows, structure: int, seed: int) -> list[Atoms]:
-    """Frames with the info and arrays of ``aiida_annpot.core.exploration._record``; fingerprints in 5-D."""
+def explored_frames(rows, structure: int, seed: int, start: str | None = None) -> list[Atoms]:
+    """Frames with the info and arrays of ``aiida_annpot.core.scoring.record_frame``; fingerprints in 5-D. Without
+    ``start`` (and without ``extrapolation``) they are frames of a file written before those were recorded."""
     rng = np.random.default_rng(seed)
     frames = []
     for step, (stage, sigma, distance) in enumerate(rows, start=1):
         atoms = bulk("Si", "diamond", a=5.43, cubic=True)
         atoms.positions += np.round(rng.normal(scale=0.05, size=atoms.positions.shape), 6)
-        frame = Atoms(numbers=atoms.numbers, positions=atoms.positions, cell=atoms.cell.array, pbc=atoms.pbc,
-                      momenta=rng.normal(scale=0.1, size=atoms.positions.shape))  # fmt: skip
-        frame.info.update({
-            "structure": structure, "stage": stage, "step": 10 * step, "temperature": 300.0 * (stage + 1),
-            "energy": -40.0 + 0.01 * step, "energy_std": sigma / 10, "max_force_std": sigma,
-            "min_distance": distance, "fingerprint": np.round(rng.uniform(-1.0, 1.0, size=5), 6),
-        })  # fmt: skip
+        frame = Atoms(
+            numbers=atoms.numbers,
+            positions=atoms.positions,
+            cell=atoms.cell.array,
+            pbc=atoms.pbc,
+            momenta=rng.normal(scale=0.1, size=atoms.positions.shape),
+        )
+        frame.info.update(
+            {
+                "structure": structure,
+                "stage": stage,
+                "step": 10 * step,
+                "temperature": 300.0 * (stage + 1),
+                "energy": -40.0 + 0.01 * step,
+                "energy_std": sigma / 10,
+                "max_force_std": sigma,
+                "min_distance": distance,
+                "fingerprint": np.round(rng.uniform(-1.0, 1.0, size=5), 6),
+            }
+        )
+        if start is not None:
+            frame.info["start"] = start
         frame.arrays["forces_std"] = np.abs(rng.normal(scale=0.05, size=(len(frame), 3)))
         frames.append(frame)
     return frames
@@ -71,8 +96,8 @@ def engine_arrays(*files: SinglefileData):
 @pytest.fixture(scope="module")
 def files():
     return {
-        "a": frames_file(explored_frames(FRAMES_A, 0, seed=1)),
-        "b": frames_file(explored_frames(FRAMES_B, 1, seed=2)),
+        "a": frames_file(explored_frames(FRAMES_A, 0, seed=1, start="si_bulk")),
+        "b": frames_file(explored_frames(FRAMES_B, 1, seed=2)),  # written before frames named their start
     }
 
 
@@ -103,8 +128,14 @@ def test_classification_overall_and_per_stage(outputs):
     assert stages[1]["frames"] == 7 and stages[1]["counts"] == {"accurate": 1, "candidate": 4, "failed": 2}
     assert stages[1]["ratios"] == pytest.approx({"accurate": 1 / 7, "candidate": 4 / 7, "failed": 2 / 7})
     # one candidate (σ 0.30) has atoms 1.5 Å apart: 5 physical candidates, 3 picked
-    assert summary["selection_counts"] == {"accurate": 4, "failed": 2, "too_close": 1, "duplicate": 0,
-                                           "not_selected": 2, "selected": 3}  # fmt: skip
+    assert summary["selection_counts"] == {
+        "accurate": 4,
+        "failed": 2,
+        "too_close": 1,
+        "duplicate": 0,
+        "not_selected": 2,
+        "selected": 3,
+    }
 
 
 def test_the_picks_are_the_engines_in_the_same_order(files, outputs):
@@ -120,6 +151,8 @@ def test_the_picks_are_the_engines_in_the_same_order(files, outputs):
         for i in expected.selected
     ]
     assert [p["max_force_std"] for p in picks] == pytest.approx(sigma[expected.selected].tolist())
+    assert [p["start"] for p in picks] == [frames[i].info.get("start") for i in expected.selected]
+    assert {p["origin"]: p["start"] for p in picks} == {"frames_a": "si_bulk", "frames_b": None}
 
     structures = sorted(key for key in outputs if key.startswith("structure_"))
     assert structures == ["structure_000", "structure_001", "structure_002"]
@@ -130,6 +163,37 @@ def test_the_picks_are_the_engines_in_the_same_order(files, outputs):
         np.testing.assert_allclose(atoms.positions, frames[index].positions, rtol=0, atol=1e-12)
         np.testing.assert_allclose(atoms.cell.array, frames[index].cell.array, rtol=0, atol=1e-12)
         assert atoms.get_chemical_symbols() == ["Si"] * 8 and atoms.pbc.all()
+
+
+def rounded(value):
+    """``value`` with every float rounded to 12 significant digits (NaN and None kept), containers recursed."""
+    if isinstance(value, dict):
+        return {key: rounded(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [rounded(item) for item in value]
+    if isinstance(value, float) and math.isfinite(value):
+        return float(f"{value:.12g}")
+    return value
+
+
+def test_annpot_select_over_the_same_files_picks_the_same(files, outputs, tmp_path):
+    """The calcfunction and ``annpot select`` go through one selection: the same summary and the same structures,
+    apart from how the origin is named (the input link label there, the file path here)."""
+    paths = []
+    for key in ("a", "b"):
+        paths.append(tmp_path / f"{key}.extxyz")
+        paths[-1].write_bytes(files[key].get_content(mode="rb"))
+    summary = selection.select_from_files(
+        [str(path) for path in paths], SelectionConfig(**SETTINGS), output=tmp_path / "selected.extxyz"
+    )
+    expected = outputs["summary"].get_dict()
+    origin = {str(paths[0]): "frames_a", str(paths[1]): "frames_b"}
+    renamed = {**summary, "selected": [{**pick, "origin": origin[pick["origin"]]} for pick in summary["selected"]]}
+    assert rounded(renamed) == rounded(expected)  # a Dict node keeps floats to about 14 digits
+    written = ase.io.read(tmp_path / "selected.extxyz", ":")
+    for rank, atoms in enumerate(written):
+        np.testing.assert_allclose(atoms.positions, outputs[f"structure_{rank:03d}"].get_ase().positions, atol=1e-12)
+        assert atoms.info.get("start") == expected["selected"][rank]["start"]  # absent where unknown
 
 
 def test_the_deviations_array(files, outputs):
@@ -171,11 +235,13 @@ def test_reference_fingerprints_trigger_the_duplicate_filter(files):
     reference = ArrayData()
     reference.set_array("fingerprints", fingerprints[[top]] + 1e-4)
     settings = {**SETTINGS, "duplicate_threshold": 0.01}
-    result = select_candidates(selection_settings=Dict(settings), reference_fingerprints=reference,
-                               frames_a=files["a"], frames_b=files["b"])  # fmt: skip
+    result = select_candidates(
+        selection_settings=Dict(settings), reference_fingerprints=reference, frames_a=files["a"], frames_b=files["b"]
+    )
 
-    expected = selection.select_candidates(sigma, distance, fingerprints, SelectionConfig(**settings),
-                                           reference.get_array("fingerprints"))  # fmt: skip
+    expected = selection.select_candidates(
+        sigma, distance, fingerprints, SelectionConfig(**settings), reference.get_array("fingerprints")
+    )
     assert expected.status[top] == "duplicate" and top not in expected.selected
     summary = result["summary"].get_dict()
     assert summary["selection_counts"]["duplicate"] == 1 and summary["selection_counts"]["selected"] == 3

@@ -13,8 +13,14 @@ from aiida_annpot.core import selection
 from aiida_annpot.core.explored import read_explored_frames
 from tests.calcfunctions.test_select_candidates import explored_frames, frames_file
 
-SETTINGS = {"trust_lo": 0.05, "trust_hi": 0.5, "min_distance": 1.8, "duplicate_threshold": 0.0, "max_candidates": 3,
-            "extrapolation_tolerance": 0.1}  # fmt: skip
+SETTINGS = {
+    "trust_lo": 0.05,
+    "trust_hi": 0.5,
+    "min_distance": 1.8,
+    "duplicate_threshold": 0.0,
+    "max_candidates": 3,
+    "extrapolation_tolerance": 0.1,
+}
 #: (stage, σ_F^max, smallest distance) per frame: accurate frames 0, 1, 4, 5; candidates 2, 3; failed 6
 ROWS = [(0, 0.01, 2.2), (0, 0.02, 2.25), (0, 0.10, 2.2), (1, 0.20, 2.3), (1, 0.04, 2.2), (1, 0.03, 2.2), (1, 0.7, 2.0)]
 #: frame 1 is accurate but far out of range, 5 just inside the tolerance, 6 out of range but failed
@@ -48,8 +54,9 @@ def test_candidate_promotes_the_accurate_out_of_range_frame_and_nothing_else(gra
     expected = {}
     for mode in ("ignore", "candidate"):
         config = SelectionConfig(**SETTINGS, extrapolation=mode)
-        expected[mode] = selection.select_candidates(sigma, np.array([r[2] for r in ROWS]), fingerprints, config,
-                                                     extrapolation=np.array(GRADES))  # fmt: skip
+        expected[mode] = selection.select_candidates(
+            sigma, np.array([r[2] for r in ROWS]), fingerprints, config, extrapolation=np.array(GRADES)
+        )
     # ignore: the two committee candidates; candidate: frame 1 joins them and, under the cap of 3, is selected
     assert np.flatnonzero(ignore["deviations"].get_array("selected")).tolist() == [2, 3]
     assert np.flatnonzero(candidate["deviations"].get_array("selected")).tolist() == [1, 2, 3]
@@ -60,8 +67,12 @@ def test_candidate_promotes_the_accurate_out_of_range_frame_and_nothing_else(gra
     summary, plain = candidate["summary"].get_dict(), ignore["summary"].get_dict()
     assert summary["counts"] == plain["counts"] == {"accurate": 4, "candidate": 2, "failed": 1}  # the committee's
     assert summary["selection_counts"] == {**plain["selection_counts"], "accurate": 3, "selected": 3}
-    assert summary["extrapolation"] == {"tolerance": 0.1, "out_of_range": 3, "ratio": pytest.approx(3 / 7),
-                                        "promoted": 1}  # fmt: skip
+    assert summary["extrapolation"] == {
+        "tolerance": 0.1,
+        "out_of_range": 3,
+        "ratio": pytest.approx(3 / 7),
+        "promoted": 1,
+    }
     assert plain["extrapolation"]["promoted"] == 0
     stages = {entry["stage"]: entry["extrapolation"]["out_of_range"] for entry in summary["stages"]}
     assert stages == {0: 1, 1: 2}

@@ -21,15 +21,24 @@ from tests.submission import copy_dicts, validation_error
 
 ZBL = {"name": "zbl", "parameters": {"inner": 1.0, "outer": 3.0}}
 BAD_BASELINES = [
-    ({"name": "nonexistent"}, ("unknown baseline 'nonexistent'", "zbl, lj, morse, emt", "package.module.ClassName",
-                               "invalid TrainingConfig")),
-    ({"name": "zbl", "parameters": {"outr": 2.0}}, ("baseline 'zbl' does not take parameter(s) outr",
-                                                    "invalid TrainingConfig")),
+    (
+        {"name": "nonexistent"},
+        ("unknown baseline 'nonexistent'", "zbl, lj, morse, emt", "package.module.ClassName", "invalid TrainingConfig"),
+    ),
+    (
+        {"name": "zbl", "parameters": {"outr": 2.0}},
+        ("baseline 'zbl' does not take parameter(s) outr", "invalid TrainingConfig"),
+    ),
     # an import path would be imported by the daemon and on the cluster, where no one trusted it
-    ({"name": "ase.calculators.gulp.GULP", "parameters": {"command": "touch marker"}},
-     ("baseline.name 'ase.calculators.gulp.GULP' is an import path", "registered baselines only",
-      "aiida_annpot.baselines")),
-]  # fmt: skip
+    (
+        {"name": "ase.calculators.gulp.GULP", "parameters": {"command": "touch marker"}},
+        (
+            "baseline.name 'ase.calculators.gulp.GULP' is an import path",
+            "registered baselines only",
+            "aiida_annpot.baselines",
+        ),
+    ),
+]
 
 
 @pytest.fixture(scope="module")
@@ -44,8 +53,12 @@ def train_inputs(annpot_code, dataset, training_settings):
 
 @pytest.fixture
 def committee_inputs(annpot_code, dataset, training_settings):
-    return {"dataset": dataset, "config": Dict(training_settings(baseline=ZBL)), "committee_size": Int(2),
-            "train": {"train": {"code": annpot_code}}}  # fmt: skip
+    return {
+        "dataset": dataset,
+        "config": Dict(training_settings(baseline=ZBL)),
+        "committee_size": Int(2),
+        "train": {"train": {"code": annpot_code}},
+    }
 
 
 def counts() -> tuple[int, int]:

@@ -1,4 +1,5 @@
-"""AnnExploreCalculation end to end: committee MD by ``annpot explore`` on the local computer, and validation."""
+"""AnnExploreCalculation end to end: committee MD by ``annpot explore`` on the local computer, the selection over
+its frames by ``select_candidates``, and validation."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from aiida.engine import run_get_node
 from aiida.orm import ArrayData, Dict, SinglefileData, StructureData
 from ase.build import bulk
 
+from aiida_annpot.calcfunctions import select_candidates
 from aiida_annpot.calculations.explore import AnnExploreCalculation
 from aiida_annpot.common.config import TrainingConfig
 from aiida_annpot.core.explored import read_explored_frames
@@ -15,8 +17,10 @@ from aiida_annpot.core.selection import classify
 from aiida_annpot.core.training import MODEL, Trainer
 from aiida_annpot.data import AnnPotential, AtomisticDataset
 
-STAGES = [{"temperature": 300.0, "steps": 10, "sample_interval": 5, "timestep": 1.0},
-          {"temperature": 600.0, "steps": 10, "sample_interval": 2, "timestep": 1.0}]  # fmt: skip
+STAGES = [
+    {"temperature": 300.0, "steps": 10, "sample_interval": 5, "timestep": 1.0},
+    {"temperature": 600.0, "steps": 10, "sample_interval": 2, "timestep": 1.0},
+]
 TRUST = {"trust_lo": 0.02, "trust_hi": 0.5}
 
 
@@ -24,8 +28,11 @@ TRUST = {"trust_lo": 0.02, "trust_hi": 0.5}
 def committee(trained_model, training_settings, tmp_path_factory):
     """Two members of one architecture: the session's trained model (seed 0) and a seed-1 run on its data."""
     folder = tmp_path_factory.mktemp("second_member")
-    settings = training_settings(seed=1, dataset=str(trained_model.parent / "train.extxyz"),
-                                 validation_dataset=str(trained_model.parent / "validation.extxyz"))  # fmt: skip
+    settings = training_settings(
+        seed=1,
+        dataset=str(trained_model.parent / "train.extxyz"),
+        validation_dataset=str(trained_model.parent / "validation.extxyz"),
+    )
     assert Trainer(TrainingConfig(**settings), folder, log=lambda line: None).run().status == "finished"
     return AnnPotential.from_files([trained_model, folder / MODEL]).store()
 
@@ -54,8 +61,7 @@ def explored(annpot_code, committee, trained_model):
     """Two start structures through two stages, with the training set as reference: (results, node)."""
     reference = AtomisticDataset.from_extxyz(trained_model.parent / "train.extxyz").store()
     structures = {"b_strained": cu_start(3.66, seed=1), "a_ideal": cu_start(3.61, seed=0)}
-    builder = explore_builder(annpot_code, committee, structures, {"stages": STAGES, "selection": TRUST},
-                              reference_dataset=reference)  # fmt: skip
+    builder = explore_builder(annpot_code, committee, structures, {"stages": STAGES}, reference_dataset=reference)
     return run_get_node(builder)
 
 
@@ -73,8 +79,12 @@ def test_exploration_outputs(explored, tmp_path):
     assert fingerprints.shape[0] == len(frames) and np.isfinite(fingerprints).all()
 
     # trajectories in key order (a_ideal first), every stage, frames every sample_interval steps
-    expected = [(s, k, step) for s in range(2) for k, stage in enumerate(STAGES)
-                for step in range(stage["sample_interval"], stage["steps"] + 1, stage["sample_interval"])]  # fmt: skip
+    expected = [
+        (s, k, step)
+        for s in range(2)
+        for k, stage in enumerate(STAGES)
+        for step in range(stage["sample_interval"], stage["steps"] + 1, stage["sample_interval"])
+    ]
     assert [(f.info["structure"], f.info["stage"], f.info["step"]) for f in frames] == expected
     starts = node.inputs.structures
     first = frames[0]
@@ -85,6 +95,7 @@ def test_exploration_outputs(explored, tmp_path):
         assert np.isfinite(frame.positions).all()
         assert frame.info["max_force_std"] > 0  # two different members disagree somewhat
         assert frame.arrays["forces_std"].shape == (len(frame),)
+        assert frame.info["start"] == ("a_ideal", "b_strained")[frame.info["structure"]]  # the namespace key
 
 
 def test_summary_counts_match_the_frames(explored, tmp_path):
@@ -95,27 +106,51 @@ def test_summary_counts_match_the_frames(explored, tmp_path):
     frames, _ = read_explored_frames(path)
 
     assert summary["frames"] == len(frames)
-    status = classify(np.array([f.info["max_force_std"] for f in frames]), TRUST["trust_lo"], TRUST["trust_hi"])
-    assert summary["counts"] == {name: int(np.count_nonzero(status == name)) for name in ("accurate", "candidate",
-                                                                                          "failed")}  # fmt: skip
-    assert sum(summary["counts"].values()) == len(frames)
-    assert sum(summary["ratios"].values()) == pytest.approx(1.0)
-
+    assert "counts" not in summary and "selection" not in summary  # the job samples and scores, it does not select
     stages = summary["stages"]
     assert [stage["temperature"] for stage in stages] == [s["temperature"] for s in STAGES]
     for k, stage in enumerate(stages):
         assert stage["frames"] == sum(f.info["stage"] == k for f in frames)
-        assert sum(stage["counts"].values()) == stage["frames"]
     assert sum(stage["frames"] for stage in stages) == summary["frames"]
 
     assert summary["stop_reasons"]["completed"] == len(summary["trajectories"]) == 4
-    assert [t["steps"] for t in summary["trajectories"]] == [STAGES[t["stage"]]["steps"]
-                                                             for t in summary["trajectories"]]  # fmt: skip
-    selected = summary["selection"]["selected"]
-    assert len(selected) <= summary["counts"]["candidate"]
-    for pick in selected:
+    assert [t["steps"] for t in summary["trajectories"]] == [
+        STAGES[t["stage"]]["steps"] for t in summary["trajectories"]
+    ]
+
+
+def test_select_candidates_over_the_frames_names_the_start_structures(explored, tmp_path):
+    """The selection over the job's frames (and the training set's fingerprints): classification in the trust
+    window, picks among the candidates, each naming the job's frames file and its start structure's key."""
+    results, _ = explored
+    path = tmp_path / "frames.extxyz"
+    path.write_bytes(results["frames"].get_content(mode="rb"))
+    frames, _ = read_explored_frames(path)
+    reference = results["reference_fingerprints"]
+    selected = select_candidates(
+        selection_settings=Dict(TRUST), reference_fingerprints=reference, frames_0=results["frames"]
+    )
+    summary = selected["summary"].get_dict()
+
+    status = classify(np.array([f.info["max_force_std"] for f in frames]), TRUST["trust_lo"], TRUST["trust_hi"])
+    assert summary["counts"] == {
+        name: int(np.count_nonzero(status == name)) for name in ("accurate", "candidate", "failed")
+    }
+    assert sum(summary["counts"].values()) == summary["frames"] == len(frames)
+    assert sum(summary["ratios"].values()) == pytest.approx(1.0)
+    for stage in summary["stages"]:
+        assert sum(stage["counts"].values()) == results["summary"]["stages"][stage["stage"]]["frames"]
+
+    picks = summary["selected"]
+    assert 0 < len(picks) <= summary["counts"]["candidate"]
+    by_id = {(f.info["structure"], f.info["stage"], f.info["step"]): f for f in frames}
+    for rank, pick in enumerate(picks):
         assert TRUST["trust_lo"] <= pick["max_force_std"] < TRUST["trust_hi"]
-        assert frames[pick["frame"]].info["step"] == pick["step"]
+        frame = by_id[(pick["structure"], pick["stage"], pick["step"])]
+        assert pick["max_force_std"] == pytest.approx(frame.info["max_force_std"], rel=1e-12)
+        assert pick["origin"] == "frames_0" and pick["start"] == frame.info["start"]
+        np.testing.assert_allclose(selected[f"structure_{rank:03d}"].get_ase().positions, frame.positions, atol=1e-12)
+    assert {pick["start"] for pick in picks} <= {"a_ideal", "b_strained"}
 
 
 def test_reference_fingerprints_have_one_row_per_reference_frame(explored, tmp_path):
@@ -153,13 +188,14 @@ def test_no_start_structures_is_rejected(annpot_code, committee):
     [
         ({"stages": STAGES, "models": ["m.safetensors"]}, r"do not set models: the calculation writes these files"),
         ({"stages": STAGES, "structures": "s.extxyz"}, r"do not set structures"),
-        ({"stages": STAGES, "selection": {"trust_lo": 0.5, "trust_hi": 0.3}},
-         r"trust_lo \(0\.5\) must be below trust_hi \(0\.3\)"),
-        ({"stages": STAGES, "selection": {"trust_lo": 0.3, "trust_hi": 0.3}}, r"trust_lo \(0\.3\) must be below"),
+        (
+            {"stages": STAGES, "selection": {"trust_lo": 0.05, "trust_hi": 0.3}},
+            r"selection is not an exploration setting.*select_candidates",
+        ),
         ({"stages": []}, r"stages: List should have at least 1 item"),
         ({"stages": STAGES, "thermostat": "nose"}, r"thermostat: Extra inputs are not permitted"),
     ],
-)  # fmt: skip
+)
 def test_invalid_config_is_rejected_at_submit(annpot_code, committee, settings, problem):
     with pytest.raises(ValueError, match=problem):
         run_get_node(explore_builder(annpot_code, committee, {"cu": cu_start(3.61, 0)}, settings))

@@ -168,8 +168,9 @@ def test_invalid_config_is_rejected_at_submit(annpot_code, dataset, training_set
 
 @pytest.mark.parametrize("member", [1, -1])
 def test_parent_member_out_of_range_is_rejected(annpot_code, dataset, trained, training_settings, member):
-    builder = train_builder(annpot_code, dataset, training_settings(), parent_potential=trained[0]["potential"],
-                            parent_member=Int(member))  # fmt: skip
+    builder = train_builder(
+        annpot_code, dataset, training_settings(), parent_potential=trained[0]["potential"], parent_member=Int(member)
+    )
     with pytest.raises(ValueError, match=rf"parent_member {member} is not a member of a committee of 1"):
         run_get_node(builder)
 
@@ -189,15 +190,20 @@ def test_dataset_elements_outside_config_elements_are_rejected(annpot_code, data
 def test_submitted_configuration_names_the_written_files(annpot_code, dataset, training_settings, trained):
     """A dry run writes the YAML the engine reads: the given settings plus the calculation's own file names, and a
     wall-time budget of 85 % of the scheduler's limit."""
-    builder = train_builder(annpot_code, dataset, training_settings(), validation_dataset=dataset,
-                            parent_potential=trained[0]["potential"])  # fmt: skip
+    builder = train_builder(
+        annpot_code, dataset, training_settings(), validation_dataset=dataset, parent_potential=trained[0]["potential"]
+    )
     builder.metadata.dry_run = True
     builder.metadata.options.max_wallclock_seconds = 1000
     _, node = run_get_node(builder)
     written = yaml.safe_load((Path(node.dry_run_info["folder"]) / "train.yaml").read_text())
-    assert written == {**training_settings(), "dataset": "dataset.extxyz",
-                       "validation_dataset": "validation.extxyz", "init_model": "init_model.safetensors",
-                       "wall_time": 850.0}  # fmt: skip
+    assert written == {
+        **training_settings(),
+        "dataset": "dataset.extxyz",
+        "validation_dataset": "validation.extxyz",
+        "init_model": "init_model.safetensors",
+        "wall_time": 850.0,
+    }
 
 
 # --- failures the engine reports ------------------------------------------------------------------------------------

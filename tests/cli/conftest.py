@@ -55,10 +55,15 @@ def write_campaign(tmp_path, pw_code, annpot_code, si_pseudo_family):
     def write(element: str = "Si", **changes) -> Path:
         atoms = bulk("Si", "diamond", a=5.43, cubic=True) if element == "Si" else bulk(element, "fcc", a=3.61)
         ase.io.write(tmp_path / "cell.cif", atoms)
-        campaign = {"label": "cli-test", "protocol": "fast", "structures": {"cell": "cell.cif"},
-                    "pseudo_family": si_pseudo_family,
-                    "codes": {"pw": pw_code.full_label, "annpot": annpot_code.full_label},
-                    "overrides": {}, "options": {}}  # fmt: skip
+        campaign = {
+            "label": "cli-test",
+            "protocol": "fast",
+            "structures": {"cell": "cell.cif"},
+            "pseudo_family": si_pseudo_family,
+            "codes": {"reference": pw_code.full_label, "annpot": annpot_code.full_label},
+            "overrides": {},
+            "options": {},
+        }
         campaign.update(changes)
         path = tmp_path / "campaign.yaml"
         path.write_text(yaml.safe_dump({k: v for k, v in campaign.items() if v is not None}, sort_keys=False))
@@ -77,16 +82,32 @@ def count_processes(aiida_profile):
 
 #: Iteration rows as a running campaign publishes them: one finished iteration and the running one.
 ROWS = [
-    {"iteration": 1, "labels_submitted": 4, "labels_added": 4, "labels_failed": 0, "dataset_frames": 4,
-     "validation": {"energy_rmse": 12.5, "force_rmse": 0.21}, "frames": 20,
-     "ratios": {"accurate": 0.6, "candidate": 0.3, "failed": 0.1}, "out_of_range": 0.25, "selected": 3,
-     "last_stage_ratios": {"accurate": 0.55, "candidate": 0.35, "failed": 0.1}, "test_labels_failed": 1,
-     "test": {"energy_rmse": 8.25, "force_rmse": 0.123, "bulk_modulus_error": -0.052, "vacancy_error": 0.41},
-     "converged": False,
-     "unmet": ["last stage accurate 0.600 < 0.9"]},
-    {"iteration": 2, "labels_submitted": 3, "labels_added": 3, "labels_failed": 0, "dataset_frames": 7,
-     "running": True},
-]  # fmt: skip
+    {
+        "iteration": 1,
+        "labels_submitted": 4,
+        "labels_added": 4,
+        "labels_failed": 0,
+        "dataset_frames": 4,
+        "validation": {"energy_rmse": 12.5, "force_rmse": 0.21},
+        "frames": 20,
+        "ratios": {"accurate": 0.6, "candidate": 0.3, "failed": 0.1},
+        "out_of_range": 0.25,
+        "selected": 3,
+        "last_stage_ratios": {"accurate": 0.55, "candidate": 0.35, "failed": 0.1},
+        "test_labels_failed": 1,
+        "test": {"energy_rmse": 8.25, "force_rmse": 0.123, "bulk_modulus_error": -0.052, "vacancy_error": 0.41},
+        "converged": False,
+        "unmet": ["last stage accurate 0.600 < 0.9"],
+    },
+    {
+        "iteration": 2,
+        "labels_submitted": 3,
+        "labels_added": 3,
+        "labels_failed": 0,
+        "dataset_frames": 7,
+        "running": True,
+    },
+]
 
 
 @pytest.fixture

@@ -78,22 +78,30 @@ def test_lineage_of_the_potential_lists_exactly_the_dataset_sources(run_cli, fas
     sources = set(outputs["dataset"].sources)
     listed = {word for word in result.output.split() if len(word) == 36 and word.count("-") == 4}
     assert listed == sources
-    assert f"learned from {len(sources)} PwCalculation(s)" in result.output
+    assert f"learned from {len(sources)} reference calculation(s)" in result.output
+    rows = [line.split() for line in result.output.splitlines() if any(uuid in line for uuid in sources)]
+    assert len(rows) == len(sources) and all(row[1] == "PwCalculation" for row in rows), rows
 
 
 def test_lineage_of_a_selected_structure_names_its_exploration_and_committee(run_cli, fast_si_campaign):
     _, node = fast_si_campaign
-    structure = _second_reference(node).base.links.get_incoming(node_class=StructureData).all()[0].node
+    labelled = _second_reference(node).base.links.get_incoming(
+        node_class=StructureData, link_label_filter="structures__%"
+    )  # not its cells
+    structure = labelled.all()[0].node
     explore = [p for p in structure.creator.base.links.get_incoming().all() if p.link_label.startswith("frames")]
     explore_pks = {link.node.creator.pk for link in explore}
-    first_committee = sorted((c for c in node.called if c.process_label == "CommitteeTrainingWorkChain"),
-                             key=lambda c: c.ctime)[0].outputs.potential  # fmt: skip
+    first_committee = sorted(
+        (c for c in node.called if c.process_label == "CommitteeTrainingWorkChain"), key=lambda c: c.ctime
+    )[0].outputs.potential
     result = run_cli("lineage", structure.pk)
     assert result.exit_code == 0, result.output
     assert "select_candidates" in result.output
     assert any(f"AnnExploreCalculation<{pk}>" in result.output for pk in explore_pks)
     assert f"AnnPotential<{first_committee.pk}>" in result.output
-    assert "labelled by 1 PwCalculation(s)" in result.output
+    assert "labelled by 1 reference run(s)" in result.output
+    (row,) = [line.split() for line in result.output.splitlines() if "QuantumEspressoLabelWorkChain" in line]
+    assert row[3] == "0" and float(row[4]) < 0, row  # finished OK, with its label's energy (eV)
 
 
 def test_lineage_of_a_generated_structure_names_its_parent(run_cli, fast_si_campaign):

@@ -54,8 +54,26 @@ def test_status_of_a_running_campaign_reads_the_live_extra(run_cli, fake_campaig
     assert lines[0] == f"ActiveLearningWorkChain<{node.pk}> 'fake': waiting"
     first = next(line for line in lines if line.split()[:1] == ["1"])
     # labels, validation errors, test-set errors (E, F, B0 relative, vacancy eV), last-stage accurate share, ratios
-    assert first.split() == ["1", "4", "0", "(+1", "test)", "4", "12.50", "0.210", "8.25", "0.123", "-5.2%", "0.41",
-                             "0.55", "0.30", "0.10", "3", "not", "converged"]  # fmt: skip
+    assert first.split() == [
+        "1",
+        "4",
+        "0",
+        "(+1",
+        "test)",
+        "4",
+        "12.50",
+        "0.210",
+        "8.25",
+        "0.123",
+        "-5.2%",
+        "0.41",
+        "0.55",
+        "0.30",
+        "0.10",
+        "3",
+        "not",
+        "converged",
+    ]
     second = next(line for line in lines if line.split()[:1] == ["2"])
     assert second.split()[-1] == "running" and "-" in second.split()
 
@@ -147,10 +165,12 @@ def test_resume_reports_a_failure_to_play(run_cli, fake_campaign):
     assert "could not play the paused processes" in result.output
 
 
-@pytest.mark.parametrize(("command", "function", "past"), [("pause", "pause_processes", "paused"),
-                                                          ("kill", "kill_processes", "killed")])  # fmt: skip
-def test_pause_and_kill_act_on_the_campaign_and_every_active_child(run_cli, fake_campaign, monkeypatch, command,
-                                                                   function, past):  # fmt: skip
+@pytest.mark.parametrize(
+    ("command", "function", "past"), [("pause", "pause_processes", "paused"), ("kill", "kill_processes", "killed")]
+)
+def test_pause_and_kill_act_on_the_campaign_and_every_active_child(
+    run_cli, fake_campaign, monkeypatch, command, function, past
+):
     """As for resume, the broker round trip is replaced by a recorder (tests/integration runs it for real): the
     campaign comes first, then every active descendant; a paused child is not paused again, and pause leaves running
     calculations alone (they finish; nothing new is created)."""
@@ -194,7 +214,91 @@ def test_verdi_draws_a_campaigns_provenance_graph(fake_campaign, emt_frames, tmp
     dataset = AtomisticDataset.from_frames(emt_frames(n=2, seed=5)).store()
     dataset.base.links.add_incoming(node, LinkType.RETURN, "dataset")
     output = tmp_path / "campaign.png"
-    result = CliRunner().invoke(verdi_node, ["graph", "generate", str(node.pk), "--output-format", "png",
-                                             "--output-file", str(output)], catch_exceptions=False)  # fmt: skip
+    result = CliRunner().invoke(
+        verdi_node,
+        ["graph", "generate", str(node.pk), "--output-format", "png", "--output-file", str(output)],
+        catch_exceptions=False,
+    )
     assert result.exit_code == 0, result.output
     assert output.read_bytes().startswith(b"\x89PNG") and output.stat().st_size > 1000
+
+
+# --- lineage on a hand-made graph: potential ← training ← dataset ← merge_dataset ← label ← PwCalculation ----------
+
+
+def _labelling_run(structure, label=None, exit_status: int = 0) -> WorkChainNode:
+    """A finished QuantumEspressoLabelWorkChain node on ``structure`` returning ``label`` (None: it failed)."""
+    from aiida.orm import WorkflowNode
+
+    node = WorkChainNode()
+    node.process_type = "aiida.workflows:annpot.labelling.quantumespresso"
+    node.set_process_label("QuantumEspressoLabelWorkChain")
+    node.base.links.add_incoming(structure, LinkType.INPUT_WORK, "structure")
+    node.store()
+    if label is not None:
+        label.base.links.add_incoming(node, LinkType.RETURN, "label")
+    node.set_process_state(ProcessState.FINISHED)
+    node.set_exit_status(exit_status)
+    node.seal()
+    assert isinstance(node, WorkflowNode)
+    return node
+
+
+@pytest.fixture
+def learned_graph(aiida_profile, trained_model):
+    """Two labelled structures, the second a duplicate the merge rejects, a failed labelling run of the first, and a
+    potential trained on the merged dataset."""
+    from aiida.orm import CalcJobNode
+
+    from aiida_annpot.calcfunctions import merge_dataset
+    from aiida_annpot.data import AnnPotential
+    from aiida_annpot.workflows.labelling.quantumespresso import quantumespresso_label
+
+    from ..workflows.test_labelling_quantumespresso import pw_outputs, si_structure
+
+    kept, twin = pw_outputs(si_structure(1), energy=-850.25), pw_outputs(si_structure(1), energy=-700.0)
+    labels = {
+        key: quantumespresso_label(outputs["parameters"], outputs["trajectory"])
+        for key, outputs in (("a", kept), ("b", twin))
+    }
+    failed = _labelling_run(kept["structure"], exit_status=310)
+    run = _labelling_run(kept["structure"], labels["a"])
+    _labelling_run(twin["structure"], labels["b"])
+    merged = merge_dataset(
+        structure_a=kept["structure"], label_a=labels["a"], structure_b=twin["structure"], label_b=labels["b"]
+    )
+    assert list(merged["rejected"].get_dict()) == ["b"]
+    train = CalcJobNode(process_type="aiida.calculations:annpot.train")
+    train.base.links.add_incoming(merged["dataset"], LinkType.INPUT_CALC, "dataset")
+    train.store()
+    potential = AnnPotential.from_files([trained_model])
+    potential.base.links.add_incoming(train, LinkType.CREATE, "potential")
+    potential.store()
+    return {"potential": potential, "kept": kept, "twin": twin, "run": run, "failed": failed}
+
+
+def test_lineage_of_a_potential_lists_the_calculations_of_its_kept_labels(run_cli, learned_graph):
+    from aiida_annpot.cli.lineage import learned_from
+
+    kept = learned_graph["kept"]
+    ((calculation, label),) = learned_from(learned_graph["potential"])
+    assert calculation.uuid == kept["calc"].uuid and label.calculation_uuid == kept["calc"].uuid
+    result = run_cli("lineage", learned_graph["potential"].pk)
+    assert result.exit_code == 0, result.output
+    assert "learned from 1 reference calculation(s)" in result.output
+    header = next(line for line in result.output.splitlines() if line.startswith("PK"))
+    assert header.split() == ["PK", "process", "UUID", "formula", "energy", "(eV)"]
+    (row,) = [line.split() for line in result.output.splitlines() if kept["calc"].uuid in line]
+    assert row == [str(kept["calc"].pk), "PwCalculation", kept["calc"].uuid, "Si8", "-850.250000"]
+    assert learned_graph["twin"]["calc"].uuid not in result.output, "a rejected label is not learned from"
+
+
+def test_lineage_of_a_structure_lists_its_labelling_runs(run_cli, learned_graph):
+    structure, run, failed = learned_graph["kept"]["structure"], learned_graph["run"], learned_graph["failed"]
+    result = run_cli("lineage", structure.pk)
+    assert result.exit_code == 0, result.output
+    assert "an input structure, not made by a calculation" in result.output
+    assert "labelled by 2 reference run(s)" in result.output
+    rows = {line.split()[0]: line.split() for line in result.output.splitlines() if line.split()[:1] != ["PK"]}
+    assert rows[str(run.pk)] == [str(run.pk), "QuantumEspressoLabelWorkChain", run.uuid, "0", "-850.250000"]
+    assert rows[str(failed.pk)] == [str(failed.pk), "QuantumEspressoLabelWorkChain", failed.uuid, "310", "-"]

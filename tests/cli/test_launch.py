@@ -5,6 +5,21 @@ from __future__ import annotations
 import pytest
 
 from aiida_annpot.cli.campaign_file import CampaignFileError, build_from_file
+from aiida_annpot.workflows.labelling import labeller_names
+
+#: The refusal of a labeller that is not installed: it names every installed one.
+UNKNOWN_LABELLER = f"labeller: unknown labeller 'vasp'; installed: {', '.join(labeller_names())}"
+
+
+# Port tests run no DFT: a fixture code and a generated pseudopotential family stand in for pw.x and Debian's UPF.
+@pytest.fixture(scope="session")
+def pw_code(fixture_pw_code):
+    return fixture_pw_code
+
+
+@pytest.fixture(scope="session")
+def si_pseudo_family(generated_si_family):
+    return generated_si_family
 
 
 def _refused(run_cli, count_processes, path, *fields, daemon=False):
@@ -39,24 +54,65 @@ def test_typo_key_is_named(run_cli, write_campaign, count_processes):
 
 
 def test_typo_inside_codes_is_named(run_cli, write_campaign, count_processes, pw_code):
-    codes = {"pw": pw_code.full_label, "anpot": "annpot@localhost"}
+    codes = {"reference": pw_code.full_label, "anpot": "annpot@localhost"}
     _refused(run_cli, count_processes, write_campaign(codes=codes), "codes.anpot: unknown key", "codes.annpot")
 
 
 def test_missing_code_is_named(run_cli, write_campaign, count_processes, annpot_code, local_computer):
     label = f"nocode@{local_computer.label}"
-    _refused(run_cli, count_processes, write_campaign(codes={"pw": label, "annpot": annpot_code.full_label}),
-             f"codes.pw: no code {label!r}")  # fmt: skip
+    _refused(
+        run_cli,
+        count_processes,
+        write_campaign(codes={"reference": label, "annpot": annpot_code.full_label}),
+        f"codes.reference: no code {label!r}",
+    )
+    # under the Quantum ESPRESSO alias the message names the key the file uses
+    _refused(
+        run_cli,
+        count_processes,
+        write_campaign(codes={"pw": label, "annpot": annpot_code.full_label}),
+        f"codes.pw: no code {label!r}",
+    )
 
 
 def test_unknown_computer_is_named(run_cli, write_campaign, count_processes, annpot_code):
-    codes = {"pw": "pw@nowhere", "annpot": annpot_code.full_label}
-    _refused(run_cli, count_processes, write_campaign(codes=codes), "codes.pw: no computer 'nowhere'")
+    codes = {"reference": "pw@nowhere", "annpot": annpot_code.full_label}
+    _refused(run_cli, count_processes, write_campaign(codes=codes), "codes.reference: no computer 'nowhere'")
 
 
 def test_code_of_the_wrong_plugin_is_named(run_cli, write_campaign, count_processes, annpot_code):
-    codes = {"pw": annpot_code.full_label, "annpot": annpot_code.full_label}
-    _refused(run_cli, count_processes, write_campaign(codes=codes), "codes.pw:", "quantumespresso.pw")
+    codes = {"reference": annpot_code.full_label, "annpot": annpot_code.full_label}
+    _refused(run_cli, count_processes, write_campaign(codes=codes), "codes.reference:", "quantumespresso.pw")
+
+
+def test_the_pw_code_of_a_quantum_espresso_campaign_may_be_given_as_codes_pw(write_campaign, pw_code, annpot_code):
+    """``codes.pw`` is the key of campaign files written before the labeller seam, and reads as codes.reference."""
+    builder = build_from_file(write_campaign(codes={"pw": pw_code.full_label, "annpot": annpot_code.full_label}))
+    assert builder.reference.code.uuid == pw_code.uuid and builder.reference.labeller.value == "quantumespresso"
+    assert builder.committee.train.train.code.uuid == annpot_code.uuid
+
+
+@pytest.mark.parametrize("codes", [{"reference": "pw@a", "pw": "pw@b"}, {}], ids=["both", "neither"])
+def test_the_reference_code_must_be_given_once(run_cli, write_campaign, count_processes, annpot_code, codes):
+    _refused(
+        run_cli,
+        count_processes,
+        write_campaign(codes={**codes, "annpot": annpot_code.full_label}),
+        "codes:",
+        "give the reference code once, as codes.reference (codes.pw is the same key)",
+    )
+
+
+def test_the_labeller_key_names_the_reference_code(write_campaign, pw_code):
+    builder = build_from_file(write_campaign(labeller="quantumespresso"))
+    assert builder.reference.labeller.value == "quantumespresso" and builder.reference.code.uuid == pw_code.uuid
+    default = build_from_file(write_campaign())  # without the key: the protocol's labeller
+    assert default.reference.labeller.value == "quantumespresso"
+    assert default.reference.settings.get_dict() == builder.reference.settings.get_dict()
+
+
+def test_an_unknown_labeller_is_named_with_the_installed_ones(run_cli, write_campaign, count_processes):
+    _refused(run_cli, count_processes, write_campaign(labeller="vasp"), UNKNOWN_LABELLER)
 
 
 def test_unreadable_structure_file_is_named(run_cli, write_campaign, count_processes, tmp_path):
@@ -74,6 +130,10 @@ def test_pseudo_family_without_the_element_is_named(run_cli, write_campaign, cou
 
 def test_missing_pseudo_family_is_named(run_cli, write_campaign, count_processes):
     _refused(run_cli, count_processes, write_campaign(pseudo_family="NoSuchFamily"), "pseudo_family:", "NoSuchFamily")
+
+
+def test_a_quantum_espresso_campaign_without_a_pseudo_family_is_named(run_cli, write_campaign, count_processes):
+    _refused(run_cli, count_processes, write_campaign(pseudo_family=None), "pseudo_family: none given")
 
 
 def test_unknown_protocol_is_named(run_cli, write_campaign, count_processes):
@@ -96,11 +156,11 @@ def test_port_validation_runs_before_submission(run_cli, write_campaign, count_p
 
 
 def test_several_problems_are_reported_together(write_campaign, annpot_code):
-    codes = {"pw": "pw@nowhere", "annpot": annpot_code.full_label}
+    codes = {"reference": "pw@nowhere", "annpot": annpot_code.full_label}
     with pytest.raises(CampaignFileError) as info:
         build_from_file(write_campaign(codes=codes, structures={"si": "nowhere.cif"}, protocol="turbo"))
     message = str(info.value)
-    assert "codes.pw" in message and "structures.si" in message and "protocol" in message
+    assert "codes.reference" in message and "structures.si" in message and "protocol" in message
 
 
 def test_file_that_is_not_a_mapping_is_refused(run_cli, tmp_path, count_processes):
@@ -150,29 +210,61 @@ def test_overlapping_atoms_are_refused_before_any_dft(run_cli, write_campaign, c
     atoms = bulk("Si", "diamond", a=5.43, cubic=True)
     atoms.positions[1] = atoms.positions[0] + [0.3, 0.0, 0.0]
     ase.io.write(tmp_path / "overlap.cif", atoms)
-    _refused(run_cli, count_processes, write_campaign(structures={"si": "overlap.cif"}),
-             "structure structures.si: atoms 0 (Si) and 1 (Si) are 0.300 Å apart", "covalent radii")  # fmt: skip
+    _refused(
+        run_cli,
+        count_processes,
+        write_campaign(structures={"si": "overlap.cif"}),
+        "structure structures.si: atoms 0 (Si) and 1 (Si) are 0.300 Å apart",
+        "covalent radii",
+    )
 
 
 @pytest.mark.parametrize(
     ("overrides", "fragments"),
     [
-        ({"reference": {"pw_parameters": {"ELECTRONS": {"conv_thrr": 1e-8}}}},
-         ("pw_base.pw.parameters.ELECTRONS.conv_thrr: not a pw.x variable of &ELECTRONS", "did you mean 'conv_thr'")),
-        ({"reference": {"pw_parameters": {"ELECTRON": {"conv_thr": 1e-8}}}},
-         ("'ELECTRON' is not a pw.x namelist",)),
-        ({"reference": {"pw_parameters": {"SYSTEM": {"degauss": "small"}}}},
-         ("pw_base.pw.parameters.SYSTEM.degauss: must be a number, got 'small'",)),
-        ({"reference": {"ecutwfc": "high"}}, ("reference.ecutwfc: Input should be a valid number", "(got 'high')")),
+        (
+            {"reference": {"quantumespresso": {"parameters": {"ELECTRONS": {"conv_thrr": 1e-8}}}}},
+            ("parameters.ELECTRONS.conv_thrr: not a pw.x variable of &ELECTRONS", "did you mean 'conv_thr'"),
+        ),
+        (
+            {"reference": {"quantumespresso": {"parameters": {"ELECTRON": {"conv_thr": 1e-8}}}}},
+            ("'ELECTRON' is not a pw.x namelist",),
+        ),
+        (
+            {"reference": {"quantumespresso": {"parameters": {"SYSTEM": {"degauss": "small"}}}}},
+            ("parameters.SYSTEM.degauss: must be a number, got 'small'",),
+        ),
+        (
+            {"reference": {"quantumespresso": {"ecutwfc": "high"}}},
+            ("reference.quantumespresso.ecutwfc: Input should be a valid number", "(got 'high')"),
+        ),
+        ({"reference": {"ecutwfc": 30.0}}, ("overrides:", "unknown override key(s): reference.ecutwfc")),
+        ({"reference": {"labeller": "vasp"}}, (UNKNOWN_LABELLER,)),
         ({"max_iterations": "two"}, ("max_iterations: Input should be a valid integer", "(got 'two')")),
         ({"exploration": {"start_vacancies": "sometimes"}}, ("exploration.start_vacancies",)),
-        ({"committee": {"config": {"baseline": {"name": "ase.calculators.gulp.GULP",
-                                                "parameters": {"command": "touch marker"}}}}},
-         ("baseline.name 'ase.calculators.gulp.GULP' is an import path", "registered baselines only")),
+        (
+            {
+                "committee": {
+                    "config": {
+                        "baseline": {"name": "ase.calculators.gulp.GULP", "parameters": {"command": "touch marker"}}
+                    }
+                }
+            },
+            ("baseline.name 'ase.calculators.gulp.GULP' is an import path", "registered baselines only"),
+        ),
     ],
-    ids=["pw-key-typo", "pw-namelist-typo", "pw-value-type", "ecutwfc-word", "max-iterations-word",
-         "flag-word", "import-path-baseline"],
-)  # fmt: skip
+    ids=[
+        "pw-key-typo",
+        "pw-namelist-typo",
+        "pw-value-type",
+        "ecutwfc-word",
+        "old-reference-key",
+        "labeller-override",
+        "max-iterations-word",
+        "flag-word",
+        "import-path-baseline",
+    ],
+)
 def test_bad_settings_are_refused_naming_the_field(run_cli, write_campaign, count_processes, overrides, fragments):
     _refused(run_cli, count_processes, write_campaign(overrides=overrides), *fragments)
 

@@ -15,9 +15,24 @@ from tests.submission import validation_error
 
 #: Common training settings of the selection: a couple of epochs (the choice is not what this file tests).
 TRAINING = {"max_epochs": 3, "batch_size": 4, "learning_rate": 0.03, "threads": 1, "seed": 1}
-GRID = {"descriptors": [{"type": "chebyshev", "radial_order": 4, "angular_order": 2, "radial_cutoff": 4.0,
-                         "angular_cutoff": 3.0}],
-        "networks": [{"hidden": [6]}], "training_fractions": [0.5, 1.0]}  # fmt: skip
+GRID = {
+    "descriptors": [
+        {"type": "chebyshev", "radial_order": 4, "angular_order": 2, "radial_cutoff": 4.0, "angular_cutoff": 3.0}
+    ],
+    "networks": [{"hidden": [6]}],
+    "training_fractions": [0.5, 1.0],
+}
+
+
+# Port tests run no DFT: a fixture code and a generated pseudopotential family stand in for pw.x and Debian's UPF.
+@pytest.fixture(scope="session")
+def pw_code(fixture_pw_code):
+    return fixture_pw_code
+
+
+@pytest.fixture(scope="session")
+def si_pseudo_family(generated_si_family):
+    return generated_si_family
 
 
 @pytest.fixture(scope="module")
@@ -27,8 +42,12 @@ def selection(annpot_code, emt_frames):
 
     from aiida_annpot.data import AtomisticDataset
 
-    inputs = {"dataset": AtomisticDataset.from_frames(emt_frames(n=6, seed=4)), "grid": Dict(GRID),
-              "training": Dict(TRAINING), "train": {"train": {"code": annpot_code}}}  # fmt: skip
+    inputs = {
+        "dataset": AtomisticDataset.from_frames(emt_frames(n=6, seed=4)),
+        "grid": Dict(GRID),
+        "training": Dict(TRAINING),
+        "train": {"train": {"code": annpot_code}},
+    }
     _, node = run_get_node(ModelSelectionWorkChain, **inputs)
     assert node.is_finished_ok, (node.exit_status, node.exit_message)
     return node
@@ -85,8 +104,11 @@ def test_overrides_apply_on_top_of_the_chosen_config(write_campaign, selection):
 
 def test_an_invalid_override_on_top_of_the_chosen_config_is_named(write_campaign, selection):
     overrides = {"committee": {"config": {"learning_rate": -1.0}}}
-    with pytest.raises(CampaignFileError, match=r"overrides\.committee\.config on top of model_selection.*"
-                       "learning_rate: Input should be greater than 0"):  # fmt: skip
+    with pytest.raises(
+        CampaignFileError,
+        match=r"overrides\.committee\.config on top of model_selection.*"
+        "learning_rate: Input should be greater than 0",
+    ):
         build_from_file(write_campaign(model_selection=selection.pk, overrides=overrides))
 
 
@@ -96,14 +118,19 @@ def test_an_invalid_override_on_top_of_the_chosen_config_is_named(write_campaign
         (lambda s: 10**9, ("model_selection: no node 1000000000",)),
         (lambda s: s.outputs.table.pk, ("model_selection: node", "is a Dict, not an annpot.model_selection")),
         (lambda s: s.outputs.config.creator.uuid, ("is a rank_models, not an annpot.model_selection",)),
-        (lambda s: hand_made_selection(ProcessState.WAITING).pk,
-         ("model_selection: ModelSelectionWorkChain<", "has not finished successfully (waiting)")),
-        (lambda s: hand_made_selection(ProcessState.FINISHED, exit_status=401).uuid,
-         ("has not finished successfully (finished, exit status 401: no candidate trained",)),
+        (
+            lambda s: hand_made_selection(ProcessState.WAITING).pk,
+            ("model_selection: ModelSelectionWorkChain<", "has not finished successfully (waiting)"),
+        ),
+        (
+            lambda s: hand_made_selection(ProcessState.FINISHED, exit_status=401).uuid,
+            ("has not finished successfully (finished, exit status 401: no candidate trained",),
+        ),
     ],
-)  # fmt: skip
-def test_anything_but_a_finished_model_selection_is_refused(run_cli, write_campaign, count_processes, selection,
-                                                            make, fragments):  # fmt: skip
+)
+def test_anything_but_a_finished_model_selection_is_refused(
+    run_cli, write_campaign, count_processes, selection, make, fragments
+):
     path = write_campaign(model_selection=make(selection))
     before = count_processes()
     result = run_cli("launch", path)
@@ -125,8 +152,9 @@ def test_problems_are_reported_together(write_campaign):
     assert "model_selection: no node" in str(info.value) and "protocol: unknown protocol" in str(info.value)
 
 
-def test_launch_says_where_the_training_config_comes_from(run_cli, write_campaign, selection, fake_campaign,
-                                                          monkeypatch):  # fmt: skip
+def test_launch_says_where_the_training_config_comes_from(
+    run_cli, write_campaign, selection, fake_campaign, monkeypatch
+):
     """``run_get_node`` is replaced, as in tests/cli/test_launch.py (a real campaign runs elsewhere)."""
     import aiida.engine
 

@@ -26,8 +26,9 @@ def test_plot_refuses_a_child_of_the_validation(run_cli, si_validation, tmp_path
     reference = node.base.links.get_outgoing(link_label_filter="reference").one().node
     result = run_cli("plot", reference.pk, "-o", tmp_path / "out")
     assert result.exit_code != 0
-    assert (f"node {reference.pk} is a WorkChainNode (ReferenceWorkChain), not an active-learning campaign or a "
-            "validation") in result.output  # fmt: skip
+    assert (
+        f"node {reference.pk} is a WorkChainNode (ReferenceWorkChain), not an active-learning campaign or a validation"
+    ) in result.output
     assert not (tmp_path / "out").exists()
 
 

@@ -188,30 +188,56 @@ def test_mismatched_committee_members(trained_model, tmp_path):
     assert_no_results(tmp_path / "out")
 
 
-def test_exploration_trust_window_inverted(tmp_path, write_config):
-    config = write_config(tmp_path / "explore.yaml", {
-        "models": ["m.safetensors"], "structures": "start.extxyz", "stages": [{"temperature": 300.0}],
-        "selection": {"trust_lo": 0.5, "trust_hi": 0.1},
-    })  # fmt: skip
+def test_selection_trust_window_inverted(tmp_path, write_config):
+    (tmp_path / "frames.extxyz").write_text("")
+    config = write_config(tmp_path / "selection.yaml", {"trust_lo": 0.5, "trust_hi": 0.1})
+    result = invoke("select", tmp_path / "frames.extxyz", "--config", config, "--output", tmp_path / "out" / "s.xyz")
+    assert_input_error(
+        result, "selection.yaml", "invalid SelectionConfig", "trust_lo (0.5) must be below trust_hi (0.1)"
+    )
+    assert not (tmp_path / "out").exists()
+
+
+def test_exploration_config_with_a_selection(tmp_path, write_config):
+    """The selection moved out of the exploration: a config that still has one is told where it went."""
+    config = write_config(
+        tmp_path / "explore.yaml",
+        {
+            "models": ["m.safetensors"],
+            "structures": "start.extxyz",
+            "stages": [{"temperature": 300.0}],
+            "selection": {"trust_lo": 0.05, "trust_hi": 0.3},
+        },
+    )
     result = invoke("explore", config, "--workdir", tmp_path / "explore")
     assert_input_error(
-        result, "explore.yaml", "invalid ExplorationConfig", "trust_lo (0.5) must be below trust_hi (0.1)"
+        result, "explore.yaml", "invalid ExplorationConfig", "selection is not an exploration setting", "annpot select"
     )
     assert not (tmp_path / "explore").exists()
 
 
 def test_exploration_config_typo(tmp_path, write_config):
-    config = write_config(tmp_path / "explore.yaml", {
-        "models": ["m.safetensors"], "structures": "start.extxyz", "stages": [{"temperature": 300.0, "step": 10}],
-    })  # fmt: skip
+    config = write_config(
+        tmp_path / "explore.yaml",
+        {
+            "models": ["m.safetensors"],
+            "structures": "start.extxyz",
+            "stages": [{"temperature": 300.0, "step": 10}],
+        },
+    )
     assert_input_error(invoke("explore", config), "stages.0.step", "extra inputs are not permitted")
 
 
 def test_exploration_element_not_covered(trained_model, tmp_path, emt_frames, write_frames, write_config):
     write_frames(tmp_path / "gold.extxyz", emt_frames(n=1, element="Au"))
-    config = write_config(tmp_path / "explore.yaml", {
-        "models": [str(trained_model)], "structures": "gold.extxyz", "stages": [{"temperature": 300.0, "steps": 5}],
-    })  # fmt: skip
+    config = write_config(
+        tmp_path / "explore.yaml",
+        {
+            "models": [str(trained_model)],
+            "structures": "gold.extxyz",
+            "stages": [{"temperature": 300.0, "steps": 5}],
+        },
+    )
     result = invoke("explore", config, "--workdir", tmp_path / "explore")
     assert_input_error(result, "Au", "not covered")
     assert not (tmp_path / "explore" / "summary.json").exists()

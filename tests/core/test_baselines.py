@@ -265,8 +265,9 @@ def delta_models(tmp_path_factory, emt_frames, write_frames, training_settings):
     validation = write_frames(folder / "validation.extxyz", emt_frames(n=3, seed=2))
     trainers = {}
     for name, baseline in (("plain", None), ("zbl", ZBL_WIDE), ("lj", LJ)):
-        settings = training_settings(dataset=str(data), validation_dataset=str(validation), baseline=baseline,
-                                     max_epochs=20)  # fmt: skip
+        settings = training_settings(
+            dataset=str(data), validation_dataset=str(validation), baseline=baseline, max_epochs=20
+        )
         trainer = Trainer(TrainingConfig(**settings), folder / name, log=lambda line: None)
         assert trainer.run().status == "finished"
         trainers[name] = trainer
@@ -282,8 +283,12 @@ def probe() -> Atoms:
 def results(calc, atoms: Atoms) -> dict:
     atoms = atoms.copy()
     atoms.calc = calc
-    return {"energy": atoms.get_potential_energy(), "forces": atoms.get_forces(), "stress": atoms.get_stress(),
-            "energies": atoms.get_potential_energies()}  # fmt: skip
+    return {
+        "energy": atoms.get_potential_energy(),
+        "forces": atoms.get_forces(),
+        "stress": atoms.get_stress(),
+        "energies": atoms.get_potential_energies(),
+    }
 
 
 @pytest.mark.parametrize("name", ["zbl", "lj"])
@@ -331,8 +336,9 @@ def test_loaded_model_reproduces_the_total_labels(delta_models, tmp_path):
             assert np.sqrt(np.mean(force_errors**2)) == pytest.approx(train["force_rmse"], rel=1e-6)
         else:  # the networks alone fit the residuals: far off the totals
             assert rmse > 5 * train["energy_rmse"], (rmse, train["energy_rmse"])
-    result = CliRunner().invoke(cli, ["evaluate", str(path), data, "--output", str(tmp_path / "eval")],
-                                catch_exceptions=False)  # fmt: skip
+    result = CliRunner().invoke(
+        cli, ["evaluate", str(path), data, "--output", str(tmp_path / "eval")], catch_exceptions=False
+    )
     assert result.exit_code == 0, result.output
     evaluated = json.loads((tmp_path / "eval" / "metrics.json").read_text())["committee_mean"]
     for key in ("energy_rmse", "force_rmse", "stress_rmse"):
@@ -347,8 +353,9 @@ def test_committees_and_warm_starts_need_the_same_baseline(delta_models):
     assert load_potential([paths["zbl"], paths["zbl"]]).baseline_config == BaselineConfig(**ZBL_WIDE)
     config = delta_models["zbl"].config
     for baseline in (None, LJ, {"name": "zbl", "parameters": {"inner": 1.0, "outer": 2.9}}):
-        changed = config.model_copy(update={"init_model": str(paths["zbl"]),
-                                            "baseline": baseline and BaselineConfig(**baseline)})  # fmt: skip
+        changed = config.model_copy(
+            update={"init_model": str(paths["zbl"]), "baseline": baseline and BaselineConfig(**baseline)}
+        )
         with pytest.raises(ModelFileError, match="warm start needs the same baseline"):
             Trainer(changed, delta_models["zbl"].workdir.parent / "warm", log=lambda line: None)
     same = config.model_copy(update={"init_model": str(paths["zbl"])})
@@ -399,8 +406,14 @@ def test_hot_langevin_md(same_data_models):
     for name, model in zip(("plain", "zbl"), same_data_models, strict=True):
         atoms = bulk("Cu", "fcc", a=3.61, cubic=True).repeat(2)
         thermalize_momenta(atoms, temperature_K=6000, rng=np.random.default_rng(0))
-        langevin = partial(Langevin, timestep=1.0 * units.fs, temperature_K=6000, friction=0.01 / units.fs,
-                           fixcm=False, rng=np.random.default_rng(1))  # fmt: skip
+        langevin = partial(
+            Langevin,
+            timestep=1.0 * units.fs,
+            temperature_K=6000,
+            friction=0.01 / units.fs,
+            fixcm=False,
+            rng=np.random.default_rng(1),
+        )
         closest[name] = deepest_approach(model, atoms, langevin, steps=400)
     assert closest["plain"] < 1.0, closest  # measured 0.49 Å (collapse, refused below 0.5 Å)
     assert closest["zbl"] > 1.5, closest  # measured 1.79 Å

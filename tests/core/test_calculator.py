@@ -27,8 +27,9 @@ NETWORK = NetworkConfig(hidden=[8, 6])
 def cuau(seed: int = 0) -> Atoms:
     """CuAu rocksalt cubic cell, slightly sheared and rattled (8 atoms)."""
     atoms = bulk("CuAu", "rocksalt", a=4.2, cubic=True)
-    atoms.set_cell(atoms.cell.array @ np.array([[1.0, 0.02, 0.0], [0.0, 1.01, -0.03], [0.01, 0.0, 0.99]]),
-                   scale_atoms=True)  # fmt: skip
+    atoms.set_cell(
+        atoms.cell.array @ np.array([[1.0, 0.02, 0.0], [0.0, 1.01, -0.03], [0.01, 0.0, 0.99]]), scale_atoms=True
+    )
     atoms.rattle(stdev=0.08, seed=seed)
     return atoms
 
@@ -194,8 +195,13 @@ def test_verlet_skin_matches_fresh_neighbour_lists():
     def compare():
         copy = atoms.copy()
         copy.calc = fresh
-        records.append((atoms.get_potential_energy(), copy.get_potential_energy(),
-                        np.abs(atoms.get_forces() - copy.get_forces()).max()))  # fmt: skip
+        records.append(
+            (
+                atoms.get_potential_energy(),
+                copy.get_potential_energy(),
+                np.abs(atoms.get_forces() - copy.get_forces()).max(),
+            )
+        )
 
     dyn.attach(compare, interval=1)
     dyn.run(20)

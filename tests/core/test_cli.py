@@ -1,4 +1,5 @@
-"""The ``annpot`` command end to end: train, info, evaluate, wall-time stop and resume, explore wiring, exit codes.
+"""The ``annpot`` command end to end: train, info, evaluate, wall-time stop and resume, explore and select wiring,
+exit codes.
 
 Most tests go through :class:`click.testing.CliRunner`; two run a real process to check the entry point itself.
 """
@@ -82,8 +83,13 @@ def test_info_prints_metadata(trained):
 def test_evaluate_reproduces_training_metrics(trained, training_folder, tmp_path):
     workdir, _ = trained
     train_metrics = json.loads((workdir / "metrics.json").read_text())["train"]
-    result = invoke("evaluate", workdir / "model.safetensors", training_folder / "data" / "train.extxyz",
-                    "--output", tmp_path / "eval")  # fmt: skip
+    result = invoke(
+        "evaluate",
+        workdir / "model.safetensors",
+        training_folder / "data" / "train.extxyz",
+        "--output",
+        tmp_path / "eval",
+    )
     assert result.exit_code == 0, result.output
     assert "force RMSE" in result.stdout and "meV/atom" in result.stdout
     evaluated = json.loads((tmp_path / "eval" / "metrics.json").read_text())["committee_mean"]
@@ -148,22 +154,26 @@ def test_diverging_training_exits_3(tmp_path, emt_frames, write_frames, training
     assert not (tmp_path / "run" / "model.safetensors").exists()
 
 
-def test_explore_resolves_paths_and_prints_ratios(tmp_path, monkeypatch, write_config):
+def test_explore_resolves_paths_and_points_to_select(tmp_path, monkeypatch, write_config):
     """The exploration engine is replaced by a stub: this checks only the command's wiring."""
     calls = []
 
     def fake_run_exploration(config, workdir, resume=False, log=print, trusted_baselines=()):
         calls.append((config, workdir, resume))
         log("stub exploration")
-        return {"ratios": {"accurate": 0.5, "candidate": 0.25, "failed": 0.25}}
+        return {"status": "finished", "frames": 12}
 
     stub = types.ModuleType("aiida_annpot.core.exploration")
     stub.run_exploration = fake_run_exploration
     monkeypatch.setitem(sys.modules, "aiida_annpot.core.exploration", stub)
-    config = write_config(tmp_path / "sub" / "explore.yaml", {
-        "models": ["m0.safetensors", "/abs/m1.safetensors"], "structures": "start.extxyz",
-        "stages": [{"temperature": 300.0, "steps": 10}],
-    })  # fmt: skip
+    config = write_config(
+        tmp_path / "sub" / "explore.yaml",
+        {
+            "models": ["m0.safetensors", "/abs/m1.safetensors"],
+            "structures": "start.extxyz",
+            "stages": [{"temperature": 300.0, "steps": 10}],
+        },
+    )
     result = invoke("explore", config, "--workdir", tmp_path / "explore", "--resume")
     assert result.exit_code == 0, result.output
     ((explored, workdir, resume),) = calls
@@ -171,7 +181,8 @@ def test_explore_resolves_paths_and_prints_ratios(tmp_path, monkeypatch, write_c
     assert explored.structures == str(tmp_path / "sub" / "start.extxyz")
     assert explored.reference_structures is None
     assert workdir == tmp_path / "explore" and resume
-    assert "accurate 0.500" in result.stdout and "candidate 0.250" in result.stdout and "failed 0.250" in result.stdout
+    assert "stub exploration" in result.stdout
+    assert f"explored 12 frames; select with: annpot select {tmp_path / 'explore' / 'frames.extxyz'}" in result.stdout
 
 
 def test_version():
@@ -191,13 +202,18 @@ def test_real_process(trained, tmp_path, write_config):
     done = run_process("info", workdir / "model.safetensors")
     assert done.returncode == 0, done.stderr
     assert "Cu" in done.stdout and "chebyshev" in done.stdout
-    config = write_config(tmp_path / "explore.yaml", {
-        "models": ["m.safetensors"], "structures": "s.extxyz", "stages": [{"temperature": 300.0}],
-        "selection": {"trust_lo": 0.4, "trust_hi": 0.2},
-    })  # fmt: skip
+    config = write_config(
+        tmp_path / "explore.yaml",
+        {
+            "models": ["m.safetensors"],
+            "structures": "s.extxyz",
+            "stages": [{"temperature": 300.0}],
+            "selection": {"trust_lo": 0.1, "trust_hi": 0.4},
+        },
+    )
     failed = run_process("explore", config, "--workdir", tmp_path / "explore")
     assert failed.returncode == EXIT_INPUT_ERROR
-    assert failed.stderr.startswith("annpot: error:") and "trust_lo" in failed.stderr
+    assert failed.stderr.startswith("annpot: error:") and "selection is not an exploration setting" in failed.stderr
     assert "Traceback" not in failed.stderr and len(failed.stderr.strip().splitlines()) == 1
     assert failed.stdout == ""
 
@@ -210,15 +226,41 @@ def test_console_script_on_path():
     assert done.returncode == 0 and __version__ in done.stdout
 
 
-def test_explore_runs_committee_md(trained_model, tmp_path, emt_frames, write_frames, write_config):
-    """A committee of two copies of one model agrees everywhere: every explored frame is accurate."""
+def test_explore_runs_committee_md_and_select_picks_nothing(
+    trained_model, tmp_path, emt_frames, write_frames, write_config
+):
+    """A committee of two copies of one model agrees everywhere: every explored frame is accurate, so ``annpot
+    select`` over them picks nothing."""
     write_frames(tmp_path / "start.extxyz", emt_frames(n=1, seed=5))
-    config = write_config(tmp_path / "explore.yaml", {
-        "models": [str(trained_model), str(trained_model)], "structures": "start.extxyz",
-        "stages": [{"temperature": 300.0, "steps": 10, "sample_interval": 5}],
-    })  # fmt: skip
+    config = write_config(
+        tmp_path / "explore.yaml",
+        {
+            "models": [str(trained_model), str(trained_model)],
+            "structures": "start.extxyz",
+            "stages": [{"temperature": 300.0, "steps": 10, "sample_interval": 5}],
+        },
+    )
     result = invoke("explore", config, "--workdir", tmp_path / "explore")
     assert result.exit_code == 0, result.output
-    assert "accurate 1.000, candidate 0.000, failed 0.000" in result.stdout
+    assert "explored 2 frames; select with: annpot select" in result.stdout
     summary = json.loads((tmp_path / "explore" / "summary.json").read_text())
-    assert summary["ratios"]["accurate"] == 1.0
+    assert summary["frames"] == 2 and "ratios" not in summary  # the exploration does not select
+    assert not (tmp_path / "explore" / "selected.extxyz").exists()
+
+    output = tmp_path / "picks" / "selected.extxyz"
+    output.parent.mkdir()
+    result = invoke("select", tmp_path / "explore" / "frames.extxyz", "--output", output)
+    assert result.exit_code == 0, result.output
+    assert f"2 frames: accurate 1.000, candidate 0.000, failed 0.000; 0 selected → {output}" in result.stdout
+    assert output.read_text() == ""
+    selection = json.loads((output.parent / "selection.json").read_text())
+    assert selection["ratios"]["accurate"] == 1.0 and selection["selected"] == []
+
+
+def test_select_with_an_invalid_config_exits_2(tmp_path, write_config):
+    (tmp_path / "frames.extxyz").write_text("")
+    config = write_config(tmp_path / "selection.yaml", {"trust_lo": 0.4, "trust_hi": 0.2})
+    result = invoke("select", tmp_path / "frames.extxyz", "--config", config)
+    assert result.exit_code == EXIT_INPUT_ERROR, result.output
+    assert result.stderr.startswith("annpot: error:") and "trust_lo (0.4) must be below trust_hi (0.2)" in result.stderr
+    assert not (tmp_path / "selected.extxyz").exists()

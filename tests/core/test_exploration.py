@@ -1,4 +1,8 @@
-"""Tests for committee-driven exploration (:mod:`aiida_annpot.core.exploration`) with a tiny trained Cu committee."""
+"""Tests for committee-driven exploration (:mod:`aiida_annpot.core.exploration`) with a tiny trained Cu committee.
+
+The exploration samples and scores; the selection over its frames is ``annpot select``
+(:func:`~aiida_annpot.core.selection.select_from_files`), which the tests run where they check what gets picked.
+"""
 
 from __future__ import annotations
 
@@ -16,20 +20,22 @@ from ase.build import bulk
 from ase.calculators.emt import EMT
 from ase.calculators.singlepoint import SinglePointCalculator
 
-from aiida_annpot.common.config import ExplorationConfig, TrainingConfig
+from aiida_annpot.common.config import ConfigError, ExplorationConfig, SelectionConfig, TrainingConfig, load_config
 from aiida_annpot.core.calculator import AnnCalculator
 from aiida_annpot.core.errors import InputDataError, UnknownElementError
 from aiida_annpot.core.exploration import (
     FRAMES,
     PROGRESS,
-    SELECTED,
-    _evaluate,
+    REFERENCE_FINGERPRINTS,
+    SUMMARY,
     _stop_reason,
     min_distance,
     read_explored_frames,
     run_exploration,
+    start_keys,
 )
-from aiida_annpot.core.selection import classify
+from aiida_annpot.core.scoring import committee_state
+from aiida_annpot.core.selection import classify, select_candidates, select_from_files
 from aiida_annpot.core.training import Trainer
 
 QUIET = {"log": lambda message: None}
@@ -62,10 +68,21 @@ def committee(tmp_path_factory):
     members = []
     for seed in (0, 1):
         config = TrainingConfig(
-            dataset=str(root / "cu.extxyz"), network={"hidden": [8, 8]}, max_epochs=12, batch_size=8, seed=seed,
-            descriptor={"type": "chebyshev", "radial_order": 6, "angular_order": 2, "radial_cutoff": 4.5,
-                        "angular_cutoff": 3.5}, dtype="float32", threads=1,
-        )  # fmt: skip
+            dataset=str(root / "cu.extxyz"),
+            network={"hidden": [8, 8]},
+            max_epochs=12,
+            batch_size=8,
+            seed=seed,
+            descriptor={
+                "type": "chebyshev",
+                "radial_order": 6,
+                "angular_order": 2,
+                "radial_cutoff": 4.5,
+                "angular_cutoff": 3.5,
+            },
+            dtype="float32",
+            threads=1,
+        )
         Trainer(config, root / f"member{seed}", **QUIET).run()
         members.append(str(root / f"member{seed}" / "model.safetensors"))
     ase.io.write(root / "start.extxyz", [_cu(3.61, seed=0), _cu(3.64, seed=1)])
@@ -74,8 +91,12 @@ def committee(tmp_path_factory):
 
 
 def _config(committee, models=None, **overrides) -> ExplorationConfig:
-    settings = {"models": models or committee.members, "structures": committee.starts, "threads": 1,
-                "stages": [{"temperature": 300.0, "steps": 20, "sample_interval": 5}]}  # fmt: skip
+    settings = {
+        "models": models or committee.members,
+        "structures": committee.starts,
+        "threads": 1,
+        "stages": [{"temperature": 300.0, "steps": 20, "sample_interval": 5}],
+    }
     settings.update(overrides)
     return ExplorationConfig(**settings)
 
@@ -96,6 +117,33 @@ def _frames(workdir: Path):
     return read_explored_frames(workdir / FRAMES)
 
 
+def _select(workdir: Path, reference: Path | None = None, **settings) -> dict:
+    """``annpot select`` over the exploration's frames: writes ``selected.extxyz`` and ``selection.json`` in
+    ``workdir``; returns the selection summary."""
+    return select_from_files(
+        [str(workdir / FRAMES)], SelectionConfig(**settings), reference, workdir / "selected.extxyz"
+    )
+
+
+def _engine_picks(workdir: Path, reference: np.ndarray | None = None, **settings) -> list[tuple[int, int, int]]:
+    """(structure, stage, step) of the frames the exploration engine itself selected before selection moved out
+    of it: the same :func:`select_candidates` call on σ, smallest distances, fingerprints and grades."""
+    frames, fingerprints = _frames(workdir)
+    info = {
+        key: np.array([f.info[key] for f in frames], dtype=float)
+        for key in ("max_force_std", "min_distance", "extrapolation")
+    }
+    result = select_candidates(
+        info["max_force_std"],
+        info["min_distance"],
+        fingerprints,
+        SelectionConfig(**settings),
+        reference,
+        info["extrapolation"],
+    )
+    return [tuple(int(frames[i].info[key]) for key in ("structure", "stage", "step")) for i in result.selected]
+
+
 def test_min_distance_matches_brute_force():
     atoms = _cu(rattle=0.2, seed=3)
     expected = atoms.get_all_distances(mic=True)[np.triu_indices(len(atoms), 1)].min()
@@ -111,9 +159,12 @@ def test_identical_members_make_every_frame_accurate(committee, tmp_path):
     assert len(frames) == 2 * 4
     assert all(f.info["energy_std"] == 0.0 and f.info["max_force_std"] == 0.0 for f in frames)
     assert all(np.all(f.arrays["forces_std"] == 0.0) for f in frames)
-    assert summary["counts"] == {"accurate": 8, "candidate": 0, "failed": 0}
-    assert summary["selection"]["selected"] == []
-    assert (tmp_path / SELECTED).read_text() == ""
+    assert summary["frames"] == 8 and "counts" not in summary and "selection" not in summary  # it does not select
+    assert not (tmp_path / "selected.extxyz").exists()
+    selection = _select(tmp_path)
+    assert selection["counts"] == {"accurate": 8, "candidate": 0, "failed": 0}
+    assert selection["selected"] == []
+    assert (tmp_path / "selected.extxyz").read_text() == ""
 
 
 def test_nvt_frames_count_info_and_fixed_cell(committee, nvt_run):
@@ -127,6 +178,7 @@ def test_nvt_frames_count_info_and_fixed_cell(committee, nvt_run):
         assert 1.5 < frame.info["min_distance"] < 2.6
         assert frame.info["temperature"] > 0 and np.isfinite(frame.info["energy"])
         assert frame.info["max_force_std"] == pytest.approx(frame.arrays["forces_std"].max())
+        assert str(frame.info["start"]) == str(frame.info["structure"])  # no key in the structures file: the index
     assert fingerprints.shape == (16, 10) and np.isfinite(fingerprints).all()
     assert [t["reason"] for t in nvt_run.summary["trajectories"]] == ["completed"] * 4
     assert {t["steps"] for t in nvt_run.summary["trajectories"]} == {20}
@@ -146,46 +198,122 @@ def test_frames_round_trip_through_plain_ase_read(nvt_run):
         assert frame.calc is None  # committee predictions are not presented as labels
 
 
-def test_summary_matches_classification_and_stages(nvt_run):
+def test_summary_counts_frames_and_stages(nvt_run):
     frames, _ = _frames(nvt_run.workdir)
-    sigma = np.array([f.info["max_force_std"] for f in frames])
     stage = np.array([f.info["stage"] for f in frames])
-    window = (nvt_run.config.selection.trust_lo, nvt_run.config.selection.trust_hi)
-    status = classify(sigma, *window)
     summary = nvt_run.summary
-    assert summary["frames"] == sum(summary["counts"].values()) == len(frames)
-    assert summary["counts"] == {name: int(np.sum(status == name)) for name in ("accurate", "candidate", "failed")}
-    for entry in summary["stages"]:
-        assert entry["counts"] == {n: int(np.sum(status[stage == entry["stage"]] == n)) for n in entry["counts"]}
+    assert set(summary) == {"status", "frames", "stages", "trajectories", "stop_reasons"}
+    assert summary["frames"] == len(frames)
+    assert summary["stages"] == [
+        {"stage": k, "temperature": t, "pressure": None, "frames": int(np.sum(stage == k))}
+        for k, t in enumerate((300.0, 600.0))
+    ]
     assert sum(entry["frames"] for entry in summary["stages"]) == len(frames)
     assert summary["stop_reasons"] == {"completed": 4, "deviation": 0, "too_close": 0, "non_finite": 0}
+    on_disk = json.loads((nvt_run.workdir / SUMMARY).read_text())
+    assert on_disk == {key: value for key, value in summary.items() if key != "status"}
 
 
-def test_reselection_on_resume_respects_window_cap_and_reference(committee, nvt_run, tmp_path):
+def test_selection_over_the_frames_classifies_overall_and_per_stage(nvt_run, tmp_path):
+    shutil.copytree(nvt_run.workdir, tmp_path, dirs_exist_ok=True)
+    frames, _ = _frames(tmp_path)
+    sigma = np.array([f.info["max_force_std"] for f in frames])
+    stage = np.array([f.info["stage"] for f in frames])
+    window = (SelectionConfig().trust_lo, SelectionConfig().trust_hi)
+    status = classify(sigma, *window)
+    selection = _select(tmp_path)
+    assert selection["frames"] == sum(selection["counts"].values()) == len(frames)
+    assert selection["counts"] == {name: int(np.sum(status == name)) for name in ("accurate", "candidate", "failed")}
+    for entry in selection["stages"]:
+        assert entry["counts"] == {n: int(np.sum(status[stage == entry["stage"]] == n)) for n in entry["counts"]}
+    assert [entry["frames"] for entry in selection["stages"]] == [e["frames"] for e in nvt_run.summary["stages"]]
+    assert json.loads((tmp_path / "selection.json").read_text()) == selection
+
+
+def test_a_selection_in_the_exploration_config_is_refused(committee):
+    settings = _config(committee).model_dump(mode="json", exclude_none=True)
+    with pytest.raises(ConfigError, match=r"selection is not an exploration setting.*annpot select"):
+        load_config({**settings, "selection": {"trust_lo": 0.1, "trust_hi": 0.5}}, ExplorationConfig)
+
+
+def test_selection_after_a_resume_respects_window_cap_and_reference(committee, nvt_run, tmp_path):
+    """A finished exploration resumed (with reference structures added) runs no trajectory again and only adds the
+    reference fingerprints; ``annpot select`` over its frames then picks what the engine used to pick."""
     workdir = tmp_path / "copy"
     shutil.copytree(nvt_run.workdir, workdir)
     frames, _ = _frames(workdir)
     sigma = np.array([f.info["max_force_std"] for f in frames])
     lo, hi = np.quantile(sigma, [0.25, 0.9])
-    selection = {"trust_lo": lo, "trust_hi": hi, "max_candidates": 3}
+    window = {"trust_lo": lo, "trust_hi": hi, "max_candidates": 3}
     messages = []
-    summary = run_exploration(_config(committee, stages=_nvt_stages(), selection=selection), workdir, resume=True,
-                              log=messages.append)  # fmt: skip
+    config = _config(committee, stages=_nvt_stages(), reference_structures=committee.starts)
+    summary = run_exploration(config, workdir, resume=True, log=messages.append)
     assert messages == ["resuming: 4 trajectories finished, 0 to continue"]  # no trajectory re-run
+    assert summary["frames"] == len(frames) and summary["trajectories"] == nvt_run.summary["trajectories"]
+    assert [f.positions.tolist() for f in _frames(workdir)[0]] == [f.positions.tolist() for f in frames]
+    reference = workdir / REFERENCE_FINGERPRINTS
+    assert np.load(reference).shape == (2, frames[0].info["fingerprint"].shape[0])
+
     status = classify(sigma, lo, hi)
-    assert summary["counts"]["accurate"] > 0 and summary["counts"]["candidate"] > 3
-    picked = [entry["frame"] for entry in summary["selection"]["selected"]]
-    assert len(picked) == 3 and all(status[i] == "candidate" for i in picked)
-    selected = ase.io.read(workdir / SELECTED, ":")
-    assert [(a.info["structure"], a.info["step"]) for a in selected] == [
-        (frames[i].info["structure"], frames[i].info["step"]) for i in picked
-    ]
+    selection = _select(workdir, **window)
+    assert selection["counts"]["accurate"] > 0 and selection["counts"]["candidate"] > 3
+    picked = [(p["structure"], p["stage"], p["step"]) for p in selection["selected"]]
+    assert picked == _engine_picks(workdir, **window)  # what the engine's own selection gave
+    index = {(f.info["structure"], f.info["stage"], f.info["step"]): i for i, f in enumerate(frames)}
+    assert len(picked) == 3 and all(status[index[key]] == "candidate" for key in picked)
+    assert [p["start"] for p in selection["selected"]] == [str(key[0]) for key in picked]  # no keys: the index
+    selected = ase.io.read(workdir / "selected.extxyz", ":")
+    assert [(a.info["structure"], a.info["stage"], a.info["step"]) for a in selected] == picked
+    for atoms, key in zip(selected, picked, strict=True):
+        np.testing.assert_array_equal(atoms.positions, frames[index[key]].positions)
     assert all(a.calc is None and "momenta" not in a.arrays for a in selected)
-    duplicate = {**selection, "duplicate_threshold": 1e6}
-    config = _config(committee, stages=_nvt_stages(), selection=duplicate, reference_structures=committee.starts)
-    summary = run_exploration(config, workdir, resume=True, **QUIET)
-    assert summary["selection"]["selected"] == []
-    assert summary["selection"]["counts"]["duplicate"] == summary["counts"]["candidate"]
+
+    duplicate = _select(workdir, reference, **window, duplicate_threshold=1e6)
+    assert duplicate["selected"] == []
+    assert duplicate["selection_counts"]["duplicate"] == duplicate["counts"]["candidate"]
+    assert _engine_picks(workdir, np.load(reference), **window, duplicate_threshold=1e6) == []
+
+
+def test_frames_carry_the_key_of_their_start_structure_through_a_resume(committee, tmp_path):
+    """A structures file whose frames have a ``key`` (as the CalcJob writes it): every frame records the key of its
+    start, also those recorded after a resume in the middle of a trajectory, and the picks of ``annpot select`` name
+    it."""
+    starts = ase.io.read(committee.starts, ":")
+    for atoms, key in zip(starts, ("cu_ideal", "cu_expanded"), strict=True):
+        atoms.info["key"] = key
+    ase.io.write(tmp_path / "keyed.extxyz", starts)
+    assert start_keys(ase.io.read(tmp_path / "keyed.extxyz", ":")) == ["cu_ideal", "cu_expanded"]
+    assert start_keys([starts[0], ase.io.read(committee.starts, "1")]) == ["cu_ideal", "1"]  # no key: the index
+    config = _config(
+        committee,
+        structures=str(tmp_path / "keyed.extxyz"),
+        wall_time=1e-9,
+        stages=[{"temperature": 600.0, "steps": 10, "sample_interval": 5}],
+    )
+    workdir, calls, result = tmp_path / "run", 0, {"status": "wall_time"}
+    while result["status"] == "wall_time":  # one recorded frame per call: a resume inside every trajectory
+        result = run_exploration(config, workdir, resume=calls > 0, **QUIET)
+        calls += 1
+        assert calls < 10
+    assert calls == 4 and result["frames"] == 4
+    frames, _ = _frames(workdir)
+    assert [(f.info["structure"], f.info["step"], f.info["start"]) for f in frames] == [
+        (0, 5, "cu_ideal"),
+        (0, 10, "cu_ideal"),
+        (1, 5, "cu_expanded"),
+        (1, 10, "cu_expanded"),
+    ]
+
+    sigma = np.array([f.info["max_force_std"] for f in frames])
+    window = {"trust_lo": float(sigma.min()) / 2, "trust_hi": 2 * float(sigma.max())}
+    selection = _select(workdir, **window)
+    assert len(selection["selected"]) == 4  # every frame a candidate, none filtered
+    assert sorted((p["structure"], p["step"], p["start"]) for p in selection["selected"]) == [
+        (f.info["structure"], f.info["step"], f.info["start"]) for f in frames
+    ]
+    assert all(p["origin"] == str(workdir / FRAMES) for p in selection["selected"])
+    written = ase.io.read(workdir / "selected.extxyz", ":")
+    assert [a.info["start"] for a in written] == [p["start"] for p in selection["selected"]]
 
 
 def test_reruns_are_deterministic(committee, nvt_run, tmp_path):
@@ -271,11 +399,11 @@ def test_non_finite_and_overlapping_states_stop(committee):
     config = _config(committee)
     atoms = _cu()
     atoms.calc = AnnCalculator(committee.members)
-    assert _stop_reason(atoms, _evaluate(atoms, 10), config) is None
+    assert _stop_reason(atoms, committee_state(atoms, 10), config) is None
     atoms.positions[1] = atoms.positions[0] + 0.2  # the calculator refuses atoms this close
-    assert _stop_reason(atoms, _evaluate(atoms, 10), config) == "too_close"
+    assert _stop_reason(atoms, committee_state(atoms, 10), config) == "too_close"
     atoms.positions[1] = np.nan
-    state = _evaluate(atoms, 10)
+    state = committee_state(atoms, 10)
     assert _stop_reason(atoms, state, config) == "non_finite" and np.isnan(state["fingerprint"]).all()
 
 

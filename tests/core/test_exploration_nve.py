@@ -19,8 +19,14 @@ def _run(trained_model, write_frames, tmp_path, ensemble: str, steps: int = 300)
     start.rattle(0.02, seed=4)
     structures = write_frames(tmp_path / "start.extxyz", [start])
     stage = {"temperature": 300.0, "ensemble": ensemble, "steps": steps, "timestep": 1.0, "sample_interval": 5}
-    config = ExplorationConfig(models=[str(trained_model)], structures=str(structures), stages=[stage],
-                               friction=0.05, dtype="float64", threads=1)  # fmt: skip
+    config = ExplorationConfig(
+        models=[str(trained_model)],
+        structures=str(structures),
+        stages=[stage],
+        friction=0.05,
+        dtype="float64",
+        threads=1,
+    )
     summary = run_exploration(config, tmp_path / ensemble, **QUIET)
     assert summary["trajectories"][0]["reason"] == "completed"
     frames, _ = read_explored_frames(tmp_path / ensemble / FRAMES)

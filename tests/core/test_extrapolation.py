@@ -1,5 +1,5 @@
 """Extrapolation detection from descriptor ranges (ænet's approach): ranges from training, grades, model files,
-the calculator's on-request properties, and what ``annpot explore`` records and selects with them."""
+the calculator's on-request properties, what ``annpot explore`` records and what ``annpot select`` picks with them."""
 
 from __future__ import annotations
 
@@ -16,13 +16,20 @@ from click.testing import CliRunner
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from aiida_annpot.common.config import ChebyshevConfig, ExplorationConfig, NetworkConfig, TrainingConfig
+from aiida_annpot.common.config import (
+    ChebyshevConfig,
+    ExplorationConfig,
+    NetworkConfig,
+    SelectionConfig,
+    TrainingConfig,
+)
 from aiida_annpot.core.calculator import AnnCalculator
 from aiida_annpot.core.cli import cli
 from aiida_annpot.core.dataset import FeatureSet, read_frames
-from aiida_annpot.core.exploration import FRAMES, SELECTED, SUMMARY, read_explored_frames, run_exploration
+from aiida_annpot.core.exploration import FRAMES, SUMMARY, read_explored_frames, run_exploration
 from aiida_annpot.core.model import RANGE_WIDTH_FLOOR, Potential
 from aiida_annpot.core.modelfile import has_feature_ranges, load_potential, read_metadata, save_model
+from aiida_annpot.core.selection import select_candidates, select_from_files
 from aiida_annpot.core.training import Trainer, split_indices
 
 QUIET = {"log": lambda line: None}
@@ -76,12 +83,17 @@ def test_ranges_are_the_training_splits_per_element_min_and_max(cu_au):
     assert [grade(calc, frames[i]) for i in train] == [0.0] * len(train)
 
 
-def test_warm_start_sets_the_ranges_of_the_new_training_set(trained_model, emt_frames, write_frames, training_settings,
-                                                            tmp_path):  # fmt: skip
+def test_warm_start_sets_the_ranges_of_the_new_training_set(
+    trained_model, emt_frames, write_frames, training_settings, tmp_path
+):
     write_frames(tmp_path / "wide.extxyz", emt_frames(n=6, seed=7, strain=0.08))
     write_frames(tmp_path / "val.extxyz", emt_frames(n=2, seed=8))
-    settings = training_settings(dataset=str(tmp_path / "wide.extxyz"), validation_dataset=str(tmp_path / "val.extxyz"),
-                                 init_model=str(trained_model), max_epochs=1)  # fmt: skip
+    settings = training_settings(
+        dataset=str(tmp_path / "wide.extxyz"),
+        validation_dataset=str(tmp_path / "val.extxyz"),
+        init_model=str(trained_model),
+        max_epochs=1,
+    )
     Trainer(TrainingConfig(**settings), tmp_path / "run", **QUIET).run()
     parent, child = load_potential(trained_model), load_potential(tmp_path / "run" / "model.safetensors")
     assert torch.equal(child.feature_mean, parent.feature_mean)  # standardisation inherited ...
@@ -210,62 +222,85 @@ def test_a_model_file_without_ranges_loads_with_infinite_ranges(trained_model, t
 # --- exploration -----------------------------------------------------------------------------------------------------
 
 #: a cold stage and a hot stage that leaves the training range of the small model
-STAGES = [{"temperature": 50.0, "steps": 20, "sample_interval": 5},
-          {"temperature": 3000.0, "steps": 40, "sample_interval": 5}]  # fmt: skip
+STAGES = [
+    {"temperature": 50.0, "steps": 20, "sample_interval": 5},
+    {"temperature": 3000.0, "steps": 40, "sample_interval": 5},
+]
 
 
 @pytest.fixture(scope="module")
 def explored(trained_model, tmp_path_factory):
     """One committee member (σ = 0: the committee calls every frame accurate) from the training lattice and from a
-    10 % compressed start, through both stages; selection ignores, then uses, the grades. (config, summary) each."""
+    10 % compressed start, through both stages; ``annpot select`` over its frames ignores, then uses, the grades.
+    (workdir, exploration summary, {mode: (selection summary, selected.extxyz)})."""
     folder = tmp_path_factory.mktemp("explore_extrapolation")
     starts = [bulk("Cu", "fcc", a=3.61, cubic=True), bulk("Cu", "fcc", a=0.9 * 3.61, cubic=True)]
     ase.io.write(folder / "start.extxyz", starts)
-    runs = {}
+    config = ExplorationConfig(
+        models=[str(trained_model)], structures=str(folder / "start.extxyz"), threads=1, stages=STAGES, seed=1
+    )
+    summary = run_exploration(config, folder / "run", **QUIET)
+    selections = {}
     for mode in ("ignore", "candidate"):
-        selection = {"extrapolation": mode, "extrapolation_tolerance": 0.01, "max_candidates": 3}
-        config = ExplorationConfig(models=[str(trained_model)], structures=str(folder / "start.extxyz"), threads=1,
-                                   stages=STAGES, seed=1, selection=selection)  # fmt: skip
-        summary = run_exploration(config, folder / mode, **QUIET)
-        runs[mode] = (folder / mode, summary)
-    return runs
+        settings = SelectionConfig(extrapolation=mode, extrapolation_tolerance=0.01, max_candidates=3)
+        output = folder / mode / "selected.extxyz"
+        output.parent.mkdir()
+        selections[mode] = (select_from_files([str(folder / "run" / FRAMES)], settings, output=output), output)
+    return folder / "run", summary, selections
 
 
-def test_exploration_records_and_counts_out_of_range_frames(explored):
-    workdir, summary = explored["candidate"]
+def test_exploration_records_out_of_range_frames_and_selection_counts_them(explored):
+    workdir, summary, selections = explored
     frames, _ = read_explored_frames(workdir / FRAMES)
     grades = np.array([f.info["extrapolation"] for f in frames])
     structure = np.array([f.info["structure"] for f in frames])
     stage = np.array([f.info["stage"] for f in frames])
-    assert len(frames) == 24 and np.isfinite(grades).all() and (grades >= 0).all()
+    assert len(frames) == summary["frames"] == 24 and np.isfinite(grades).all() and (grades >= 0).all()
     assert (grades[structure == 1] > 1.0).all()  # the compressed start, cold or hot
     assert (grades[(structure == 0) & (stage == 0)] <= 0.01).all()  # 50 K on the training lattice: inside
     assert grades[(structure == 0) & (stage == 1)][-1] > 1.0  # 3000 K leaves the range
+    # the exploration records grades; the selection counts them
+    assert "extrapolation" not in summary and "extrapolation" not in json.loads((workdir / SUMMARY).read_text())
+    selection, output = selections["candidate"]
     out = grades > 0.01
-    assert summary["extrapolation"] == {"tolerance": 0.01, "out_of_range": int(out.sum()),
-                                        "ratio": pytest.approx(out.mean())}  # fmt: skip
-    for entry in summary["stages"]:
+    assert selection["extrapolation"] == {
+        "tolerance": 0.01,
+        "out_of_range": int(out.sum()),
+        "ratio": pytest.approx(out.mean()),
+        "promoted": int(out.sum()),
+    }
+    for entry in selection["stages"]:
         mine = stage == entry["stage"]
         assert entry["extrapolation"]["out_of_range"] == int(out[mine].sum())
         assert entry["extrapolation"]["ratio"] == pytest.approx(out[mine].mean())
-    assert summary["stages"][1]["extrapolation"]["ratio"] > summary["stages"][0]["extrapolation"]["ratio"]
-    on_disk = json.loads((workdir / SUMMARY).read_text())
-    assert on_disk["extrapolation"] == summary["extrapolation"]
+    assert selection["stages"][1]["extrapolation"]["ratio"] > selection["stages"][0]["extrapolation"]["ratio"]
+    on_disk = json.loads((output.parent / "selection.json").read_text())
+    assert on_disk["extrapolation"] == selection["extrapolation"]
 
 
-def test_exploration_selection_promotes_only_with_candidate(explored):
-    (ignore_dir, ignore), (candidate_dir, candidate) = explored["ignore"], explored["candidate"]
-    frames_ignore, _ = read_explored_frames(ignore_dir / FRAMES)
-    frames, _ = read_explored_frames(candidate_dir / FRAMES)
-    np.testing.assert_array_equal([f.positions for f in frames], [f.positions for f in frames_ignore])
+def test_selection_promotes_only_with_candidate(explored):
+    workdir, _, selections = explored
+    (ignore, _), (candidate, candidate_file) = selections["ignore"], selections["candidate"]
+    frames, fingerprints = read_explored_frames(workdir / FRAMES)
     grades = np.array([f.info["extrapolation"] for f in frames])
     assert ignore["counts"] == {"accurate": 24, "candidate": 0, "failed": 0}  # a committee of one always agrees
-    assert ignore["selection"]["selected"] == [] and ignore["selection"]["promoted"] == 0
+    assert ignore["selected"] == [] and ignore["extrapolation"]["promoted"] == 0
     assert candidate["counts"] == ignore["counts"]  # the committee's classification is unchanged
-    assert candidate["selection"]["promoted"] == int((grades > 0.01).sum()) > 3
-    picks = candidate["selection"]["selected"]
-    assert len(picks) == candidate["selection"]["promoted_selected"] == 3  # the cap
+    assert candidate["extrapolation"]["promoted"] == int((grades > 0.01).sum()) > 3
+    picks = candidate["selected"]
+    assert len(picks) == sum(pick["promoted"] for pick in picks) == 3  # the cap, all of them promoted
     assert all(pick["extrapolation"] > 0.01 for pick in picks)
-    written = ase.io.read(candidate_dir / SELECTED, index=":")
-    assert [atoms.info["frame"] for atoms in written] == [pick["frame"] for pick in picks]
+    # the picks the exploration engine made when it still selected: the same call on the recorded quantities
+    sigma, distance = (np.array([f.info[key] for f in frames]) for key in ("max_force_std", "min_distance"))
+    config = SelectionConfig(extrapolation="candidate", extrapolation_tolerance=0.01, max_candidates=3)
+    engine = select_candidates(sigma, distance, fingerprints, config, None, grades)
+    keys = ("structure", "stage", "step")
+    assert [tuple(p[key] for key in keys) for p in picks] == [
+        tuple(int(frames[i].info[key]) for key in keys) for i in engine.selected
+    ]
+    written = ase.io.read(candidate_file, index=":")
+    assert [tuple(atoms.info[key] for key in keys) for atoms in written] == [
+        tuple(p[key] for key in keys) for p in picks
+    ]
     assert [atoms.info["extrapolation"] for atoms in written] == pytest.approx([p["extrapolation"] for p in picks])
+    assert [str(atoms.info["start"]) for atoms in written] == [str(p["structure"]) for p in picks]

@@ -59,8 +59,9 @@ def cluster(seed: int = 0) -> Atoms:
 STRUCTURES = {"rocksalt": rocksalt, "cluster": cluster}
 
 
-def make_potential(family: str = "chebyshev", n_members: int = 1, seed: int = 0,
-                   dtype: torch.dtype = torch.float64) -> Potential:  # fmt: skip
+def make_potential(
+    family: str = "chebyshev", n_members: int = 1, seed: int = 0, dtype: torch.dtype = torch.float64
+) -> Potential:
     """A CuAu potential with seeded random weights, feature statistics from the test structures (perturbed per
     member), reference energies and an energy scale, so nothing in the model is an identity."""
     _require(family)
@@ -230,8 +231,13 @@ def _trimer(r: float) -> Atoms:
     return Atoms("CuAuCu", positions=[(0.0, 0.0, 0.0), (2.5, 0.0, 0.0), (0.0, r, 0.0)], pbc=False)
 
 
-CUTOFF_CASES = [("chebyshev", "dimer", 4.5), ("chebyshev", "trimer", 4.5), ("chebyshev", "trimer", 3.5),
-                ("bp", "dimer", 4.5), ("bp", "trimer", 4.5)]  # fmt: skip
+CUTOFF_CASES = [
+    ("chebyshev", "dimer", 4.5),
+    ("chebyshev", "trimer", 4.5),
+    ("chebyshev", "trimer", 3.5),
+    ("bp", "dimer", 4.5),
+    ("bp", "trimer", 4.5),
+]
 
 
 @pytest.mark.parametrize(("family", "shape", "cutoff"), CUTOFF_CASES, ids=[f"{f}-{s}-{c}" for f, s, c in CUTOFF_CASES])
@@ -309,8 +315,11 @@ MEMBER_BUFFERS = ("feature_mean", "feature_std", "reference_energy", "energy_sca
 def member(potential: Potential, k: int) -> Potential:
     """Committee member ``k`` as a potential of its own (K = 1)."""
     single = Potential(potential.elements, potential.descriptor_config, potential.network_config).to(potential.dtype)
-    state = {name: value[k : k + 1].clone() for name, value in potential.state_dict().items()
-             if name.startswith("networks.") or name in MEMBER_BUFFERS}  # fmt: skip
+    state = {
+        name: value[k : k + 1].clone()
+        for name, value in potential.state_dict().items()
+        if name.startswith("networks.") or name in MEMBER_BUFFERS
+    }
     single.load_state_dict(state, strict=False)
     return single
 

@@ -38,8 +38,9 @@ def row(index: int, full: tuple, n_parameters: int = 100, curve: float = 1.0, fa
         scale, train_scale = curve**step, 0.8**step
         te, tf, ve, vf = full
         n_train = math.ceil(12 * fraction)
-        points.append(ranking.fraction_row(fraction, metrics(te * train_scale, tf * train_scale, ve * scale,
-                                                             vf * scale, n_train)))  # fmt: skip
+        points.append(
+            ranking.fraction_row(fraction, metrics(te * train_scale, tf * train_scale, ve * scale, vf * scale, n_train))
+        )
     descriptor = {"type": "chebyshev", "radial_order": 4 + index}
     return ranking.candidate_row(index, descriptor, {"hidden": [8], "activation": "tanh"}, points, (20, n_parameters))
 
@@ -76,8 +77,7 @@ def test_network_size_refuses_a_file_without_networks():
 
 
 def test_module_imports_neither_torch_nor_aiida():
-    code = ("import sys, aiida_annpot.core.model_ranking; "
-            "sys.exit(1 if {'torch', 'aiida'} & set(sys.modules) else 0)")  # fmt: skip
+    code = "import sys, aiida_annpot.core.model_ranking; sys.exit(1 if {'torch', 'aiida'} & set(sys.modules) else 0)"
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
 
 
@@ -93,8 +93,11 @@ def test_score_is_the_sum_of_errors_relative_to_the_best():
 
 def test_a_tie_goes_to_the_smaller_model():
     """Candidate 1 scores 3 % worse than candidate 0 but has a quarter of the parameters."""
-    rows = [row(0, (1.0, 0.05, 2.0, 0.100), n_parameters=400), row(1, (1.0, 0.05, 2.06, 0.100), n_parameters=100),
-            row(2, (1.0, 0.05, 9.0, 0.300), n_parameters=50)]  # fmt: skip
+    rows = [
+        row(0, (1.0, 0.05, 2.0, 0.100), n_parameters=400),
+        row(1, (1.0, 0.05, 2.06, 0.100), n_parameters=100),
+        row(2, (1.0, 0.05, 9.0, 0.300), n_parameters=50),
+    ]
     ranked, chosen = ranking.rank_candidates(rows, tie_tolerance=0.05)
     assert chosen == 1
     assert [by_index(ranked)[i]["rank"] for i in range(3)] == [2, 1, 3], "the smallest model is far off: last"
@@ -115,8 +118,7 @@ def test_failed_candidates_are_never_chosen_and_say_why():
 
 
 def test_no_eligible_candidate_chooses_nothing():
-    rows = [row(0, (1.0, 0.05, 2.0, 0.1), failed={1.0: "exit status 300"}),
-            row(1, (1.0, 0.05, 2.0, float("nan")))]  # fmt: skip
+    rows = [row(0, (1.0, 0.05, 2.0, 0.1), failed={1.0: "exit status 300"}), row(1, (1.0, 0.05, 2.0, float("nan")))]
     ranked, chosen = ranking.rank_candidates(rows, tie_tolerance=0.05)
     assert chosen is None and all(r["rank"] is None for r in ranked)
     assert "f100: exit status 300" in ranked[0]["ineligible_reason"]

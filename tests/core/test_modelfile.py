@@ -19,13 +19,15 @@ from aiida_annpot.core.geometry import NeighborSearch
 from aiida_annpot.core.model import Potential
 from aiida_annpot.core.modelfile import content_digest, load_potential, read_metadata, save_model
 
-DESCRIPTOR = ChebyshevConfig(radial_order=5, radial_cutoff=4.5, angular_order=3, angular_cutoff=3.5,
-                             type_weights={"Au": 1.5, "Cu": -0.5})  # fmt: skip
+DESCRIPTOR = ChebyshevConfig(
+    radial_order=5, radial_cutoff=4.5, angular_order=3, angular_cutoff=3.5, type_weights={"Au": 1.5, "Cu": -0.5}
+)
 NETWORK = NetworkConfig(hidden=[7, 5], activation="silu")
 
 
-def make_potential(n_members: int = 1, seed: int = 0, descriptor=DESCRIPTOR, network=NETWORK,
-                   elements=("Cu", "Au")) -> Potential:  # fmt: skip
+def make_potential(
+    n_members: int = 1, seed: int = 0, descriptor=DESCRIPTOR, network=NETWORK, elements=("Cu", "Au")
+) -> Potential:
     """Random weights and random (non-trivial) standardisation, reference energies and scales for every member."""
     potential = Potential(list(elements), descriptor, network, n_members=n_members).double()
     generator = torch.Generator().manual_seed(seed)
@@ -36,8 +38,9 @@ def make_potential(n_members: int = 1, seed: int = 0, descriptor=DESCRIPTOR, net
         shape = potential.feature_mean.shape
         potential.feature_mean.copy_(torch.rand(shape, generator=generator, dtype=torch.float64) * 3)
         potential.feature_std.copy_(0.5 + torch.rand(shape, generator=generator, dtype=torch.float64) * 2)
-        potential.reference_energy.copy_(-3 - torch.rand(potential.reference_energy.shape, generator=generator,
-                                                         dtype=torch.float64))  # fmt: skip
+        potential.reference_energy.copy_(
+            -3 - torch.rand(potential.reference_energy.shape, generator=generator, dtype=torch.float64)
+        )
         potential.energy_scale.copy_(0.2 + torch.rand(n_members, generator=generator, dtype=torch.float64))
     return potential
 
@@ -50,8 +53,9 @@ def write_with_digest(tensors: dict, metadata: dict, path):
 
 
 def save_members(potential: Potential, folder, **extra) -> list:
-    return [save_model(potential, folder / f"member{k}.safetensors", member=k, **extra)
-            for k in range(potential.n_members)]  # fmt: skip
+    return [
+        save_model(potential, folder / f"member{k}.safetensors", member=k, **extra) for k in range(potential.n_members)
+    ]
 
 
 def structure():
@@ -97,8 +101,9 @@ def test_round_trip_committee(tmp_path):
 def test_descriptor_configuration_survives(tmp_path, family):
     if family == "bp":
         pytest.importorskip("aiida_annpot.core.descriptors.behler_parrinello")
-        descriptor = BehlerParrinelloConfig(cutoff=4.0, g2=[G2(eta=0.1), G2(eta=1.0, r_s=2.0)],
-                                            g4=[G4(eta=0.01, zeta=2.0, lambda_=-1)])  # fmt: skip
+        descriptor = BehlerParrinelloConfig(
+            cutoff=4.0, g2=[G2(eta=0.1), G2(eta=1.0, r_s=2.0)], g4=[G4(eta=0.01, zeta=2.0, lambda_=-1)]
+        )
     else:
         descriptor = DESCRIPTOR
     potential = make_potential(descriptor=descriptor, network=NetworkConfig(hidden=[4], activation="tanh"))
@@ -220,8 +225,10 @@ def test_missing_and_misshapen_tensors(tmp_path):
     with pytest.raises(ModelFileError, match="missing or unreadable tensor"):
         load_potential(missing)
     misshapen = tmp_path / "misshapen.safetensors"
-    state = {name: getattr(potential, name)[0].contiguous() for name in
-             ("feature_mean", "feature_std", "reference_energy", "energy_scale")}  # fmt: skip
+    state = {
+        name: getattr(potential, name)[0].contiguous()
+        for name in ("feature_mean", "feature_std", "reference_energy", "energy_scale")
+    }
     for index, (weight, bias) in enumerate(zip(potential.networks.weights, potential.networks.biases, strict=True)):
         state[f"networks.weight.{index}"] = weight[0].detach().contiguous()
         state[f"networks.bias.{index}"] = bias[0].detach().contiguous()

@@ -240,13 +240,20 @@ def test_candidate_mode_promotes_accurate_frames_out_of_range():
 def test_promoted_frames_pass_the_same_filters_as_candidates():
     distance = np.array([2.0, 0.5, 2.0, 2.0, 2.0, 2.0])  # frame 1 has atoms too close
     config = _config(extrapolation="candidate", extrapolation_tolerance=0.0)
-    result = select_candidates(EXTRAP_SIGMA, distance, np.arange(12.0).reshape(6, 2), config,
-                               extrapolation=EXTRAP_GRADES)  # fmt: skip
+    result = select_candidates(
+        EXTRAP_SIGMA, distance, np.arange(12.0).reshape(6, 2), config, extrapolation=EXTRAP_GRADES
+    )
     assert result.promoted.tolist() == [1, 3] and result.status[1] == "too_close" and result.status[3] == "selected"
     # a duplicate of the reference set is dropped, and the cap holds
     fingerprints = np.arange(12.0).reshape(6, 2)
-    capped = select_candidates(EXTRAP_SIGMA, np.full(6, 2.0), fingerprints, config.model_copy(
-        update={"duplicate_threshold": 0.5, "max_candidates": 1}), fingerprints[[3]] + 0.1, EXTRAP_GRADES)  # fmt: skip
+    capped = select_candidates(
+        EXTRAP_SIGMA,
+        np.full(6, 2.0),
+        fingerprints,
+        config.model_copy(update={"duplicate_threshold": 0.5, "max_candidates": 1}),
+        fingerprints[[3]] + 0.1,
+        EXTRAP_GRADES,
+    )
     # frame 1 is farther from the reference than 2, so farthest-point sampling takes it first
     assert capped.status.tolist() == ["accurate", "selected", "not_selected", "duplicate", "failed", "accurate"]
 

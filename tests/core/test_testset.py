@@ -20,8 +20,17 @@ V0, E0, B0, BP = 20.0, -5.4, 95.0, 4.2
 E_ATOM = -5.4
 
 
-def frame(n: int, kind: str, group: str = "si", dft: float = 0.0, ann: float = 0.0, volume: float = V0,
-          dft_forces=None, ann_forces=None, extrapolation: float = 0.0) -> TestFrame:  # fmt: skip
+def frame(
+    n: int,
+    kind: str,
+    group: str = "si",
+    dft: float = 0.0,
+    ann: float = 0.0,
+    volume: float = V0,
+    dft_forces=None,
+    ann_forces=None,
+    extrapolation: float = 0.0,
+) -> TestFrame:
     """A cubic cell of ``n`` Si atoms at ``volume`` Å³/atom with DFT energy ``dft`` and predicted ``ann`` (eV)."""
     side = (n * volume) ** (1.0 / 3.0)
     positions = np.random.default_rng(n).uniform(0.0, side, (n, 3))
@@ -37,8 +46,9 @@ def bm(volume: np.ndarray, v0: float = V0, b0: float = B0) -> np.ndarray:
     return birchmurnaghan(volume, E0, b0 * units.GPa, BP, v0)
 
 
-def volume_series(group: str = "si", points: int = 7, n: int = 2, ann_v0: float = V0, ann_b0: float = B0,
-                  ann_energy=None) -> list[TestFrame]:  # fmt: skip
+def volume_series(
+    group: str = "si", points: int = 7, n: int = 2, ann_v0: float = V0, ann_b0: float = B0, ann_energy=None
+) -> list[TestFrame]:
     """``points`` volumes over V0·(1 ± 8 %), DFT on the exact curve, the "ANN" on one with ``ann_v0`` and ``ann_b0``
     (or ``ann_energy(volume)`` per atom); given out of volume order."""
     volumes = V0 * np.linspace(0.92, 1.08, points)[::-1]
@@ -219,8 +229,13 @@ def test_vacancies_without_a_host_or_hosts_of_other_groups_give_no_formation_ene
 
 
 def test_targets_are_met_below_and_missed_above_with_the_key_named():
-    figures = {"energy_rmse": 3.0, "force_rmse": 0.08, "volume_error": -0.01, "bulk_modulus_error": 0.12,
-               "vacancy_error": None}  # fmt: skip
+    figures = {
+        "energy_rmse": 3.0,
+        "force_rmse": 0.08,
+        "volume_error": -0.01,
+        "bulk_modulus_error": 0.12,
+        "vacancy_error": None,
+    }
     assert set(figures) == set(TARGET_KEYS)
     assert targets_unmet(figures, {"energy_rmse": 5.0, "force_rmse": 0.1, "volume_error": 0.02}) == []
     assert targets_unmet(figures, {"energy_rmse": 3.0}) == []  # on the target is met

@@ -23,21 +23,44 @@ from aiida_annpot.core.training import CHECKPOINT, CURVE, METRICS, MODEL, Traine
 
 #: Architecture of the accuracy test: EMT's Cu cutoff is 5.38 Å, so the descriptor reaches 5.5 Å.
 ACCURATE = {
-    "descriptor": {"type": "chebyshev", "radial_order": 12, "angular_order": 6, "radial_cutoff": 5.5,
-                   "angular_cutoff": 4.0},
+    "descriptor": {
+        "type": "chebyshev",
+        "radial_order": 12,
+        "angular_order": 6,
+        "radial_cutoff": 5.5,
+        "angular_cutoff": 4.0,
+    },
     "network": {"hidden": [32, 32], "activation": "silu"},
     "loss": {"energy_weight": 10.0, "force_weight": 1.0},
-    "learning_rate": 1e-2, "lr_patience": 5, "batch_size": 4, "max_epochs": 100, "early_stopping_patience": 200,
-    "dtype": "float32", "seed": 0, "threads": 1,
-}  # fmt: skip
+    "learning_rate": 1e-2,
+    "lr_patience": 5,
+    "batch_size": 4,
+    "max_epochs": 100,
+    "early_stopping_patience": 200,
+    "dtype": "float32",
+    "seed": 0,
+    "threads": 1,
+}
 #: A small, fast float64 set-up for the bookkeeping tests (resume, determinism, splits).
 SMALL = {
-    "descriptor": {"type": "chebyshev", "radial_order": 6, "angular_order": 3, "radial_cutoff": 4.5,
-                   "angular_cutoff": 3.5},
+    "descriptor": {
+        "type": "chebyshev",
+        "radial_order": 6,
+        "angular_order": 3,
+        "radial_cutoff": 4.5,
+        "angular_cutoff": 3.5,
+    },
     "network": {"hidden": [8, 8]},
-    "learning_rate": 1e-2, "lr_patience": 1, "batch_size": 4, "max_epochs": 12, "early_stopping_patience": 50,
-    "checkpoint_interval": 1, "dtype": "float64", "seed": 3, "threads": 1,
-}  # fmt: skip
+    "learning_rate": 1e-2,
+    "lr_patience": 1,
+    "batch_size": 4,
+    "max_epochs": 12,
+    "early_stopping_patience": 50,
+    "checkpoint_interval": 1,
+    "dtype": "float64",
+    "seed": 3,
+    "threads": 1,
+}
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -99,8 +122,9 @@ def held_out_errors(model_path, frames) -> tuple[float, float]:
         atoms.calc = calculator
         force_errors.append((atoms.get_forces() - frame.get_forces()).ravel())
         energy_errors.append((atoms.get_potential_energy() - frame.get_potential_energy()) / len(frame))
-    return float(np.sqrt(np.mean(np.concatenate(force_errors) ** 2))), 1000 * float(np.sqrt(np.mean(np.square(
-        energy_errors))))  # fmt: skip
+    return float(np.sqrt(np.mean(np.concatenate(force_errors) ** 2))), 1000 * float(
+        np.sqrt(np.mean(np.square(energy_errors)))
+    )
 
 
 @pytest.fixture(scope="module")
@@ -134,8 +158,10 @@ def test_training_reaches_held_out_accuracy(trained, data):
     assert trained["outcome"].epochs == 100
     force_rmse, energy_rmse = held_out_errors(trained["workdir"] / MODEL, data["held_out"])
     untrained_force, untrained_energy = held_out_errors(trained["untrained"], data["held_out"])
-    print(f"held-out: forces {force_rmse:.4f} eV/Å, energy {energy_rmse:.2f} meV/atom; "
-          f"untrained: {untrained_force:.3f} eV/Å, {untrained_energy:.1f} meV/atom")  # fmt: skip
+    print(
+        f"held-out: forces {force_rmse:.4f} eV/Å, energy {energy_rmse:.2f} meV/atom; "
+        f"untrained: {untrained_force:.3f} eV/Å, {untrained_energy:.1f} meV/atom"
+    )
     assert force_rmse < 0.08
     assert energy_rmse < 8.0
     assert untrained_force > 10 * force_rmse
@@ -207,8 +233,10 @@ def test_resume_refuses_a_different_dataset(data, tmp_path):
 
 def test_same_seed_same_result_different_seed_different_result(data, tmp_path):
     short = {"max_epochs": 3}
-    outcomes = {name: Trainer(config(data["small"], **short, seed=seed), tmp_path / name, log=quiet).run()
-                for name, seed in (("a", 3), ("b", 3), ("c", 4))}  # fmt: skip
+    outcomes = {
+        name: Trainer(config(data["small"], **short, seed=seed), tmp_path / name, log=quiet).run()
+        for name, seed in (("a", 3), ("b", 3), ("c", 4))
+    }
     assert metrics_without_time(outcomes["a"].metrics) == metrics_without_time(outcomes["b"].metrics)
     assert curve_without_time(tmp_path / "a") == curve_without_time(tmp_path / "b")
     weights = {name: load_file(tmp_path / name / MODEL) for name in outcomes}
@@ -228,8 +256,11 @@ def test_kept_weights_are_the_best_validation_epoch_or_the_last_one(data, tmp_pa
     kept weights."""
     rows, metrics = {}, {}
     for keep in ("best_validation", "last_epoch"):
-        outcome = Trainer(config(data["small"], keep_weights=keep, lr_schedule="constant", learning_rate=1e-1),
-                          tmp_path / keep, log=quiet).run()  # fmt: skip
+        outcome = Trainer(
+            config(data["small"], keep_weights=keep, lr_schedule="constant", learning_rate=1e-1),
+            tmp_path / keep,
+            log=quiet,
+        ).run()
         rows[keep] = [float(row["validation_energy_rmse"]) for row in curve_without_time(tmp_path / keep)]
         metrics[keep] = outcome.metrics["validation"]["energy_rmse"]
     assert rows["best_validation"] == rows["last_epoch"]  # the same training
@@ -252,8 +283,7 @@ def test_warm_start_beats_cold_start(trained, data, tmp_path):
     parent = trained["workdir"] / MODEL
     settings = {"max_epochs": 1, "learning_rate": 1e-3}
     cold = Trainer(config(data["small"], ACCURATE, **settings), tmp_path / "cold", log=quiet)
-    warm = Trainer(config(data["small"], ACCURATE, **settings, init_model=str(parent)), tmp_path / "warm",
-                   log=quiet)  # fmt: skip
+    warm = Trainer(config(data["small"], ACCURATE, **settings, init_model=str(parent)), tmp_path / "warm", log=quiet)
     loaded = load_potential(parent, dtype=torch.float32)
     for name, value in loaded.state_dict().items():  # the warm start begins exactly at the parent model,
         if name in ("feature_min", "feature_max"):  # except the feature ranges, which describe the new data
@@ -269,10 +299,13 @@ def test_warm_start_beats_cold_start(trained, data, tmp_path):
 
 @pytest.mark.parametrize(
     "change",
-    [{"network": {"hidden": [16, 16], "activation": "silu"}}, {"network": {"hidden": [32, 32]}},
-     {"descriptor": ACCURATE["descriptor"] | {"radial_order": 10}}],
+    [
+        {"network": {"hidden": [16, 16], "activation": "silu"}},
+        {"network": {"hidden": [32, 32]}},
+        {"descriptor": ACCURATE["descriptor"] | {"radial_order": 10}},
+    ],
     ids=["hidden", "activation", "descriptor"],
-)  # fmt: skip
+)
 def test_warm_start_with_other_architecture_fails(trained, data, tmp_path, change):
     parent = str(trained["workdir"] / MODEL)
     with pytest.raises(ModelFileError, match="different architecture"):
@@ -289,8 +322,9 @@ def test_warm_start_from_missing_file_fails(data, tmp_path):
 
 def test_huge_learning_rate_diverges(data, tmp_path):
     """float32 with an unbounded activation: the loss overflows within the first epoch."""
-    settings = config(data["small"], learning_rate=1e6, dtype="float32", network={"hidden": [8, 8],
-                      "activation": "silu"})  # fmt: skip
+    settings = config(
+        data["small"], learning_rate=1e6, dtype="float32", network={"hidden": [8, 8], "activation": "silu"}
+    )
     with pytest.raises(TrainingDivergedError, match="loss became"):
         Trainer(settings, tmp_path, log=quiet).run()
     assert not (tmp_path / MODEL).exists()
@@ -299,8 +333,7 @@ def test_huge_learning_rate_diverges(data, tmp_path):
 
 def test_huge_learning_rate_float64_is_reported_as_diverged(data, tmp_path):
     """In float64 nothing overflows: the loss stays finite but absurd, and must still count as divergence."""
-    settings = config(data["small"], learning_rate=1e6, max_epochs=3, network={"hidden": [8, 8],
-                      "activation": "silu"})  # fmt: skip
+    settings = config(data["small"], learning_rate=1e6, max_epochs=3, network={"hidden": [8, 8], "activation": "silu"})
     with pytest.raises(TrainingDivergedError, match="times the starting model"):
         Trainer(settings, tmp_path, log=quiet).run()
     assert not (tmp_path / "model.safetensors").exists()

@@ -20,6 +20,7 @@ from click.testing import CliRunner
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
+from aiida_annpot.common import baselines as common_baselines
 from aiida_annpot.common.config import BaselineConfig, ChebyshevConfig, ConfigError, TrainingConfig, load_config
 from aiida_annpot.core import baselines
 from aiida_annpot.core.baselines import UntrustedBaselineError, make_baseline
@@ -65,8 +66,10 @@ def forge(source, path, **changes):
 
 
 def model_file(tmp_path, baseline=None):
-    potential = make_potential(descriptor=ChebyshevConfig(radial_order=4, radial_cutoff=4.0, angular_order=2,
-                                                          angular_cutoff=3.0), elements=("Si",))  # fmt: skip
+    potential = make_potential(
+        descriptor=ChebyshevConfig(radial_order=4, radial_cutoff=4.0, angular_order=2, angular_cutoff=3.0),
+        elements=("Si",),
+    )
     potential.baseline_config = baseline
     return save_model(potential, tmp_path / "model.safetensors")
 
@@ -111,8 +114,11 @@ def test_explore_refuses_a_model_file_that_names_an_import_path(tmp_path):
     marker = tmp_path / "ran.marker"
     forged = forge(model_file(tmp_path), tmp_path / "gulp.safetensors", baseline=gulp_record(marker))
     bulk("Si", "diamond", a=5.43, cubic=True).write(tmp_path / "start.extxyz")
-    config = {"models": [forged.name], "structures": "start.extxyz",
-              "stages": [{"temperature": 300, "steps": 10, "timestep": 1.0, "sample_interval": 5}]}  # fmt: skip
+    config = {
+        "models": [forged.name],
+        "structures": "start.extxyz",
+        "stages": [{"temperature": 300, "steps": 10, "timestep": 1.0, "sample_interval": 5}],
+    }
     (tmp_path / "explore.yaml").write_text(yaml.safe_dump(config))
     result = invoke("explore", tmp_path / "explore.yaml", "--workdir", tmp_path / "run")
     assert result.exit_code == EXIT_INPUT_ERROR and "ase.calculators.gulp.GULP" in result.output, result.output
@@ -139,8 +145,11 @@ def test_loading_never_imports_the_module_a_file_names(tmp_path, payload):
 def test_a_training_configuration_cannot_trust_its_own_baseline(tmp_path, payload):
     name, imported, ran = payload
     data = si_data(tmp_path)
-    config = {"dataset": data.name, "baseline": {"name": f"{name}.Payload", "parameters": {"command": f"touch {ran}"}},
-              "max_epochs": 1}  # fmt: skip
+    config = {
+        "dataset": data.name,
+        "baseline": {"name": f"{name}.Payload", "parameters": {"command": f"touch {ran}"}},
+        "max_epochs": 1,
+    }
     (tmp_path / "train.yaml").write_text(yaml.safe_dump(config))
     result = invoke("train", tmp_path / "train.yaml", "--workdir", tmp_path / "run")
     assert result.exit_code == EXIT_INPUT_ERROR and "--trust-baseline" in result.output, result.output
@@ -163,7 +172,7 @@ def test_an_explicitly_trusted_import_path_is_built(tmp_path, payload):
 def test_an_installed_entry_point_is_a_registered_baseline(tmp_path, payload, monkeypatch):
     name, imported, _ = payload
     point = importlib.metadata.EntryPoint(name="payload", value=f"{name}:Payload", group=baselines.ENTRY_POINT_GROUP)
-    monkeypatch.setattr(baselines, "_entry_points", lambda: {"payload": point})
+    monkeypatch.setattr(common_baselines, "_entry_points", lambda: {"payload": point})
     assert baselines.is_registered("payload") and "payload" in baselines.registered_names()
     config = BaselineConfig(name="payload", parameters={"sigma": 2.0})
     assert type(make_baseline(config)).__name__ == "Payload" and imported.exists()
@@ -246,7 +255,10 @@ def test_metrics_and_metadata_are_standard_json(tmp_path):
 
     text = jsonio.dumps({"stress_rmse": float("nan"), "range": [float("-inf"), 1.0], "nested": ({"x": 2.0},)})
     assert json.loads(text, parse_constant=lambda name: pytest.fail(f"{name} in {text}")) == {
-        "stress_rmse": None, "range": [None, 1.0], "nested": [{"x": 2.0}]}  # fmt: skip
+        "stress_rmse": None,
+        "range": [None, 1.0],
+        "nested": [{"x": 2.0}],
+    }
     path = save_model(
         make_potential(), tmp_path / "m.safetensors", metrics={"validation": {"stress_rmse": float("nan")}}
     )

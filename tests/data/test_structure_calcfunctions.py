@@ -46,8 +46,9 @@ def test_supercell_vacancies_and_slabs(silicon):
     assert len(big.sites) == 32
     holes = vacancy_structures(big, Int(3), Int(0))
     assert [len(s.sites) for s in holes.values()] == [31, 31, 31]
-    slabs = slab_structures(StructureData(ase=bulk("Cu", "fcc", a=3.61)), List([[1, 1, 1], [1, 0, 0]]), Int(3),
-                            Float(5.0))  # fmt: skip
+    slabs = slab_structures(
+        StructureData(ase=bulk("Cu", "fcc", a=3.61)), List([[1, 1, 1], [1, 0, 0]]), Int(3), Float(5.0)
+    )
     assert len(slabs) == 2 and all(s.pbc == (True, True, True) for s in slabs.values())
 
 

@@ -43,9 +43,12 @@ def setup_cluster() -> dict:
         computer = load_computer("localcluster")
     except NotExistent:
         computer = Computer(
-            label="localcluster", hostname="localcluster", transport_type="core.ssh_async",
-            scheduler_type="core.slurm", workdir="/tmp/annpot_cluster_work/{username}",
-        ).store()  # fmt: skip
+            label="localcluster",
+            hostname="localcluster",
+            transport_type="core.ssh_async",
+            scheduler_type="core.slurm",
+            workdir="/tmp/annpot_cluster_work/{username}",
+        ).store()
         computer.set_default_mpiprocs_per_machine(1)
         computer.configure(host="localcluster", safe_interval=0.0, use_login_shell=False)
     computer.set_minimum_job_poll_interval(1.0)
@@ -56,9 +59,13 @@ def setup_cluster() -> dict:
 def submit_campaign(computer: str = "localhost", iterations: str = "2") -> dict:
     structure = StructureData(ase=bulk("Si", "diamond", a=5.43, cubic=True))
     builder = ActiveLearningWorkChain.get_builder_from_protocol(
-        load_code(f"pw@{computer}"), load_code(f"annpot@{computer}"), {"si": structure}, FAMILY, protocol="fast",
+        load_code(f"pw@{computer}"),
+        load_code(f"annpot@{computer}"),
+        {"si": structure},
+        FAMILY,
+        protocol="fast",
         overrides={**SMALL_CAMPAIGN, **NO_TEST_SET, "max_iterations": int(iterations)},
-    )  # fmt: skip
+    )
     return {"pk": submit(builder).pk}
 
 
@@ -66,8 +73,18 @@ def jobs(pk: int) -> dict:
     """Every CalcJob of the campaign: process label, computer and scheduler job id."""
     node = load_node(pk)
     calcjobs = [d for d in node.called_descendants if isinstance(d, CalcJobNode)]
-    return {"jobs": [{"pk": c.pk, "label": c.process_label, "computer": c.computer.label, "job_id": c.get_job_id(),
-                      "ok": c.is_finished_ok} for c in calcjobs]}  # fmt: skip
+    return {
+        "jobs": [
+            {
+                "pk": c.pk,
+                "label": c.process_label,
+                "computer": c.computer.label,
+                "job_id": c.get_job_id(),
+                "ok": c.is_finished_ok,
+            }
+            for c in calcjobs
+        ]
+    }
 
 
 def paused(pk: int) -> dict:
@@ -79,11 +96,15 @@ def processes(pk: int) -> dict:
     """The campaign and its descendants: which are active (not terminated), paused, killed; PwCalculations made."""
     node = load_node(pk)
     every = [node, *node.called_descendants]
-    return {"active": [p.pk for p in every if not p.is_terminated],
-            "workflows_not_paused": [p.pk for p in every if isinstance(p, WorkflowNode) and not p.is_terminated
-                                     and not p.paused],
-            "killed": [p.pk for p in every if p.is_killed], "pw_total": len(_pw_calculations(node)),
-            "state": node.process_state.value}  # fmt: skip
+    return {
+        "active": [p.pk for p in every if not p.is_terminated],
+        "workflows_not_paused": [
+            p.pk for p in every if isinstance(p, WorkflowNode) and not p.is_terminated and not p.paused
+        ],
+        "killed": [p.pk for p in every if p.is_killed],
+        "pw_total": len(_pw_calculations(node)),
+        "state": node.process_state.value,
+    }
 
 
 def _pw_calculations(node) -> list[CalcJobNode]:
@@ -93,24 +114,39 @@ def _pw_calculations(node) -> list[CalcJobNode]:
 def state(pk: int) -> dict:
     node = load_node(pk)
     in_flight = [c.pk for c in _pw_calculations(node) if not c.is_terminated]
-    return {"terminated": node.is_terminated, "state": node.process_state.value, "exit_status": node.exit_status,
-            "pw_in_flight": in_flight, "pw_total": len(_pw_calculations(node))}  # fmt: skip
+    return {
+        "terminated": node.is_terminated,
+        "state": node.process_state.value,
+        "exit_status": node.exit_status,
+        "pw_in_flight": in_flight,
+        "pw_total": len(_pw_calculations(node)),
+    }
 
 
 def labels(pk: int) -> dict:
-    """Per labelled structure (UUID): its PwBaseWorkChains and its successful PwCalculations."""
+    """Per labelled structure (UUID): its labelling work chains (the labeller's, ``annpot.labelling.<name>``), its
+    PwBaseWorkChains and its successful PwCalculations."""
     node = load_node(pk)
-    bases = collections.Counter()
-    successes = collections.Counter()
-    for base in (d for d in node.called_descendants if isinstance(d, WorkflowNode)):
-        if base.process_label != "PwBaseWorkChain":
+    runs, bases, successes = collections.Counter(), collections.Counter(), collections.Counter()
+    for workflow in (d for d in node.called_descendants if isinstance(d, WorkflowNode)):
+        if (workflow.process_type or "").startswith("aiida.workflows:annpot.labelling."):
+            runs[workflow.inputs.structure.uuid] += 1
+        if workflow.process_label != "PwBaseWorkChain":
             continue
-        structure = base.inputs.pw.structure.uuid
+        structure = workflow.inputs.pw.structure.uuid
         bases[structure] += 1
-        successes[structure] += sum(1 for c in base.called if c.process_label == "PwCalculation" and c.is_finished_ok)
+        successes[structure] += sum(
+            1 for c in workflow.called if c.process_label == "PwCalculation" and c.is_finished_ok
+        )
     rows = node.outputs.iterations.get_list() if "iterations" in node.outputs else []
-    return {"bases": dict(bases), "successes": dict(successes), "exit_status": node.exit_status, "iterations": rows,
-            "dataset_frames": node.outputs.dataset.n_frames if "dataset" in node.outputs else 0}  # fmt: skip
+    return {
+        "runs": dict(runs),
+        "bases": dict(bases),
+        "successes": dict(successes),
+        "exit_status": node.exit_status,
+        "iterations": rows,
+        "dataset_frames": node.outputs.dataset.n_frames if "dataset" in node.outputs else 0,
+    }
 
 
 if __name__ == "__main__":

@@ -49,8 +49,11 @@ def test_campaign_runs_through_slurm_and_recovers_from_an_ssh_outage(cluster_pro
 
     wait_for(queued_dft, timeout=240, what="a DFT job handed to Slurm")
     _stop_sshd()
-    paused = wait_for(lambda: profile.driver("paused", pk)["paused"], timeout=120,
-                      what="AiiDA to pause a process whose transport failed")  # fmt: skip
+    paused = wait_for(
+        lambda: profile.driver("paused", pk)["paused"],
+        timeout=120,
+        what="AiiDA to pause a process whose transport failed",
+    )
     time.sleep(OUTAGE_SECONDS)
     run_command(["bash", str(REPOSITORY / "scripts/cluster/start_local_cluster.sh")], profile.env, 600)
 
@@ -71,3 +74,4 @@ def test_campaign_runs_through_slurm_and_recovers_from_an_ssh_outage(cluster_pro
             assert job["computer"] == "localcluster" and job["job_id"] and job["job_id"].isdigit(), job
     result = profile.driver("labels", pk)
     assert result["dataset_frames"] > 0 and all(n == 1 for n in result["bases"].values())
+    assert set(result["runs"]) == set(result["bases"]) and all(n == 1 for n in result["runs"].values())

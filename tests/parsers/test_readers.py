@@ -29,8 +29,11 @@ def test_status_round_trip(status):
 
 
 def test_status_without_message_gets_an_empty_one():
-    assert read_status('{"exit_code": 0, "status": "finished"}') == {"exit_code": 0, "status": "finished",
-                                                                     "message": ""}  # fmt: skip
+    assert read_status('{"exit_code": 0, "status": "finished"}') == {
+        "exit_code": 0,
+        "status": "finished",
+        "message": "",
+    }
 
 
 def test_status_matches_what_the_cli_writes():
@@ -68,12 +71,11 @@ def test_output_file_error_is_a_value_error():
 
 METRICS = {
     "train": {"energy_rmse": 1.5, "energy_mae": 1.2, "force_rmse": 0.05, "force_mae": 0.04, "stress_rmse": 0.3},
-    "validation": {"energy_rmse": 2.5, "energy_mae": 2.0, "force_rmse": 0.07, "force_mae": 0.05,
-                   "stress_rmse": 0.4},
+    "validation": {"energy_rmse": 2.5, "energy_mae": 2.0, "force_rmse": 0.07, "force_mae": 0.05, "stress_rmse": 0.4},
     "epochs": 12,
     "best_validation_loss": 0.001,
     "wall_time": 3.25,
-}  # fmt: skip
+}
 
 
 def test_metrics_round_trip():
@@ -126,8 +128,16 @@ def _curve_text(rows: list[dict], fields=CURVE_FIELDS) -> str:
 
 
 def test_learning_curve_round_trip():
-    rows = [{"epoch": k + 1, "learning_rate": 0.01 / (k + 1), "train_loss": 1.0 / (k + 1),
-             "validation_loss": 2.0 / (k + 1), "validation_force_rmse": 0.1 * k} for k in range(5)]  # fmt: skip
+    rows = [
+        {
+            "epoch": k + 1,
+            "learning_rate": 0.01 / (k + 1),
+            "train_loss": 1.0 / (k + 1),
+            "validation_loss": 2.0 / (k + 1),
+            "validation_force_rmse": 0.1 * k,
+        }
+        for k in range(5)
+    ]
     curve = read_learning_curve(_curve_text(rows))
     assert list(curve) == CURVE_FIELDS
     for field in CURVE_FIELDS:
@@ -137,8 +147,15 @@ def test_learning_curve_round_trip():
 
 def test_learning_curve_keeps_nan_entries():
     """The engine writes ``nan`` for force errors without force labels: numeric, so it is kept as NaN."""
-    rows = [{"epoch": 1, "learning_rate": 0.01, "train_loss": 1.0, "validation_loss": 2.0,
-             "validation_force_rmse": math.nan}]  # fmt: skip
+    rows = [
+        {
+            "epoch": 1,
+            "learning_rate": 0.01,
+            "train_loss": 1.0,
+            "validation_loss": 2.0,
+            "validation_force_rmse": math.nan,
+        }
+    ]
     curve = read_learning_curve(_curve_text(rows))
     assert np.isnan(curve["validation_force_rmse"][0]) and curve["epoch"][0] == 1.0
 
@@ -164,31 +181,36 @@ def test_learning_curve_with_a_short_row_is_rejected():
 
 # --- summary.json ---------------------------------------------------------------------------------------------------
 
+#: ``summary.json`` of an exploration: frame counts, stages, trajectory ends (no selection: that runs afterwards).
 SUMMARY = {
     "frames": 8,
-    "counts": {"accurate": 5, "candidate": 2, "failed": 1},
-    "ratios": {"accurate": 0.625, "candidate": 0.25, "failed": 0.125},
-    "stages": [{"stage": 0, "temperature": 300.0, "pressure": None, "frames": 8,
-                "counts": {"accurate": 5, "candidate": 2, "failed": 1},
-                "ratios": {"accurate": 0.625, "candidate": 0.25, "failed": 0.125}}],
+    "stages": [{"stage": 0, "temperature": 300.0, "pressure": None, "frames": 8}],
     "trajectories": [{"structure": 0, "stage": 0, "reason": "completed", "steps": 40}],
     "stop_reasons": {"completed": 1, "deviation": 0, "too_close": 0, "non_finite": 0},
-    "selection": {"counts": {"candidate": 2}, "ratios": {}, "selected": []},
-}  # fmt: skip
+}
+#: ``summary.json`` of ``annpot score``: the same keys, one stage, no trajectories.
+SCORING_SUMMARY = {
+    "frames": 5,
+    "unusable": 0,
+    "source": "input_md.traj",
+    "stages": [{"stage": 0, "frames": 5}],
+    "trajectories": [],
+}
 
 
-def test_summary_round_trip():
-    assert read_summary(json.dumps(SUMMARY)) == SUMMARY
+@pytest.mark.parametrize("summary", [SUMMARY, SCORING_SUMMARY])
+def test_summary_round_trip(summary):
+    assert read_summary(json.dumps(summary)) == summary
 
 
 def test_non_finite_summary_values_become_none():
     summary = json.loads(json.dumps(SUMMARY))
-    summary["selection"]["selected"] = [{"frame": 3, "max_force_std": math.nan}]
+    summary["stages"][0]["temperature"] = math.nan
     read = read_summary(json.dumps(summary))
-    assert read["selection"]["selected"] == [{"frame": 3, "max_force_std": None}]
+    assert read["stages"] == [{"stage": 0, "temperature": None, "pressure": None, "frames": 8}]
 
 
-@pytest.mark.parametrize("missing", ["frames", "ratios", "stages"])
+@pytest.mark.parametrize("missing", ["frames", "stages", "trajectories"])
 def test_summary_missing_a_key_is_rejected(missing):
     summary = {key: value for key, value in SUMMARY.items() if key != missing}
     with pytest.raises(OutputFileError, match=rf"summary.json lacks '{missing}'"):

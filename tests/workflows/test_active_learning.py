@@ -11,12 +11,13 @@ import math
 import numpy as np
 import pytest
 from aiida.cmdline.utils.common import get_workchain_report
+from aiida.common.links import LinkType
 from aiida.orm import (
     CalcFunctionNode,
     CalcJobNode,
+    Dict,
     QueryBuilder,
     StructureData,
-    TrajectoryData,
     WorkflowNode,
     load_node,
 )
@@ -25,6 +26,7 @@ from ase import units
 from aiida_annpot.calculations.explore import AnnExploreCalculation
 from aiida_annpot.core.properties import fit_birch_murnaghan
 from aiida_annpot.data.dataset import AtomisticDataset
+from aiida_annpot.data.label import LabelData
 from aiida_annpot.data.potential import AnnPotential
 from aiida_annpot.workflows.active_learning import ITERATIONS_EXTRA, ActiveLearningWorkChain
 
@@ -35,11 +37,21 @@ def _iterations(node) -> list[dict]:
     return node.outputs.iterations.get_list()
 
 
+def _labelled_structures(reference) -> list[StructureData]:
+    """The structures a ReferenceWorkChain labelled (its ``structures`` namespace; ``cells`` holds the ideal cells
+    they are copies of)."""
+    links = reference.base.links.get_incoming(node_class=StructureData, link_label_filter="structures__%").all()
+    return [link.node for link in links]
+
+
 def _reference_workchains(node) -> list[WorkflowNode]:
     """The training set's reference work chains in order (the test set's has the link label reference_test)."""
     links = node.base.links.get_outgoing(node_class=WorkflowNode).all()
-    return [link.node for link in sorted(links, key=lambda link: link.link_label)
-            if link.link_label.startswith("reference_") and link.link_label != "reference_test"]  # fmt: skip
+    return [
+        link.node
+        for link in sorted(links, key=lambda link: link.link_label)
+        if link.link_label.startswith("reference_") and link.link_label != "reference_test"
+    ]
 
 
 def test_campaign_runs_at_least_two_iterations_and_ends_with_a_known_status(fast_si_campaign):
@@ -59,7 +71,7 @@ def test_campaign_runs_at_least_two_iterations_and_ends_with_a_known_status(fast
 def test_second_iteration_labels_structures_proposed_by_exploration(fast_si_campaign):
     _, node = fast_si_campaign
     second = _reference_workchains(node)[1]
-    structures = [link.node for link in second.base.links.get_incoming(node_class=StructureData).all()]
+    structures = _labelled_structures(second)
     assert structures, "iteration 2 labels something"
     for structure in structures:
         assert structure.creator.process_label == "select_candidates"
@@ -80,8 +92,9 @@ def test_outputs_hold_final_potential_dataset_and_validation_errors(fast_si_camp
         assert math.isfinite(validation["energy_rmse"]) and math.isfinite(validation["force_rmse"])
         ratios = row["ratios"]
         assert sum(ratios.values()) == pytest.approx(1.0)
-    last_committee = sorted((c for c in node.called if c.process_label == "CommitteeTrainingWorkChain"),
-                            key=lambda c: c.ctime)[-1]  # fmt: skip
+    last_committee = sorted(
+        (c for c in node.called if c.process_label == "CommitteeTrainingWorkChain"), key=lambda c: c.ctime
+    )[-1]
     assert last_committee.outputs.potential.uuid == potential.uuid
     assert rows[-1]["validation"] == last_committee.outputs.metrics["validation_mean"]
     # the members' own validation metrics travel with the potential
@@ -89,16 +102,30 @@ def test_outputs_hold_final_potential_dataset_and_validation_errors(fast_si_camp
 
 
 def test_final_potential_leads_back_to_every_pw_calculation_it_learned_from(fast_si_campaign):
-    """Potential ← merge_dataset steps ← DFT trajectories ← PwCalculations: exactly the dataset's frame sources."""
+    """Potential ← merge_dataset steps ← labels ← quantumespresso_label ← parsed outputs ← PwCalculations: exactly
+    the dataset's frame sources, and the calculations the labels name."""
     outputs, _ = fast_si_campaign
     potential, dataset = outputs["potential"], outputs["dataset"]
     query = QueryBuilder()
     query.append(AnnPotential, filters={"id": potential.pk}, tag="potential")
-    query.append(CalcFunctionNode, with_descendants="potential", tag="merge",
-                 filters={"attributes.process_label": "merge_dataset"})  # fmt: skip
-    query.append(TrajectoryData, with_outgoing="merge", tag="trajectory")
-    query.append(CalcJobNode, with_outgoing="trajectory", project=["uuid"])
-    learned_from = set(query.all(flat=True))
+    query.append(
+        CalcFunctionNode,
+        with_descendants="potential",
+        tag="merge",
+        filters={"attributes.process_label": "merge_dataset"},
+    )
+    query.append(LabelData, with_outgoing="merge", tag="label", project=["attributes.calculation_uuid"])
+    query.append(
+        CalcFunctionNode,
+        with_outgoing="label",
+        tag="made",
+        filters={"attributes.process_label": "quantumespresso_label"},
+    )
+    query.append(Dict, with_outgoing="made", tag="parameters")
+    query.append(CalcJobNode, with_outgoing="parameters", project=["uuid"])
+    named = {(named_uuid, uuid) for named_uuid, uuid in query.all()}
+    assert all(named_uuid == uuid for named_uuid, uuid in named), "each label names the calculation behind it"
+    learned_from = {uuid for _, uuid in named}
     assert learned_from == set(dataset.sources), "the provenance graph and the per-frame sources agree"
     assert len(learned_from) == dataset.n_frames
     for uuid in learned_from:
@@ -117,15 +144,20 @@ def test_final_potential_leads_back_to_every_pw_calculation_it_learned_from(fast
 def test_selected_structure_leads_back_to_its_exploration_and_committee(fast_si_campaign):
     _, node = fast_si_campaign
     second = _reference_workchains(node)[1]
-    structure = second.base.links.get_incoming(node_class=StructureData).all()[0].node
+    structure = _labelled_structures(second)[0]
     query = QueryBuilder()
     query.append(StructureData, filters={"id": structure.pk}, tag="structure")
-    query.append(CalcJobNode, with_descendants="structure", tag="exploration",
-                 filters={"process_type": AnnExploreCalculation.build_process_type()})  # fmt: skip
+    query.append(
+        CalcJobNode,
+        with_descendants="structure",
+        tag="exploration",
+        filters={"process_type": AnnExploreCalculation.build_process_type()},
+    )
     query.append(AnnPotential, with_outgoing="exploration", project=["uuid"])
     committees = set(query.all(flat=True))
-    first_committee = sorted((c for c in node.called if c.process_label == "CommitteeTrainingWorkChain"),
-                             key=lambda c: c.ctime)[0]  # fmt: skip
+    first_committee = sorted(
+        (c for c in node.called if c.process_label == "CommitteeTrainingWorkChain"), key=lambda c: c.ctime
+    )[0]
     assert committees == {first_committee.outputs.potential.uuid}
 
 
@@ -165,8 +197,14 @@ def test_labels_have_dft_units_and_stress_sign(fast_si_campaign):
 def test_report_tells_the_campaign_story(fast_si_campaign):
     _, node = fast_si_campaign
     report = get_workchain_report(node, "REPORT")
-    for phrase in ("generated", "iteration 1: DFT labels for", "label(s) added", "committee ready",
-                   "selected for labelling", "iteration 2: DFT labels for"):  # fmt: skip
+    for phrase in (
+        "generated",
+        "iteration 1: DFT labels for",
+        "label(s) added",
+        "committee ready",
+        "selected for labelling",
+        "iteration 2: DFT labels for",
+    ):
         assert phrase in report, phrase
 
 
@@ -201,8 +239,8 @@ def test_every_iteration_scores_its_committee_on_the_test_set(fast_si_campaign):
 
 
 def test_test_set_is_labelled_once_and_never_trained_on(fast_si_campaign):
-    """The test labels come from their own ReferenceWorkChain (same DFT settings), share no structure with the
-    training set, and no test PwCalculation is an ancestor of the final potential."""
+    """The test labels come from their own ReferenceWorkChain (same labeller and settings), share no structure with
+    the training set, and no test PwCalculation is an ancestor of the final potential."""
     from aiida_annpot.calcfunctions.dataset import structure_key
 
     outputs, node = fast_si_campaign
@@ -216,7 +254,42 @@ def test_test_set_is_labelled_once_and_never_trained_on(fast_si_campaign):
     ancestors.append(CalcJobNode, with_descendants="potential", project=["uuid"])
     assert set(test_set.sources).isdisjoint(set(ancestors.all(flat=True)))
     training_reference = node.base.links.get_outgoing(link_label_filter="reference_01").one().node
-    for key in ("pw_base__pw__parameters", "pw_base__kpoints_distance", "pseudo_family"):
+    for key in ("labeller", "code", "settings", "options"):
         ours = training_reference.base.links.get_incoming(link_label_filter=key).one().node
         theirs = test_reference.base.links.get_incoming(link_label_filter=key).one().node
         assert ours.uuid == theirs.uuid, f"the test set is labelled with the campaign's own {key}"
+
+
+def _label_meshes(reference) -> dict:
+    """Label key → (atoms, the KpointsData its label work chain was given for its cell) of a ReferenceWorkChain."""
+    meshes = {}
+    for link in reference.base.links.get_outgoing(link_type=LinkType.CALL_WORK).all():
+        run = link.node
+        assert run.process_label == "QuantumEspressoLabelWorkChain"
+        (base,) = [child for child in run.called if child.process_label == "PwBaseWorkChain"]
+        assert base.inputs.kpoints.uuid == run.inputs.fixed.kpoints.uuid, "pw.x gets the cell's mesh"
+        meshes[link.link_label.removeprefix("label_")] = (len(run.inputs.structure.sites), run.inputs.fixed.kpoints)
+    return meshes
+
+
+def test_copies_of_a_cell_share_one_k_point_mesh(fast_si_campaign):
+    """Every structure to label is a copy of an ideal cell and is labelled on that cell's mesh, made once: the
+    8-atom cell's (2×2×2, shifted) for its strained and rattled copies, the 16-atom vacancy host's (1×2×2) for the
+    vacancy cells, and the MD start cell's for the frames selected from its trajectories."""
+    _, node = fast_si_campaign
+    first, second = _reference_workchains(node)[:2]
+    expected = {8: [2, 2, 2], 15: [1, 2, 2], 16: [1, 2, 2]}  # atoms → mesh of the cell they are a copy of
+    for reference in (first, second):
+        meshes = _label_meshes(reference)
+        assert meshes, reference
+        for atoms in {atoms for atoms, _ in meshes.values()}:
+            shared = {mesh.uuid for n, mesh in meshes.values() if n == atoms}
+            if atoms != 15:  # the vacancy cell and its 16-atom host are copies of one cell, checked below
+                assert len(shared) == 1, (atoms, shared)
+        for key, (atoms, mesh) in meshes.items():
+            assert mesh.get_kpoints_mesh() == (expected[atoms], [0.5, 0.5, 0.5]), key
+            assert mesh.creator.process_label == "shifted_kpoints_from_distance"
+    training = _label_meshes(first)
+    vacancy = {mesh.uuid for key, (_, mesh) in training.items() if "vacancy" in key}
+    assert len(vacancy) == 1, "the vacancy cells share their host's mesh"
+    assert len({mesh.uuid for _, mesh in training.values()}) == 2, "one mesh per ideal cell: the cell and the host"

@@ -37,15 +37,26 @@ SMALL = {
     "validation_targets": {},
     "generation": {"volumes": 0, "anisotropic_strains": 0, "rattles": 1, "rattle_amplitudes": [0.05], "vacancies": 0},
     "test_set": {
-        "generation": {"include_ideal": False, "volumes": 0, "anisotropic_strains": 0, "rattles": 1,
-                       "rattle_amplitudes": [0.07], "vacancies": 0},
+        "generation": {
+            "include_ideal": False,
+            "volumes": 0,
+            "anisotropic_strains": 0,
+            "rattles": 1,
+            "rattle_amplitudes": [0.07],
+            "vacancies": 0,
+        },
         "md_frames": 0,
     },
-    "test_targets": {"energy_rmse": 1e6, "force_rmse": 1e6, "volume_error": None, "bulk_modulus_error": None,
-                     "vacancy_error": None},
+    "test_targets": {
+        "energy_rmse": 1e6,
+        "force_rmse": 1e6,
+        "volume_error": None,
+        "bulk_modulus_error": None,
+        "vacancy_error": None,
+    },
     "committee": {"committee_size": 2, "config": {"max_epochs": 30}},
     "exploration": {"start_supercells": [[1, 1, 1]], "start_vacancies": False, "stage_schedule": [STAGE]},
-}  # fmt: skip
+}
 
 #: Every frame accurate: two members do not disagree by 5 eV/Å on a 300 K frame.
 WIDE_WINDOW = {"exploration": {"config": {"selection": {"trust_lo": 5.0, "trust_hi": 10.0}}}}
@@ -84,9 +95,13 @@ def campaign(pw_code, annpot_code, si_pseudo_family, si_cell):
 
     def build(*changes: dict, pw=None):
         return ActiveLearningWorkChain.get_builder_from_protocol(
-            pw or pw_code, annpot_code, {"si": si_cell()}, si_pseudo_family, protocol="fast",
+            pw or pw_code,
+            annpot_code,
+            {"si": si_cell()},
+            si_pseudo_family,
+            protocol="fast",
             overrides=small_overrides(*changes),
-        )  # fmt: skip
+        )
 
     return build
 
@@ -112,16 +127,16 @@ def called(node, link_label: str):
 
 def inject_reference_fault(monkeypatch, test_set: bool) -> None:
     """The ReferenceWorkChain that labels the test set (``test_set``) or the training structures raises before any
-    DFT runs. Patched where its first batch asks for its exposed inputs: a step method itself cannot be patched,
-    since the spec's outline holds the functions it was built with."""
-    original = ReferenceWorkChain.exposed_inputs
+    DFT runs. Patched where its first step looks up the labeller: a step method itself cannot be patched, since the
+    spec's outline holds the functions it was built with."""
+    original = ReferenceWorkChain._labeller
 
-    def exposed_inputs(self, *args, **kwargs):
+    def labeller(self):
         if all(key.startswith("test_") for key in self.inputs.structures) == test_set:
             raise RuntimeError("injected DFT fault")
-        return original(self, *args, **kwargs)
+        return original(self)
 
-    monkeypatch.setattr(ReferenceWorkChain, "exposed_inputs", exposed_inputs)
+    monkeypatch.setattr(ReferenceWorkChain, "_labeller", labeller)
 
 
 # --- the stopping rule ----------------------------------------------------------------------------------------------
@@ -174,8 +189,9 @@ def test_not_converged_after_max_iterations(blocked):
     outputs, node = blocked
     assert node.exit_status == EXIT.WARNING_NOT_CONVERGED.status
     (row,) = rows_of(node)
-    assert node.exit_message == (f"not converged after 1 iteration(s): {'; '.join(row['unmet'])}; "
-                                 "outputs are the last ones")  # fmt: skip
+    assert node.exit_message == (
+        f"not converged after 1 iteration(s): {'; '.join(row['unmet'])}; outputs are the last ones"
+    )
     assert row["converged"] is False and len(row["unmet"]) == 2
     assert row["last_stage_ratios"]["accurate"] == 1.0  # the committee agrees: the other criteria block
     assert {"potential", "dataset", "test_dataset", "test_score", "test_predictions"} <= set(outputs)
@@ -263,8 +279,9 @@ def test_failed_labelling_fails_the_campaign(campaign, monkeypatch):
     assert node.exit_status == EXIT.ERROR_REFERENCE_FAILED.status
     reference = called(node, "reference_01")
     assert reference.is_excepted and "injected DFT fault" in reference.exception
-    assert node.exit_message == (f"the DFT labelling failed: ReferenceWorkChain<{reference.pk}> excepted: "
-                                 "RuntimeError: injected DFT fault")  # fmt: skip
+    assert node.exit_message == (
+        f"the DFT labelling failed: ReferenceWorkChain<{reference.pk}> excepted: RuntimeError: injected DFT fault"
+    )
     (row,) = rows_of(node)
     assert row["failed"] == node.exit_message
     assert set(outputs) == {"iterations"}

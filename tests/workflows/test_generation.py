@@ -61,9 +61,15 @@ def test_names_and_kinds(made):
 
 @pytest.mark.parametrize(
     ("name", "kind"),
-    [("ideal", "ideal"), ("volume_004", "volume"), ("vacancyrattle120_013", "vacancyrattle120"),
-     ("vacancyhost", "vacancyhost"), ("test_si_rattle050_001", "test_si_rattle050"), ("slab_10", "slab")],
-)  # fmt: skip
+    [
+        ("ideal", "ideal"),
+        ("volume_004", "volume"),
+        ("vacancyrattle120_013", "vacancyrattle120"),
+        ("vacancyhost", "vacancyhost"),
+        ("test_si_rattle050_001", "test_si_rattle050"),
+        ("slab_10", "slab"),
+    ],
+)
 def test_kind_of_strips_only_the_trailing_index(name, kind):
     assert kind_of(name) == kind
 

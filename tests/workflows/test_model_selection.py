@@ -23,14 +23,30 @@ from aiida_annpot.workflows.train_base import AnnTrainBaseWorkChain
 from tests.submission import validation_error
 
 #: Common training settings: short, single-threaded (a couple of minutes for all 12 jobs on a loaded 2-core machine).
-TRAINING = {"max_epochs": 40, "early_stopping_patience": 40, "batch_size": 4, "learning_rate": 0.01, "seed": 0,
-            "threads": 1, "dtype": "float64"}  # fmt: skip
+TRAINING = {
+    "max_epochs": 40,
+    "early_stopping_patience": 40,
+    "batch_size": 4,
+    "learning_rate": 0.01,
+    "seed": 0,
+    "threads": 1,
+    "dtype": "float64",
+}
 CHEBYSHEV = {"type": "chebyshev", "radial_order": 6, "angular_order": 2, "radial_cutoff": 4.5, "angular_cutoff": 3.5}
-BEHLER = {"type": "behler_parrinello", "cutoff": 4.5, "g2": [{"eta": eta} for eta in (0.05, 0.2, 0.5, 1.0, 2.0)],
-          "g4": [{"eta": 0.05, "zeta": 1.0, "lambda": lam} for lam in (-1, 1)]}  # fmt: skip
-GRID = {"descriptors": [CHEBYSHEV, BEHLER], "networks": [{"hidden": [8]}, {"hidden": [16, 16]}],
-        "training_fractions": [0.25, 0.5, 1.0], "validation_fraction": 0.2, "split_seed": 3,
-        "tie_tolerance": 0.05}  # fmt: skip
+BEHLER = {
+    "type": "behler_parrinello",
+    "cutoff": 4.5,
+    "g2": [{"eta": eta} for eta in (0.05, 0.2, 0.5, 1.0, 2.0)],
+    "g4": [{"eta": 0.05, "zeta": 1.0, "lambda": lam} for lam in (-1, 1)],
+}
+GRID = {
+    "descriptors": [CHEBYSHEV, BEHLER],
+    "networks": [{"hidden": [8]}, {"hidden": [16, 16]}],
+    "training_fractions": [0.25, 0.5, 1.0],
+    "validation_fraction": 0.2,
+    "split_seed": 3,
+    "tie_tolerance": 0.05,
+}
 JOB_LABELS = {f"candidate_{c}_{f}" for c in range(4) for f in ("f025", "f050", "f100")}
 
 
@@ -56,20 +72,32 @@ def cu_dataset(emt_frames):
     [
         ({**GRID, "descriptors": []}, TRAINING, "inputs.grid", ("the model grid is empty", "descriptors")),
         ({**GRID, "networks": [], "descriptors": []}, TRAINING, "inputs.grid", ("descriptors and networks",)),
-        ({**GRID, "descriptors": [{**CHEBYSHEV, "radial_ordr": 4}]}, TRAINING, "inputs.grid",
-         ("descriptors.0.chebyshev.radial_ordr", "Extra inputs are not permitted")),
+        (
+            {**GRID, "descriptors": [{**CHEBYSHEV, "radial_ordr": 4}]},
+            TRAINING,
+            "inputs.grid",
+            ("descriptors.0.chebyshev.radial_ordr", "Extra inputs are not permitted"),
+        ),
         ({**GRID, "descriptors": [{"type": "soap"}]}, TRAINING, "inputs.grid", ("descriptors.0", "soap")),
         ({**GRID, "training_fractions": [0.25, 0.5]}, TRAINING, "inputs.grid", ("must lie in (0, 1] and include 1.0",)),
         ({**GRID, "training_fractions": [0.333, 0.334, 1.0]}, TRAINING, "inputs.grid", ("differ by at least 1%",)),
         (GRID, {**TRAINING, "descriptor": CHEBYSHEV}, "inputs.training", ("training must not set descriptor",)),
-        (GRID, {**TRAINING, "training_fraction": 0.5, "network": {"hidden": [4]}}, "inputs.training",
-         ("training must not set network, training_fraction",)),
-        (GRID, {**TRAINING, "learning_rat": 0.01}, "inputs.training",
-         ("learning_rat", "Extra inputs are not permitted")),
+        (
+            GRID,
+            {**TRAINING, "training_fraction": 0.5, "network": {"hidden": [4]}},
+            "inputs.training",
+            ("training must not set network, training_fraction",),
+        ),
+        (
+            GRID,
+            {**TRAINING, "learning_rat": 0.01},
+            "inputs.training",
+            ("learning_rat", "Extra inputs are not permitted"),
+        ),
         (GRID, {**TRAINING, "dataset": "mine.extxyz"}, "inputs.training", ("do not set dataset",)),
         (GRID, {**TRAINING, "elements": ["Au"]}, "inputs", ("dataset has element(s) Cu not in training elements",)),
     ],
-)  # fmt: skip
+)
 def test_bad_grid_or_training_is_refused(annpot_code, cu_dataset, grid, training, port, fragments):
     message = validation_error(ModelSelectionWorkChain, selection_inputs(annpot_code, cu_dataset, grid, training))
     assert message is not None, "the inputs were accepted"
@@ -114,8 +142,11 @@ def selection(fast_si_campaign, annpot_code):
 
 
 def jobs(node) -> dict[str, ProcessNode]:
-    return {link.link_label: link.node for link in node.base.links.get_outgoing(node_class=ProcessNode).all()
-            if link.node.process_class is AnnTrainBaseWorkChain}  # fmt: skip
+    return {
+        link.link_label: link.node
+        for link in node.base.links.get_outgoing(node_class=ProcessNode).all()
+        if link.node.process_class is AnnTrainBaseWorkChain
+    }
 
 
 def table(node) -> dict:
@@ -144,8 +175,9 @@ def test_selection_finishes_with_twelve_jobs_on_one_shared_validation_split(sele
     assert training.creator.process_label == "split_dataset" and validation.creator.uuid == training.creator.uuid
     assert (training.n_frames, validation.n_frames) == split_sizes(dataset.n_frames, GRID["validation_fraction"])
     keys = {structure_key(f): s for f, s in zip(dataset.to_frames(), dataset.sources, strict=True)}
-    split = [(structure_key(f), s) for d in (training, validation) for f, s in zip(d.to_frames(), d.sources,
-                                                                                  strict=True)]  # fmt: skip
+    split = [
+        (structure_key(f), s) for d in (training, validation) for f, s in zip(d.to_frames(), d.sources, strict=True)
+    ]
     assert dict(split) == keys and len(split) == len(keys), "every frame once, with its source"
 
 
@@ -242,25 +274,32 @@ def test_learning_curves_and_report(selection):
     for row in rows:
         curve = curves[row["candidate"]]
         np.testing.assert_array_equal(curve.get_array("fraction"), [0.25, 0.5, 1.0])
-        np.testing.assert_allclose(curve.get_array("validation_force_rmse"),
-                                   [p["validation_force_rmse"] for p in row["fractions"]])  # fmt: skip
+        np.testing.assert_allclose(
+            curve.get_array("validation_force_rmse"), [p["validation_force_rmse"] for p in row["fractions"]]
+        )
     report = get_workchain_report(node, "REPORT")
     chosen = rows[table(node)["chosen"]]
-    for phrase in ("split", "12 job(s)", "12 of 12 job(s) finished; 4 of 4 candidate(s) eligible",
-                   f"chose {chosen['candidate']}"):  # fmt: skip
+    for phrase in (
+        "split",
+        "12 job(s)",
+        "12 of 12 job(s) finished; 4 of 4 candidate(s) eligible",
+        f"chose {chosen['candidate']}",
+    ):
         assert phrase in report, report
 
 
 @pytest.mark.slow
-def test_campaign_and_committee_builders_accept_the_chosen_config(selection, pw_code, annpot_code,
-                                                                  si_pseudo_family, si_cell):  # fmt: skip
+def test_campaign_and_committee_builders_accept_the_chosen_config(
+    selection, pw_code, annpot_code, si_pseudo_family, si_cell
+):
     """The campaign can start from the selection: its output is a valid ``committee.config``."""
     from aiida_annpot.workflows.active_learning import ActiveLearningWorkChain
     from aiida_annpot.workflows.committee import CommitteeTrainingWorkChain
 
     outputs, _ = selection
-    builder = ActiveLearningWorkChain.get_builder_from_protocol(pw_code, annpot_code, {"si": si_cell()},
-                                                                si_pseudo_family, protocol="fast")  # fmt: skip
+    builder = ActiveLearningWorkChain.get_builder_from_protocol(
+        pw_code, annpot_code, {"si": si_cell()}, si_pseudo_family, protocol="fast"
+    )
     builder.committee.config = outputs["config"]
     assert validation_error(ActiveLearningWorkChain, builder) is None
     assert builder.committee.config.uuid == outputs["config"].uuid, "the campaign links to the chosen config"
@@ -277,8 +316,11 @@ def test_campaign_and_committee_builders_accept_the_chosen_config(selection, pw_
 #: A descriptor the engine refuses for Cu frames at run time (its type weights do not cover Cu): every job of its
 #: candidates fails, deterministically.
 BROKEN = {**CHEBYSHEV, "radial_order": 4, "type_weights": {"Au": 1.0}}
-SMALL_GRID = {"descriptors": [{**CHEBYSHEV, "radial_order": 4}, BROKEN], "networks": [{"hidden": [6]}],
-              "training_fractions": [0.5, 1.0]}  # fmt: skip
+SMALL_GRID = {
+    "descriptors": [{**CHEBYSHEV, "radial_order": 4}, BROKEN],
+    "networks": [{"hidden": [6]}],
+    "training_fractions": [0.5, 1.0],
+}
 
 
 @pytest.mark.slow
@@ -301,8 +343,9 @@ def test_a_failed_job_makes_only_its_candidate_ineligible(annpot_code, cu_datase
 
 @pytest.mark.slow
 def test_no_eligible_candidate_is_an_exit_code_naming_the_failures(annpot_code, cu_dataset):
-    inputs = selection_inputs(annpot_code, cu_dataset, {**SMALL_GRID, "descriptors": [BROKEN]},
-                              {**TRAINING, "max_epochs": 5})  # fmt: skip
+    inputs = selection_inputs(
+        annpot_code, cu_dataset, {**SMALL_GRID, "descriptors": [BROKEN]}, {**TRAINING, "max_epochs": 5}
+    )
     inputs["train"]["max_iterations"] = Int(1)
     outputs, node = run_get_node(ModelSelectionWorkChain, **inputs)
     assert node.exit_status == ModelSelectionWorkChain.exit_codes.ERROR_NO_ELIGIBLE_CANDIDATE.status

@@ -16,12 +16,25 @@ from ase.build import bulk
 
 from aiida_annpot.data import AnnPotential, AtomisticDataset
 from aiida_annpot.workflows.active_learning import ActiveLearningWorkChain
+from aiida_annpot.workflows.campaign_inputs import split_exploration_config
 from aiida_annpot.workflows.committee import CommitteeTrainingWorkChain
 from aiida_annpot.workflows.exploration import ExplorationWorkChain
+from aiida_annpot.workflows.labelling import labeller_names
 from aiida_annpot.workflows.reference import ReferenceWorkChain
 from tests.submission import validation_error
 
 STAGE = {"temperature": 300, "steps": 20, "timestep": 1.0, "sample_interval": 5}
+
+
+# Port tests run no DFT: a fixture code and a generated pseudopotential family stand in for pw.x and Debian's UPF.
+@pytest.fixture(scope="session")
+def pw_code(fixture_pw_code):
+    return fixture_pw_code
+
+
+@pytest.fixture(scope="session")
+def si_pseudo_family(generated_si_family):
+    return generated_si_family
 
 
 def assert_refused(process_class, inputs: dict, port: str, *fragments: str) -> str:
@@ -40,8 +53,9 @@ def structure(symbol: str, **kwargs) -> StructureData:
 
 @pytest.fixture(scope="module")
 def fast_builder(pw_code, annpot_code, si_pseudo_family, si_cell):
-    return ActiveLearningWorkChain.get_builder_from_protocol(pw_code, annpot_code, [si_cell()], si_pseudo_family,
-                                                             protocol="fast")  # fmt: skip
+    return ActiveLearningWorkChain.get_builder_from_protocol(
+        pw_code, annpot_code, [si_cell()], si_pseudo_family, protocol="fast"
+    )
 
 
 @pytest.fixture
@@ -59,8 +73,10 @@ def process_count() -> int:
 # --- ActiveLearningWorkChain ----------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("symbol", "kwargs"), [("Cu", {"crystalstructure": "fcc", "a": 3.61}),
-                                               ("C", {"crystalstructure": "diamond", "a": 3.57})])  # fmt: skip
+@pytest.mark.parametrize(
+    ("symbol", "kwargs"),
+    [("Cu", {"crystalstructure": "fcc", "a": 3.61}), ("C", {"crystalstructure": "diamond", "a": 3.57})],
+)
 def test_an_element_missing_from_the_pseudo_family(inputs, si_pseudo_family, symbol, kwargs):
     inputs["structures"]["s01"] = structure(symbol, **kwargs)
     assert_refused(
@@ -71,8 +87,14 @@ def test_an_element_missing_from_the_pseudo_family(inputs, si_pseudo_family, sym
     )
 
 
+def with_settings(reference: dict, **changes) -> dict:
+    """The ``reference`` inputs with ``changes`` to the labeller's settings (None removes a key)."""
+    settings = {**reference["settings"].get_dict(), **changes}
+    return {**reference, "settings": Dict({key: value for key, value in settings.items() if value is not None})}
+
+
 def test_a_pseudo_family_that_does_not_exist(inputs):
-    inputs["reference"]["pseudo_family"] = Str("SSSP-nonexistent")
+    inputs["reference"] = with_settings(inputs["reference"], pseudo_family="SSSP-nonexistent")
     assert_refused(ActiveLearningWorkChain, inputs, "inputs", "pseudo family 'SSSP-nonexistent' does not exist")
 
 
@@ -80,7 +102,7 @@ def test_a_group_that_is_not_a_pseudo_family(inputs):
     from aiida.orm import Group
 
     Group(label="plain-group-for-validation").store()
-    inputs["reference"]["pseudo_family"] = Str("plain-group-for-validation")
+    inputs["reference"] = with_settings(inputs["reference"], pseudo_family="plain-group-for-validation")
     assert_refused(ActiveLearningWorkChain, inputs, "inputs", "'plain-group-for-validation' is not a pseudopotential")
 
 
@@ -145,14 +167,21 @@ def test_trust_levels_in_the_wrong_order(inputs):
     config = inputs["exploration_config"].get_dict()
     config["selection"] = {**config["selection"], "trust_lo": 0.6, "trust_hi": 0.3}
     inputs["exploration_config"] = Dict(config)
-    assert_refused(ActiveLearningWorkChain, inputs, "inputs", "trust_lo (0.6) must be below trust_hi (0.3)")
+    assert_refused(
+        ActiveLearningWorkChain,
+        inputs,
+        "inputs",
+        "exploration_config.selection:",
+        "trust_lo (0.6) must be below trust_hi (0.3)",
+    )
 
 
 def test_get_builder_from_protocol_without_structures(pw_code, annpot_code, si_pseudo_family):
     for empty in ([], {}):
         with pytest.raises(ValueError, match="no structures given: a campaign needs at least one input structure"):
-            ActiveLearningWorkChain.get_builder_from_protocol(pw_code, annpot_code, empty, si_pseudo_family,
-                                                              protocol="fast")  # fmt: skip
+            ActiveLearningWorkChain.get_builder_from_protocol(
+                pw_code, annpot_code, empty, si_pseudo_family, protocol="fast"
+            )
 
 
 def test_an_empty_structures_namespace(inputs):
@@ -190,11 +219,13 @@ def test_a_bad_stage_schedule(inputs, schedule, port, fragments):
 @pytest.mark.parametrize(
     ("targets", "fragments"),
     [
-        ({"energy_rmse": 5.0, "virial_rmse": 1.0}, ("unknown validation target(s) virial_rmse",
-                                                    "known: energy_rmse, force_rmse")),
+        (
+            {"energy_rmse": 5.0, "virial_rmse": 1.0},
+            ("unknown validation target(s) virial_rmse", "known: energy_rmse, force_rmse"),
+        ),
         ({"energy_rmse": 0.0}, ("validation targets must be positive", "'energy_rmse': 0.0")),
     ],
-)  # fmt: skip
+)
 def test_bad_validation_targets(inputs, targets, fragments):
     inputs["validation_targets"] = Dict(targets)
     assert_refused(ActiveLearningWorkChain, inputs, "inputs.validation_targets", *fragments)
@@ -203,11 +234,14 @@ def test_bad_validation_targets(inputs, targets, fragments):
 @pytest.mark.parametrize(
     ("targets", "port", "fragments"),
     [
-        ({"energy_rmse": 5.0, "stress_rmse": 1.0}, "inputs.test_targets",
-         ("unknown test target(s) stress_rmse", "known: energy_rmse, force_rmse, volume_error")),
+        (
+            {"energy_rmse": 5.0, "stress_rmse": 1.0},
+            "inputs.test_targets",
+            ("unknown test target(s) stress_rmse", "known: energy_rmse, force_rmse, volume_error"),
+        ),
         ({"vacancy_error": -0.3}, "inputs.test_targets", ("test targets must be positive", "'vacancy_error': -0.3")),
     ],
-)  # fmt: skip
+)
 def test_bad_test_targets(inputs, targets, port, fragments):
     inputs["test_targets"] = Dict(targets)
     assert_refused(ActiveLearningWorkChain, inputs, port, *fragments)
@@ -223,8 +257,13 @@ def test_test_targets_without_a_test_set_are_refused(inputs):
 def test_test_targets_the_test_set_cannot_give_are_refused(inputs):
     test_set = inputs["test_set"].get_dict()
     inputs["test_set"] = Dict({**test_set, "generation": {**test_set["generation"], "vacancies": 0, "volumes": 0}})
-    assert_refused(ActiveLearningWorkChain, inputs, "inputs", "volume_error / bulk_modulus_error need",
-                   "vacancy_error needs test_set.generation.vacancies ≥ 1")  # fmt: skip
+    assert_refused(
+        ActiveLearningWorkChain,
+        inputs,
+        "inputs",
+        "volume_error / bulk_modulus_error need",
+        "vacancy_error needs test_set.generation.vacancies ≥ 1",
+    )
 
 
 def test_test_structures_need_pseudopotentials_too(inputs):
@@ -303,8 +342,13 @@ def test_run_refuses_before_anything_is_created(inputs):
 @pytest.fixture
 def reference_inputs(inputs, si_cell):
     structures = {"a": si_cell(), "b": si_cell(rattle=0.05)}
-    return {"structures": structures, "pseudo_family": inputs["reference"]["pseudo_family"],
-            "pw_base": inputs["reference"]["pw_base"], "max_concurrent": Int(2)}  # fmt: skip
+    return {
+        "structures": structures,
+        "labeller": inputs["reference"]["labeller"],
+        "code": inputs["reference"]["code"],
+        "settings": inputs["reference"]["settings"],
+        "max_concurrent": Int(2),
+    }
 
 
 def test_reference_work_chain(reference_inputs, si_pseudo_family):
@@ -318,7 +362,7 @@ def test_reference_work_chain(reference_inputs, si_pseudo_family):
     )
     assert_refused(
         ReferenceWorkChain,
-        {**reference_inputs, "pseudo_family": Str("nope")},
+        with_settings(reference_inputs, pseudo_family="nope"),
         "inputs",
         "pseudo family 'nope' does not exist",
     )
@@ -350,15 +394,67 @@ def test_reference_work_chain_refuses_overlapping_atoms_and_bad_pw_settings(refe
     assert_refused(
         ReferenceWorkChain, alone, "inputs", "structure d: atom 0 (Si) is 1.000 Å from its own periodic image"
     )
-    pw_base = copy.deepcopy(reference_inputs["pw_base"])
-    parameters = pw_base["pw"]["parameters"].get_dict()
-    pw_base["pw"]["parameters"] = Dict({**parameters, "SYSTEM": {**parameters["SYSTEM"], "ecut_wfc": 30.0}})
-    typo = {**reference_inputs, "pw_base": pw_base}
-    message = "pw_base.pw.parameters.SYSTEM.ecut_wfc: not a pw.x variable of &SYSTEM"
-    assert_refused(ReferenceWorkChain, typo, "inputs", message, "did you mean 'ecutwfc'")
+    parameters = reference_inputs["settings"]["parameters"]
+    typo = with_settings(
+        reference_inputs, parameters={**parameters, "SYSTEM": {**parameters["SYSTEM"], "ecut_wfc": 30.0}}
+    )
+    message = "parameters.SYSTEM.ecut_wfc: not a pw.x variable of &SYSTEM"
+    assert_refused(ReferenceWorkChain, typo, "inputs", "quantumespresso settings", message, "did you mean 'ecutwfc'")
     before = process_count()
     with pytest.raises(ValueError, match=r"0\.200 Å apart"):
         run(ReferenceWorkChain, **overlapping)
+    assert process_count() == before
+
+
+def test_an_unknown_labeller_is_refused_naming_the_installed_ones(inputs, reference_inputs):
+    assert "quantumespresso" in labeller_names()
+    fragment = f"labeller: unknown labeller 'vasp'; installed: {', '.join(labeller_names())}"
+    assert_refused(ReferenceWorkChain, {**reference_inputs, "labeller": Str("vasp")}, "inputs.labeller", fragment)
+    inputs["reference"]["labeller"] = Str("vasp")
+    assert_refused(ActiveLearningWorkChain, inputs, "inputs.reference.labeller", fragment)
+    before = process_count()
+    with pytest.raises(ValueError, match="unknown labeller 'vasp'"):
+        run(ReferenceWorkChain, **{**reference_inputs, "labeller": Str("vasp")})
+    assert process_count() == before
+
+
+@pytest.mark.parametrize(
+    ("changes", "fragments"),
+    [
+        ({"kpoint_distance": 0.3}, ("kpoint_distance: Extra inputs are not permitted",)),
+        ({"kpoints_distance": None}, ("kpoints_distance: Field required",)),
+        ({"kpoints_distance": "dense"}, ("kpoints_distance: Input should be a valid number", "(got 'dense')")),
+        ({"pw_base": {"max_iterations": 1}}, ("pw_base: Extra inputs are not permitted",)),  # the old namespace
+        (
+            {"parameters": {"SYSTEM": {"ecut_wfc": 30.0}}},
+            ("parameters.SYSTEM.ecut_wfc: not a pw.x variable of &SYSTEM", "did you mean 'ecutwfc'"),
+        ),
+        ({"parameters": {"ELECTRON": {"conv_thr": 1e-8}}}, ("'ELECTRON' is not a pw.x namelist",)),
+        (
+            {"parameters": {"SYSTEM": {"degauss": "small"}}},
+            ("parameters.SYSTEM.degauss: must be a number, got 'small'",),
+        ),
+    ],
+    ids=[
+        "unknown-key",
+        "missing-key",
+        "word-for-number",
+        "old-namespace",
+        "pw-key-typo",
+        "pw-namelist-typo",
+        "pw-value-type",
+    ],
+)
+def test_bad_labeller_settings_are_refused_naming_the_field(inputs, reference_inputs, changes, fragments):
+    """The settings Dict is checked against the labeller's schema where the reference work chain runs alone and
+    where the campaign exposes it, before any process exists."""
+    prefix = "settings: quantumespresso settings"
+    assert_refused(ReferenceWorkChain, with_settings(reference_inputs, **changes), "inputs", prefix, *fragments)
+    campaign = {**inputs, "reference": with_settings(inputs["reference"], **changes)}
+    assert_refused(ActiveLearningWorkChain, campaign, "inputs.reference", prefix, *fragments)
+    before = process_count()
+    with pytest.raises(ValueError, match=prefix):
+        run(ActiveLearningWorkChain, **campaign)
     assert process_count() == before
 
 
@@ -369,9 +465,16 @@ def cu_potential(trained_model):
 
 @pytest.fixture
 def exploration_inputs(inputs, cu_potential):
-    config = {**inputs["exploration_config"].get_dict(), "stages": [STAGE]}
-    return {"potential": cu_potential, "structures": {"cu": structure("Cu", crystalstructure="fcc", a=3.61)},
-            "config": Dict(config), "num_jobs": Int(1), "explore": inputs["exploration"]["explore"]}  # fmt: skip
+    engine, selection = split_exploration_config(inputs["exploration_config"].get_dict())
+    config = {**engine, "stages": [STAGE]}
+    return {
+        "potential": cu_potential,
+        "structures": {"cu": structure("Cu", crystalstructure="fcc", a=3.61)},
+        "config": Dict(config),
+        "selection": Dict(selection),
+        "num_jobs": Int(1),
+        "explore": inputs["exploration"]["explore"],
+    }
 
 
 def test_exploration_work_chain(exploration_inputs):
@@ -395,8 +498,10 @@ def test_exploration_work_chain(exploration_inputs):
     )
     unknown = {**exploration_inputs, "config": Dict({**base, "thermostat": "berendsen"})}
     assert_refused(ExplorationWorkChain, unknown, "inputs.config", "thermostat: Extra inputs are not permitted")
-    window = {**exploration_inputs, "config": Dict({**base, "selection": {"trust_lo": 0.4, "trust_hi": 0.1}})}
-    assert_refused(ExplorationWorkChain, window, "inputs.config", "trust_lo (0.4) must be below trust_hi (0.1)")
+    window = {**exploration_inputs, "selection": Dict({"trust_lo": 0.4, "trust_hi": 0.1})}
+    assert_refused(ExplorationWorkChain, window, "inputs.selection", "trust_lo (0.4) must be below trust_hi (0.1)")
+    in_the_engine = {**exploration_inputs, "config": Dict({**base, "selection": {"trust_lo": 0.1}})}
+    assert_refused(ExplorationWorkChain, in_the_engine, "inputs.config", "selection is not an exploration setting")
     no_stage = {**exploration_inputs, "config": Dict({**base, "stages": []})}
     assert_refused(ExplorationWorkChain, no_stage, "inputs.config", "stages: List should have at least 1 item")
     cold = {**exploration_inputs, "config": Dict({**base, "stages": [{**STAGE, "temperature": 0}]})}
@@ -410,8 +515,12 @@ def cu_dataset(emt_frames):
 
 @pytest.fixture
 def committee_inputs(inputs, cu_dataset):
-    return {"dataset": cu_dataset, "config": inputs["committee"]["config"], "committee_size": Int(2),
-            "train": inputs["committee"]["train"]}  # fmt: skip
+    return {
+        "dataset": cu_dataset,
+        "config": inputs["committee"]["config"],
+        "committee_size": Int(2),
+        "train": inputs["committee"]["train"],
+    }
 
 
 def test_committee_training_work_chain(committee_inputs):

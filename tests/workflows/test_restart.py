@@ -128,8 +128,11 @@ def test_exploration_resumes_from_its_last_frame_after_the_wall_time(annpot_code
     # the same exploration without a budget, run by the engine directly
     atoms.write(tmp_path / "start.extxyz", format="extxyz")
     potential.export(tmp_path / "models")
-    config = ExplorationConfig(models=[str(p) for p in sorted((tmp_path / "models").iterdir())],
-                               structures=str(tmp_path / "start.extxyz"), stages=STAGES)  # fmt: skip
+    config = ExplorationConfig(
+        models=[str(p) for p in sorted((tmp_path / "models").iterdir())],
+        structures=str(tmp_path / "start.extxyz"),
+        stages=STAGES,
+    )
     summary = run_exploration(config, tmp_path / "uninterrupted", log=lambda line: None)
     assert summary["status"] == "finished"
     uninterrupted, _ = read_explored_frames(tmp_path / "uninterrupted" / "frames.extxyz")
@@ -162,8 +165,12 @@ fi
 exec {annpot_executable()} "$@"
 """)
     script.chmod(0o755)
-    code = InstalledCode(computer=local_computer, filepath_executable=str(script), label=f"killed-{tmp_path.name}",
-                         default_calc_job_plugin="annpot.train")  # fmt: skip
+    code = InstalledCode(
+        computer=local_computer,
+        filepath_executable=str(script),
+        label=f"killed-{tmp_path.name}",
+        default_calc_job_plugin="annpot.train",
+    )
     return code.store()
 
 

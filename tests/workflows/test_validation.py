@@ -13,17 +13,20 @@ import copy
 import numpy as np
 import pytest
 from aiida.engine import run, run_get_node
-from aiida.orm import Dict, Int, ProcessNode, QueryBuilder, StructureData
+from aiida.orm import Dict, ProcessNode, QueryBuilder, Str, StructureData, load_node
 from ase.build import bulk, molecule
 
 from aiida_annpot.calculations.explore import validate_exploration_config
-from aiida_annpot.data import AnnPotential
+from aiida_annpot.data import AnnPotential, LabelData
 from aiida_annpot.workflows.active_learning import ActiveLearningWorkChain
+from aiida_annpot.workflows.labelling import labeller_names
 from aiida_annpot.workflows.validation import ValidationWorkChain
 
 EOS_ONLY = {"properties": ["equation_of_state"]}
-MD_ONLY = {"properties": ["md_stability"],
-           "md_stability": {"supercell": [2, 2, 2], "steps": 200, "timestep": 1.0, "sample_interval": 5}}  # fmt: skip
+MD_ONLY = {
+    "properties": ["md_stability"],
+    "md_stability": {"supercell": [2, 2, 2], "steps": 200, "timestep": 1.0, "sample_interval": 5},
+}
 
 
 def process_count() -> int:
@@ -38,9 +41,10 @@ def cu_potential(trained_model, aiida_profile):
 
 @pytest.fixture(scope="module")
 def reference_inputs(pw_code, annpot_code, si_pseudo_family, si_cell):
-    """The fast protocol's DFT settings (the `reference` namespace of a campaign), as plain inputs."""
-    builder = ActiveLearningWorkChain.get_builder_from_protocol(pw_code, annpot_code, [si_cell()], si_pseudo_family,
-                                                                protocol="fast")  # fmt: skip
+    """The fast protocol's labeller and settings (the `reference` namespace of a campaign), as plain inputs."""
+    builder = ActiveLearningWorkChain.get_builder_from_protocol(
+        pw_code, annpot_code, [si_cell()], si_pseudo_family, protocol="fast"
+    )
     return builder._inputs(prune=True)["reference"]
 
 
@@ -110,6 +114,25 @@ def test_an_element_missing_from_the_pseudo_family_is_refused(inputs, si_pseudo_
     assert_refused_before_storing(made, f"pseudo family '{si_pseudo_family}' has no pseudopotential for Cu")
 
 
+def test_an_unknown_labeller_is_refused(inputs):
+    made = inputs(bulk("Cu", "fcc", a=3.61, cubic=True), EOS_ONLY)
+    made["reference"]["labeller"] = Str("vasp")
+    assert_refused_before_storing(made, f"unknown labeller 'vasp'; installed: {', '.join(labeller_names())}")
+
+
+@pytest.mark.parametrize(
+    ("changes", "fragment"),
+    [
+        ({"kpoint_distance": 0.3}, "kpoint_distance: Extra inputs are not permitted"),
+        ({"parameters": {"SYSTEM": {"ecut_wfc": 30.0}}}, "parameters.SYSTEM.ecut_wfc: not a pw.x variable of &SYSTEM"),
+    ],
+)
+def test_bad_labeller_settings_are_refused(inputs, changes, fragment):
+    made = inputs(bulk("Si", "diamond", a=5.43, cubic=True), EOS_ONLY)
+    made["reference"]["settings"] = Dict({**made["reference"]["settings"].get_dict(), **changes})
+    assert_refused_before_storing(made, "quantumespresso settings", fragment)
+
+
 def test_dft_properties_need_the_reference_inputs(inputs):
     made = inputs(bulk("Cu", "fcc", a=3.61, cubic=True), {"properties": ["vacancy", "md_stability"]}, reference=False)
     assert_refused_before_storing(made, "vacancy compare(s) with DFT: give the `reference` inputs")
@@ -143,19 +166,24 @@ def test_compare_properties_fits_known_curves_and_reports_a_failed_fit():
     from aiida_annpot.calcfunctions.validation import compare_properties
     from aiida_annpot.core.properties import scaled_cells, volume_factors
 
+    def label(energy: float, atoms) -> LabelData:
+        return LabelData.build(energy, np.zeros((len(atoms), 3)), calculation_uuid="0" * 32, code="test")
+
     cell = bulk("Si", "diamond", a=20.0 ** (1 / 3) * 2, cubic=True)  # 8 atoms, 20 Å³/atom
     config = {"properties": ["equation_of_state", "vacancy"], "equation_of_state": {"points": 5}}
     labels, ann = {}, {}
     for index, atoms in enumerate(scaled_cells(cell, volume_factors(5, 0.08))):
         energy = 8 * birchmurnaghan(atoms.get_volume() / 8, -5.0, 95 * units.GPa, 4.0, 20.0)
         labels[f"structure_eos_{index:02d}"] = StructureData(ase=atoms)
-        labels[f"parameters_eos_{index:02d}"] = Dict({"energy": energy, "energy_units": "eV"})
+        labels[f"label_eos_{index:02d}"] = label(energy, atoms)
         ann[f"eos_{index:02d}"] = -40.0 - 0.1 * index
     defect = cell.copy()
     del defect[0]
-    for key, atoms, dft, potential in (("vacancy_perfect", cell, -40.0, -41.0), ("vacancy_defect", defect, -32.0,
-                                                                                 -33.5)):  # fmt: skip
-        labels.update({f"structure_{key}": StructureData(ase=atoms), f"parameters_{key}": Dict({"energy": dft})})
+    for key, atoms, dft, potential in (
+        ("vacancy_perfect", cell, -40.0, -41.0),
+        ("vacancy_defect", defect, -32.0, -33.5),
+    ):
+        labels.update({f"structure_{key}": StructureData(ase=atoms), f"label_{key}": label(dft, atoms)})
         ann[key] = potential
     outputs = compare_properties(config=Dict(config), ann_energies=Dict(ann), **labels)
     properties = outputs["properties"].get_dict()
@@ -171,6 +199,15 @@ def test_compare_properties_fits_known_curves_and_reports_a_failed_fit():
     assert outputs["equation_of_state"].get_array("ann_energy_per_atom") == pytest.approx(
         [(-40.0 - 0.1 * k) / 8 for k in range(5)]
     )
+
+
+def test_compare_properties_takes_labels_not_parsed_pw_outputs():
+    from aiida_annpot.calcfunctions.validation import compare_properties
+
+    cell = StructureData(ase=bulk("Si", "diamond", a=5.43, cubic=True))
+    message = "unexpected input 'parameters_eos_00': expected structure_<key> and label_<key>"
+    with pytest.raises(ValueError, match=message):
+        compare_properties(config=Dict(EOS_ONLY), structure_eos_00=cell, parameters_eos_00=Dict({"energy": -1.0}))
 
 
 # --- NVE stability alone (no DFT) -----------------------------------------------------------------------------------
@@ -204,10 +241,13 @@ def test_the_builder_takes_the_campaign_potential_structure_and_dft_settings(fas
     assert builder.potential.uuid == outputs["potential"].uuid
     first = sorted(campaign.inputs.structures)[0]
     assert builder.structure.uuid == campaign.inputs.structures[first].uuid
-    system = builder.reference.pw_base.pw.parameters["SYSTEM"]
+    assert builder.reference.labeller.value == campaign.inputs.reference.labeller.value == "quantumespresso"
+    assert builder.reference.code.uuid == campaign.inputs.reference.code.uuid
+    settings = builder.reference.settings.get_dict()
+    assert settings == campaign.inputs.reference.settings.get_dict()  # the training data's settings, all of them
+    system = settings["parameters"]["SYSTEM"]
     assert (system["ecutwfc"], system["ecutrho"]) == (20.0, 80.0)
-    assert builder.reference.pw_base.kpoints_distance.value == 0.6
-    assert builder.reference.pseudo_family.value == campaign.inputs.reference.pseudo_family.value
+    assert settings["kpoints_distance"] == 0.6 and settings["kpoints_offset"] == [0.5, 0.5, 0.5]
     assert builder.md.explore.code.uuid == campaign.inputs.exploration.explore.explore.code.uuid
 
 
@@ -252,17 +292,17 @@ def test_the_curve_matches_the_dft_energies_and_one_mesh_is_used(si_validation):
     assert np.all(np.diff(volumes) > 0) and len(volumes) == 5
     for index, energy in enumerate(curve.get_array("dft_energy_per_atom")):
         structure = incoming.get_node_by_label(f"structure_eos_{index:02d}")
-        parameters = incoming.get_node_by_label(f"parameters_eos_{index:02d}")
-        assert energy == pytest.approx(parameters["energy"] / len(structure.sites))
+        label = incoming.get_node_by_label(f"label_eos_{index:02d}")
+        assert energy == pytest.approx(label.energy / len(structure.sites))
         assert volumes[index] == pytest.approx(structure.get_cell_volume() / len(structure.sites))
     # the middle volume is the input cell, which is also the vacancy's perfect cell: labelled once
-    assert (
-        incoming.get_node_by_label("parameters_eos_02").uuid
-        == incoming.get_node_by_label("parameters_vacancy_perfect").uuid
-    )
-    pw = [link.node.creator for link in incoming.all() if link.link_label.startswith("parameters_")]
+    assert incoming.get_node_by_label("label_eos_02").uuid == incoming.get_node_by_label("label_vacancy_perfect").uuid
+    pw = [load_node(link.node.calculation_uuid) for link in incoming.all() if link.link_label.startswith("label_")]
     meshes = {tuple(calc.inputs.kpoints.get_kpoints_mesh()[0]) for calc in pw}
     assert len(meshes) == 1, meshes  # one k-point mesh for every volume and both vacancy cells
+    # made once, from the ideal cell (the vacancy's perfect cell is the 8-atom input cell here), and shared
+    (mesh,) = {calc.inputs.kpoints.uuid for calc in pw}
+    assert load_node(mesh).get_kpoints_mesh()[1] == [0.5, 0.5, 0.5]  # the fast protocol's shift
 
 
 @pytest.mark.slow
@@ -271,7 +311,11 @@ def test_properties_link_back_to_the_pw_calculations(si_validation):
     compared = node.outputs.properties.creator
     assert compared.process_label == "compare_properties"
     incoming = compared.base.links.get_incoming()
-    creators = {link.node.creator for link in incoming.all() if link.link_label.startswith("parameters_")}
+    labels = [link.node for link in incoming.all() if link.link_label.startswith("label_")]
+    assert all(isinstance(label, LabelData) and label.code == "quantumespresso" for label in labels)
+    creators = {load_node(label.calculation_uuid) for label in labels}
+    # each label was made by quantumespresso_label from the parsed outputs of the calculation it names
+    assert all(label.creator.inputs.parameters.creator.uuid == label.calculation_uuid for label in labels)
     assert {c.process_type for c in creators} == {"aiida.calculations:quantumespresso.pw"}
     assert all(c.is_finished_ok for c in creators)
     assert {c.uuid for c in creators} == set(node.outputs.dataset.sources)
@@ -288,10 +332,9 @@ def test_a_failed_dft_point_gives_a_clear_exit_code(fast_si_campaign):
     """One SCF step cannot converge: every pw.x run fails and the work chain names the structures and the reason."""
     _, campaign = fast_si_campaign
     builder = ValidationWorkChain.get_builder_from_campaign(campaign, config={"properties": ["vacancy"]})
-    parameters = builder.reference.pw_base.pw.parameters.get_dict()
-    parameters["ELECTRONS"]["electron_maxstep"] = 1
-    builder.reference.pw_base.pw.parameters = Dict(parameters)
-    builder.reference.pw_base.max_iterations = Int(1)
+    settings = builder.reference.settings.get_dict()
+    settings["parameters"]["ELECTRONS"]["electron_maxstep"] = 1
+    builder.reference.settings = Dict({**settings, "max_iterations": 1})
     _, node = run_get_node(builder)
     assert node.exit_status == ValidationWorkChain.exit_codes.ERROR_DFT_POINT_FAILED.status
     assert "DFT failed for validation structure(s) vacancy_defect, vacancy_perfect" in node.exit_message

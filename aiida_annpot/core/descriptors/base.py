@@ -50,6 +50,12 @@ class Descriptor(torch.nn.Module):
         raise NotImplementedError
 
     @property
+    def features_per_element(self) -> list[int]:
+        """How many features the atoms of each element (in :attr:`elements` order) have: their first that many
+        columns, zeros after them. All :attr:`n_features` unless the descriptor has per-element function sets."""
+        return [self.n_features] * len(self.elements)
+
+    @property
     def cutoff(self) -> float:
         """Largest distance (Å) at which a neighbour contributes; the neighbour search uses it."""
         raise NotImplementedError

@@ -104,8 +104,9 @@ class _Monomials:
         levels = [[(0, 0, 0)]]
         for n in range(1, order + 1):
             previous = levels[-1]
-            levels.append([(a + 1, b, c) for a, b, c in previous] + [(a, b + 1, c) for a, b, c in previous[-n:]]
-                          + [(0, 0, n)])  # fmt: skip
+            levels.append(
+                [(a + 1, b, c) for a, b, c in previous] + [(a, b + 1, c) for a, b, c in previous[-n:]] + [(0, 0, n)]
+            )
         exponents = [m for level in levels for m in level]
         self.exponents = np.array(exponents, dtype=np.int64)
         self.degree = self.exponents.sum(axis=1)
@@ -314,8 +315,15 @@ class ChebyshevDescriptor(Descriptor):
                 jac[:, block_columns] = 0.0
         for part in _blocks(r.shape[0]):
             atoms = first[part]
-            block = self._angular_jacobian(r[part], u[part], moments.index_select(0, atoms),
-                                           raised.index_select(0, atoms), powers[part], w[part], dw[part])  # fmt: skip
+            block = self._angular_jacobian(
+                r[part],
+                u[part],
+                moments.index_select(0, atoms),
+                raised.index_select(0, atoms),
+                powers[part],
+                w[part],
+                dw[part],
+            )
             for c, block_columns in enumerate(columns):
                 if jac_rows is None:
                     jac[part, block_columns] = block[:, c]

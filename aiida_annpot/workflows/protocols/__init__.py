@@ -22,7 +22,8 @@ FREE_FORM = (
     "test_set",
     "test_targets",
     "start_supercells",
-    "reference.pw_parameters",
+    "reference.quantumespresso.parameters",
+    "reference.cp2k",  # any Cp2kSettings key over the preset, checked by the labeller's protocol schema
     "committee.config",
     "exploration.config",
 )

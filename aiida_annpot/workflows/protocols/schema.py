@@ -1,15 +1,15 @@
-"""The schema of the campaign protocol's own settings (iterations, DFT cutoffs, job sizes), checked when a builder is
-made from a protocol, so that ``max_iterations: two`` or ``ecutwfc: high`` is refused by name before any process
-exists. The free-form sections (:data:`~aiida_annpot.workflows.protocols.FREE_FORM`) have schemas of their own,
-applied by the builder's ports."""
+"""The schema of the campaign protocol's own settings (iterations, the labeller and its settings, job sizes),
+checked when a builder is made from a protocol, so that ``max_iterations: two`` or ``ecutwfc: high`` is refused by
+name before any process exists. The free-form sections (:data:`~aiida_annpot.workflows.protocols.FREE_FORM`) have
+schemas of their own, applied by the builder's ports."""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, StrictBool
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, StrictBool, ValidationError, model_validator
 
-from ...common.config import ConfigError, Supercell, load_config
+from ...common.config import ConfigError, Supercell, _problem, load_config
 
 __all__ = ["check_protocol_inputs"]
 
@@ -18,19 +18,31 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class ReferenceSettings(_Section):
+class ReferenceSettings(BaseModel):
+    """The labeller, job sizes, and one section per labeller (``quantumespresso: {...}``), each checked by that
+    labeller's own protocol schema."""
+
+    model_config = ConfigDict(extra="allow")
+    labeller: str = Field(description="quantumespresso, cp2k, ...: an installed annpot.labelling.<name>")
     max_concurrent: PositiveInt
-    pw_protocol: Literal["fast", "balanced", "stringent"]
-    electronic_type: Literal["metal", "insulator"]
-    ecutwfc: PositiveFloat = Field(description="Ry")
-    ecutrho: PositiveFloat = Field(description="Ry")
-    kpoints_distance: PositiveFloat = Field(description="1/Å")
-    kpoints_offset: list[float] | None = Field(
-        None, min_length=3, max_length=3, description="Mesh shift in mesh steps, e.g. [0.5, 0.5, 0.5]; none: Γ-centred"
-    )
-    bands_factor: float | None = Field(None, ge=1.0, description="nbnd as a multiple of the occupied bands")
-    pw_parameters: dict[str, dict[str, Any]]
     max_wallclock_seconds: PositiveInt
+
+    @model_validator(mode="after")
+    def _labeller_sections(self) -> ReferenceSettings:
+        from ..labelling import labeller_names, load_labeller
+
+        names = labeller_names()
+        if self.labeller not in names:
+            raise ValueError(f"labeller: unknown labeller {self.labeller!r}; installed: {', '.join(names)}")
+        for name, entries in (self.model_extra or {}).items():
+            if name not in names:
+                raise ValueError(f"{name}: neither a reference setting nor an installed labeller ({', '.join(names)})")
+            try:
+                load_labeller(name).protocol_model.model_validate(entries)
+            except ValidationError as exc:  # each field by its full path, with its own reason and value
+                errors = [{**error, "loc": ("reference", name, *error["loc"])} for error in exc.errors()]
+                raise ValueError("; ".join(_problem(error) for error in errors)) from exc
+        return self
 
 
 class CommitteeSettings(_Section):

@@ -1,0 +1,81 @@
+"""The layers stay apart: the AiiDA side never needs torch, and the schema layer imports nothing from the engine.
+
+Each check runs in a fresh interpreter, so modules that other tests imported do not hide an import.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from aiida_annpot.core.descriptors import DESCRIPTORS, descriptor_class, make_descriptor
+
+
+def _run(code: str) -> str:
+    result = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout
+
+
+def test_plugins_load_and_merge_labels_without_torch():
+    """Every plugin entry point imports, and the daemon's dataset step runs, where torch cannot be imported."""
+    out = _run(
+        """
+        import sys
+        sys.modules["torch"] = None  # `import torch` now raises ImportError
+        import importlib.metadata as md
+        loaded = 0
+        for group in ("aiida.data", "aiida.calculations", "aiida.parsers", "aiida.workflows"):
+            for point in md.entry_points(group=group):
+                if point.value.startswith("aiida_annpot"):
+                    point.load()
+                    loaded += 1
+        import aiida_annpot.cli  # the aiida-annpot command
+        from aiida import load_profile
+        from aiida.storage.sqlite_temp import SqliteTempBackend
+        load_profile(SqliteTempBackend.create_profile("no-torch"), allow_switch=True)
+        import numpy as np
+        from aiida.orm import StructureData
+        from ase.build import bulk
+        from aiida_annpot.calcfunctions import merge_dataset
+        from aiida_annpot.data import LabelData
+        structure = StructureData(ase=bulk("Si", "diamond", 5.43, cubic=True))
+        label = LabelData.build(-850.0, np.zeros((8, 3)), np.eye(3) * 0.01, calculation_uuid="u", code="test")
+        merged = merge_dataset(structure_a=structure, label_a=label)
+        print(loaded, merged["dataset"].n_frames, merged["dataset"].sources)
+        """
+    )
+    loaded, frames, sources = out.split(maxsplit=2)
+    assert int(loaded) >= 20 and int(frames) == 1 and "'u'" in sources
+
+
+def test_the_schema_layer_imports_nothing_from_the_engine():
+    """Loading and validating configurations (with a baseline, whose check builds the ASE calculator) imports neither
+    the engine package, nor torch, nor vesin."""
+    out = _run(
+        """
+        import sys
+        from aiida_annpot.common.config import TrainingConfig, ExplorationConfig, load_config
+        load_config({"dataset": "d.extxyz", "baseline": {"name": "lj", "parameters": {"sigma": 2.0}}}, TrainingConfig)
+        load_config({"dataset": "d.extxyz", "baseline": {"name": "zbl", "parameters": {"inner": 1.0}}}, TrainingConfig)
+        load_config({"models": ["m"], "structures": "s", "stages": [{"temperature": 300, "steps": 10}]},
+                    ExplorationConfig)
+        engine = sorted(name for name in sys.modules if name.startswith("aiida_annpot.core"))
+        print(engine, "torch" in sys.modules, "vesin" in sys.modules)
+        """
+    )
+    assert out.strip() == "[] False False"
+
+
+def test_descriptor_registry_builds_every_registered_type():
+    from aiida_annpot.common.config import BehlerParrinelloConfig, ChebyshevConfig
+
+    assert set(DESCRIPTORS) == {"chebyshev", "behler_parrinello"}
+    for config in (ChebyshevConfig(), BehlerParrinelloConfig()):
+        descriptor = make_descriptor(["Si"], config)
+        assert isinstance(descriptor, descriptor_class(config.type)) and descriptor.cutoff > 0
+    with pytest.raises(TypeError, match="no descriptor of type 'soap'; registered: chebyshev, behler_parrinello"):
+        descriptor_class("soap")
