@@ -206,6 +206,19 @@ def pw_code(local_computer):
 
 
 @pytest.fixture(scope="session")
+def cp2k_code(local_computer):
+    """Debian's ``cp2k.psmp`` as the InstalledCode ``cp2k`` (plugin ``cp2k``); the test is skipped where it is not
+    installed (scripts/setup.sh installs Debian's cp2k and cp2k-data)."""
+    import shutil
+
+    from aiida_annpot.tools.local_setup import ensure_cp2k_code
+
+    if shutil.which("cp2k.psmp") is None:
+        pytest.skip("cp2k.psmp is not installed (scripts/setup.sh installs Debian's cp2k)")
+    return ensure_cp2k_code(local_computer)
+
+
+@pytest.fixture(scope="session")
 def si_pseudo_family(aiida_profile):
     """An aiida-pseudo family ``Si-LDA-test`` holding Debian's ``Si.pz-vbc.UPF``; returns its label."""
     from aiida_annpot.tools.local_setup import ensure_debian_pseudo_family

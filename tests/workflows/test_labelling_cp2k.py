@@ -86,14 +86,6 @@ def periodic_water() -> StructureData:
 
 
 @pytest.fixture(scope="module")
-def cp2k_code(local_computer):
-    """Debian's cp2k.psmp as the InstalledCode ``cp2k@localhost-annpot`` (plugin ``cp2k``)."""
-    from aiida_annpot.tools.local_setup import ensure_cp2k_code
-
-    return ensure_cp2k_code(local_computer)
-
-
-@pytest.fixture(scope="module")
 def labelled(cp2k_code) -> dict:
     """``{name: (structure, Cp2kLabelWorkChain node)}`` of every structure this module labels, each run once."""
     structures = {
