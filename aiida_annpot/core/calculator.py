@@ -31,6 +31,8 @@ class AnnCalculator(Calculator):
     :param trusted_baselines: import paths of baselines the caller trusts. A model file may name only a registered
         baseline (:data:`~aiida_annpot.core.baselines.SHORT_NAMES`); one whose file names an import path loads only
         when that path is passed here, so a downloaded file never imports a module of its own choosing.
+    :param evaluate: how the model is called, ``(numbers, pairs, volume) -> Prediction``; by default the potential
+        itself. Exploration passes one that shares a model call among trajectories (:mod:`.lockstep`).
     """
 
     implemented_properties = [
@@ -50,13 +52,14 @@ class AnnCalculator(Calculator):
     on_request = ("fingerprint", "extrapolation", "extrapolation_atoms")
     default_parameters = {"dtype": "float64", "skin": 0.0}
 
-    def __init__(self, model, dtype: str = "float64", skin: float = 0.0, trusted_baselines=(), **kwargs):
+    def __init__(self, model, dtype: str = "float64", skin: float = 0.0, trusted_baselines=(), evaluate=None, **kwargs):
         super().__init__(dtype=dtype, skin=skin, **kwargs)
         torch_dtype = getattr(torch, dtype)
         self.potential = model.to(torch_dtype) if isinstance(model, Potential) else load_potential(model, torch_dtype)
         self.potential.eval()
         self.baseline = build_baseline(self.potential, trusted_baselines)  # delta learning
         self.neighbors = NeighborSearch(self.potential.descriptor.cutoff, skin=skin)
+        self.evaluate = self.potential if evaluate is None else evaluate
         self._last = None  # the latest Prediction, kept for a fingerprint asked for later
         raise_allocator_thresholds()  # MD calls this thousands of times: keep freed buffers mapped
 
@@ -69,7 +72,7 @@ class AnnCalculator(Calculator):
         if "stress" in properties and not periodic:
             raise PropertyNotImplementedError("stress needs a cell periodic in all three directions")
         pairs = self.neighbors(self.atoms.positions, self.atoms.cell.array, self.atoms.pbc, dtype=self.potential.dtype)
-        prediction = self.potential(self.atoms.numbers, pairs, volume=self.atoms.get_volume() if periodic else None)
+        prediction = self.evaluate(self.atoms.numbers, pairs, self.atoms.get_volume() if periodic else None)
         self._last = prediction
         stats = committee_statistics(prediction)
         self.results = {
