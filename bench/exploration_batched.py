@@ -12,7 +12,9 @@ steps, a frame every 20 steps, Verlet skin 0.5 Å.
 Throughput = trajectories × 64 atoms × steps / wall time of the whole ``run_exploration`` call (model loading,
 frame recording and the summary included). Printed per count: serial and batched atom-steps/s as min-max over the
 repeats, the batched/serial ratio of the medians (serial measured in the same run), the share of the wall time spent
-in model calls, and the load average before and after.
+in model calls, and the load average before and after. Then the model call alone (``Potential.forward_many`` on
+the start structures' neighbour pairs, best of ``--repeats`` × 20 calls): ms per 64-atom structure with 1, 4 and 16
+structures per call, which separates the call's fixed cost from its cost per atom.
 
 Run: ``python bench/exploration_batched.py [--threads 2] [--steps 200] [--repeats 3]``
 """
@@ -34,7 +36,9 @@ from ase.build import bulk
 
 from aiida_annpot.common.config import ExplorationConfig, TrainingConfig
 from aiida_annpot.core.exploration import run_exploration
+from aiida_annpot.core.geometry import NeighborSearch
 from aiida_annpot.core.model import Potential
+from aiida_annpot.core.modelfile import load_potential
 from aiida_annpot.core.training import MODEL, Trainer
 
 OUT = emt_data.OUT / "exploration_batched"
@@ -116,6 +120,22 @@ def explore(models: list[str], count: int, width: int, steps: int, threads: int,
     return count * 64 * steps / elapsed, clock.seconds / elapsed
 
 
+def model_call_ms(models: list[str], count: int, repeats: int) -> float:
+    """Best time (ms) per structure of one ``forward_many`` call on ``count`` 64-atom start structures."""
+    potential = load_potential(models, torch.float32).eval()
+    search = NeighborSearch(potential.descriptor.cutoff)
+    requests = [
+        (atoms.numbers, search(atoms.positions, atoms.cell.array, atoms.pbc), atoms.get_volume())
+        for atoms in ase.io.read(start_structures(count), ":")
+    ]
+    best = float("inf")
+    for _ in range(repeats * 20):
+        start = time.perf_counter()
+        potential.forward_many(requests)
+        best = min(best, time.perf_counter() - start)
+    return 1000 * best / count
+
+
 def span(values: list[float]) -> str:
     return f"{min(values):,.0f}–{max(values):,.0f}".replace(",", " ")
 
@@ -148,6 +168,8 @@ def main() -> None:
         ratio = statistics.median(rates[BATCHED]) / statistics.median(rates[1])
         share = f"{statistics.median(shares[1]):.0%} / {statistics.median(shares[BATCHED]):.0%}"
         print(f"| {count} | {span(rates[1])} | {span(rates[BATCHED])} | {ratio:.2f} | {share} |", flush=True)
+    calls = ", ".join(f"{count}: {model_call_ms(models, count, args.repeats):.2f}" for count in COUNTS)
+    print(f"\nmodel call alone, ms per 64-atom structure with 1, 4, 16 structures per call: {calls}")
     load = os.getloadavg()
     print(f"# load average after: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
 

@@ -28,6 +28,7 @@ from aiida_annpot.core.exploration import (
     PROGRESS,
     REFERENCE_FINGERPRINTS,
     SUMMARY,
+    _batch_width,
     _stop_reason,
     min_distance,
     read_explored_frames,
@@ -391,6 +392,14 @@ def test_a_spent_budget_stops_side_by_side_trajectories_at_their_next_frame(comm
         for name in ("run", "uninterrupted")
     ]
     assert labels[0] == labels[1]
+
+
+def test_side_by_side_calls_hold_at_most_2048_atoms():
+    config = ExplorationConfig(models=["m"], structures="s", stages=[{"temperature": 300.0}], batch_trajectories=16)
+    cells = {size: bulk("Cu", "fcc", a=3.61, cubic=True).repeat((size, size, size)) for size in (2, 4, 6, 9)}
+    widths = {len(cells[size]): _batch_width(config, [cells[2], cells[size]]) for size in cells}
+    assert widths == {32: 16, 256: 8, 864: 2, 2916: 1}  # the largest start structure sets the width
+    assert _batch_width(config.model_copy(update={"batch_trajectories": 3}), [cells[2]]) == 3
 
 
 def test_break_deviation_stops_each_trajectory_at_once(committee, tmp_path):
