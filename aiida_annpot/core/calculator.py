@@ -2,9 +2,10 @@
 
 Follows ASE's calculator contract: eV, eV/Å, Voigt stress in eV/Å³ (xx, yy, zz, yz, xz, xy), ``super().calculate``
 first. A committee returns the mean, plus ``energy_std`` (eV/atom), ``forces_std`` (N,) and ``max_force_std``
-(eV/Å), and on request (``get_property('fingerprint')``) a per-element mean of standardised features for
-diversity selection, and ``extrapolation`` (the structure's largest per-atom extrapolation grade) with
-``extrapolation_atoms`` (N,): how far descriptors leave the training ranges, in units of the range widths.
+(eV/Å), ``min_distance`` (Å: the closest pair of atoms within the cutoff, ``inf`` without one), and on request
+(``get_property('fingerprint')``) a per-element mean of standardised features for diversity selection, and
+``extrapolation`` (the structure's largest per-atom extrapolation grade) with ``extrapolation_atoms`` (N,): how far
+descriptors leave the training ranges, in units of the range widths.
 A delta-learning potential's baseline (:mod:`~aiida_annpot.core.baselines`) is added to the networks' energy,
 forces, stress and, when the baseline has them, per-atom energies; the committee deviations are the networks'.
 """
@@ -44,6 +45,7 @@ class AnnCalculator(Calculator):
         "energy_std",
         "forces_std",
         "max_force_std",
+        "min_distance",
         "fingerprint",
         "extrapolation",
         "extrapolation_atoms",
@@ -83,6 +85,7 @@ class AnnCalculator(Calculator):
             "energy_std": stats.energy_std,
             "forces_std": stats.forces_std.double().numpy(),
             "max_force_std": stats.max_force_std,
+            "min_distance": self.neighbors.closest,  # what an MD stop rule needs, without a search of its own
         }
         if stats.stress is not None:
             self.results["stress"] = full_3x3_to_voigt_6_stress(stats.stress.double().numpy())

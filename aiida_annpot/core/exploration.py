@@ -218,7 +218,10 @@ def _stop_reason(atoms: Atoms, state: dict, config: ExplorationConfig) -> str | 
         return "too_close"
     if not state["finite"]:
         return "non_finite"
-    if min_distance(atoms, config.min_distance) < config.min_distance:
+    closest = state["min_distance"]  # the closest pair within the model cutoff
+    if config.min_distance > atoms.calc.potential.descriptor.cutoff:  # a limit beyond it needs a search of its own
+        closest = min_distance(atoms, config.min_distance)
+    if closest < config.min_distance:
         return "too_close"
     if config.break_deviation is not None and state["max_force_std"] > config.break_deviation:
         return "deviation"

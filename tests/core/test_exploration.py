@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from ase import Atoms
 from ase.build import bulk
 from ase.calculators.emt import EMT
 from ase.calculators.singlepoint import SinglePointCalculator
@@ -479,6 +480,13 @@ def test_non_finite_and_overlapping_states_stop(committee):
     atoms = _cu()
     atoms.calc = AnnCalculator(committee.members)
     assert _stop_reason(atoms, committee_state(atoms, 10), config) is None
+    closest = min_distance(atoms, 3.0)  # about 2.5 Å, within the model cutoff (4.5 Å)
+    for limit, reason in [(closest - 1e-6, None), (closest + 1e-6, "too_close")]:
+        limited = config.model_copy(update={"min_distance": limit})
+        assert _stop_reason(atoms, committee_state(atoms, 10), limited) == reason, limit
+    pair = Atoms("Cu2", positions=[[0.0, 0.0, 0.0], [4.8, 0.0, 0.0]], cell=[12.0] * 3, pbc=True)
+    pair.calc = AnnCalculator(committee.members)  # 4.8 Å apart: no pair within the cutoff, but within a 5 Å limit
+    assert _stop_reason(pair, committee_state(pair, 10), config.model_copy(update={"min_distance": 5.0})) == "too_close"
     atoms.positions[1] = atoms.positions[0] + 0.2  # the calculator refuses atoms this close
     assert _stop_reason(atoms, committee_state(atoms, 10), config) == "too_close"
     atoms.positions[1] = np.nan
