@@ -407,6 +407,13 @@ class ExplorationConfig(_Strict):
     )
     dtype: Literal["float32", "float64"] = Field("float32", description="float32 is fast enough for MD.")
     skin: float = Field(0.5, ge=0.0, description="Verlet skin (Å) of the neighbour list reused across steps.")
+    batch_trajectories: int = Field(
+        16,
+        ge=1,
+        description="Trajectories (start structures × stages) advanced side by side, one model call per MD step "
+        "for all of them (fewer where they would exceed 2048 atoms): small cells share the call's fixed cost. "
+        "Each gets what it would get alone, to floating-point rounding; 1 runs them one after another.",
+    )
     seed: int = Field(0, ge=0)
     threads: int | None = Field(None, ge=1)
 

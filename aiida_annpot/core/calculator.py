@@ -2,9 +2,10 @@
 
 Follows ASE's calculator contract: eV, eV/Å, Voigt stress in eV/Å³ (xx, yy, zz, yz, xz, xy), ``super().calculate``
 first. A committee returns the mean, plus ``energy_std`` (eV/atom), ``forces_std`` (N,) and ``max_force_std``
-(eV/Å), and on request (``get_property('fingerprint')``) a per-element mean of standardised features for
-diversity selection, and ``extrapolation`` (the structure's largest per-atom extrapolation grade) with
-``extrapolation_atoms`` (N,): how far descriptors leave the training ranges, in units of the range widths.
+(eV/Å), ``min_distance`` (Å: the closest pair of atoms within the cutoff, ``inf`` without one), and on request
+(``get_property('fingerprint')``) a per-element mean of standardised features for diversity selection, and
+``extrapolation`` (the structure's largest per-atom extrapolation grade) with ``extrapolation_atoms`` (N,): how far
+descriptors leave the training ranges, in units of the range widths.
 A delta-learning potential's baseline (:mod:`~aiida_annpot.core.baselines`) is added to the networks' energy,
 forces, stress and, when the baseline has them, per-atom energies; the committee deviations are the networks'.
 """
@@ -31,6 +32,8 @@ class AnnCalculator(Calculator):
     :param trusted_baselines: import paths of baselines the caller trusts. A model file may name only a registered
         baseline (:data:`~aiida_annpot.core.baselines.SHORT_NAMES`); one whose file names an import path loads only
         when that path is passed here, so a downloaded file never imports a module of its own choosing.
+    :param evaluate: how the model is called, ``(numbers, pairs, volume) -> Prediction``; by default the potential
+        itself. Exploration passes one that shares a model call among trajectories (:mod:`.lockstep`).
     """
 
     implemented_properties = [
@@ -42,6 +45,7 @@ class AnnCalculator(Calculator):
         "energy_std",
         "forces_std",
         "max_force_std",
+        "min_distance",
         "fingerprint",
         "extrapolation",
         "extrapolation_atoms",
@@ -50,13 +54,14 @@ class AnnCalculator(Calculator):
     on_request = ("fingerprint", "extrapolation", "extrapolation_atoms")
     default_parameters = {"dtype": "float64", "skin": 0.0}
 
-    def __init__(self, model, dtype: str = "float64", skin: float = 0.0, trusted_baselines=(), **kwargs):
+    def __init__(self, model, dtype: str = "float64", skin: float = 0.0, trusted_baselines=(), evaluate=None, **kwargs):
         super().__init__(dtype=dtype, skin=skin, **kwargs)
         torch_dtype = getattr(torch, dtype)
         self.potential = model.to(torch_dtype) if isinstance(model, Potential) else load_potential(model, torch_dtype)
         self.potential.eval()
         self.baseline = build_baseline(self.potential, trusted_baselines)  # delta learning
         self.neighbors = NeighborSearch(self.potential.descriptor.cutoff, skin=skin)
+        self.evaluate = self.potential if evaluate is None else evaluate
         self._last = None  # the latest Prediction, kept for a fingerprint asked for later
         raise_allocator_thresholds()  # MD calls this thousands of times: keep freed buffers mapped
 
@@ -69,7 +74,7 @@ class AnnCalculator(Calculator):
         if "stress" in properties and not periodic:
             raise PropertyNotImplementedError("stress needs a cell periodic in all three directions")
         pairs = self.neighbors(self.atoms.positions, self.atoms.cell.array, self.atoms.pbc, dtype=self.potential.dtype)
-        prediction = self.potential(self.atoms.numbers, pairs, volume=self.atoms.get_volume() if periodic else None)
+        prediction = self.evaluate(self.atoms.numbers, pairs, self.atoms.get_volume() if periodic else None)
         self._last = prediction
         stats = committee_statistics(prediction)
         self.results = {
@@ -80,6 +85,7 @@ class AnnCalculator(Calculator):
             "energy_std": stats.energy_std,
             "forces_std": stats.forces_std.double().numpy(),
             "max_force_std": stats.max_force_std,
+            "min_distance": self.neighbors.closest,  # what an MD stop rule needs, without a search of its own
         }
         if stats.stress is not None:
             self.results["stress"] = full_3x3_to_voigt_6_stress(stats.stress.double().numpy())

@@ -19,6 +19,12 @@ training ranges) and the key of its start structure (:func:`~aiida_annpot.core.s
 last recorded frame (positions, cell, momenta; the barostat momentum restarts at zero). Finally ``summary.json``
 lists the trajectories and frame counts.
 
+Up to ``batch_trajectories`` trajectories run side by side (:class:`~aiida_annpot.core.lockstep.Lockstep`): every
+MD step of all of them is one model call, so small cells do not each pay its fixed cost. Each keeps its own
+integrator, random numbers, neighbour list and stopping rule, and gets the results it would get alone, to
+floating-point rounding; ``frames.extxyz`` then receives their frames interleaved while they run, and is sorted by
+structure, stage and step when the exploration finishes.
+
 The exploration samples and scores; it does not select. Selection runs once over the frames of every exploration
 job (and of frames scored by ``annpot score``): ``annpot select``, or the ``select_candidates`` calcfunction.
 """
@@ -26,6 +32,7 @@ job (and of frames scored by ``annpot score``): ``annpot select``, or the ``sele
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import io
 import json
@@ -54,6 +61,8 @@ from .explored import FRAMES, PROGRESS, REFERENCE_FINGERPRINTS, SUMMARY, decode_
 from .generate import min_distance
 from .geometry import MIN_ALLOWED_DISTANCE, NeighborSearch
 from .interrupt import StopRequest
+from .lockstep import Lockstep
+from .model import Potential
 from .scoring import committee_state, record_frame, reference_fingerprints
 
 __all__ = [
@@ -70,16 +79,20 @@ __all__ = [
 
 #: Why a trajectory ended.
 STOP_REASONS = ("completed", "deviation", "too_close", "non_finite")
-#: Settings that do not change the trajectories (a resume may change them).
-_NOT_IN_DIGEST = {"models", "structures", "reference_structures", "threads", "wall_time"}
+#: A model call for trajectories side by side takes no more trajectories than fit this many atoms: at 2048 atoms a
+#: call's fixed cost is already a small part of it (bench/RESULTS.md), while memory grows with every atom.
+ATOMS_PER_CALL = 2048
+#: Settings that do not change the trajectories beyond floating-point rounding (a resume may change them).
+_NOT_IN_DIGEST = {"models", "structures", "reference_structures", "threads", "wall_time", "batch_trajectories"}
 
 
 @dataclass
 class _Context:
-    """What every trajectory needs: settings, the committee calculator, and where frames go."""
+    """What every trajectory needs: settings, the committee, and where frames go."""
 
     config: ExplorationConfig
-    calc: AnnCalculator
+    potential: Potential
+    trusted_baselines: tuple  # import-path baselines the caller trusts
     cutoff: float  # range (Å) of the recorded smallest distance: the model cutoff
     dim: int  # fingerprint length
     write: Callable[[Atoms], None]
@@ -91,7 +104,7 @@ class _InterruptedError(Exception):
     """Raised after a recorded frame when the run must stop; the trajectory resumes from that frame."""
 
 
-def _load_structures(config: ExplorationConfig, calc: AnnCalculator) -> list[Atoms]:
+def _load_structures(config: ExplorationConfig, potential: Potential) -> list[Atoms]:
     """Start structures, checked: elements covered by the model, no atoms closer than 0.5 Å, periodic for NPT."""
     structures = read_frames(config.structures)
     search = NeighborSearch(MIN_ALLOWED_DISTANCE)
@@ -99,7 +112,7 @@ def _load_structures(config: ExplorationConfig, calc: AnnCalculator) -> list[Ato
     for index, atoms in enumerate(structures):
         label = f"start structure {index} of {config.structures}"
         try:
-            calc.potential.species(atoms.numbers)
+            potential.species(atoms.numbers)
         except UnknownElementError as exc:
             raise UnknownElementError(f"{label}: {exc}") from exc
         search(atoms.positions, atoms.cell.array, atoms.pbc, label=label)
@@ -205,17 +218,25 @@ def _stop_reason(atoms: Atoms, state: dict, config: ExplorationConfig) -> str | 
         return "too_close"
     if not state["finite"]:
         return "non_finite"
-    if min_distance(atoms, config.min_distance) < config.min_distance:
+    closest = state["min_distance"]  # the closest pair within the model cutoff
+    if config.min_distance > atoms.calc.potential.descriptor.cutoff:  # a limit beyond it needs a search of its own
+        closest = min_distance(atoms, config.min_distance)
+    if closest < config.min_distance:
         return "too_close"
     if config.break_deviation is not None and state["max_force_std"] > config.break_deviation:
         return "deviation"
     return None
 
 
-def _run_trajectory(ctx: _Context, atoms: Atoms, ids: tuple[int, int], step: int, rng) -> tuple[str, int]:
-    """MD from ``step`` to the stage's end or an early stop; returns (stop reason, steps run)."""
-    stage = ctx.config.stages[ids[1]]
-    atoms.calc = ctx.calc
+def _run_trajectory(ctx: _Context, atoms: Atoms, ids: tuple[int, int], step: int, rng, evaluate) -> tuple[str, int]:
+    """MD from ``step`` to the stage's end or an early stop; returns (stop reason, steps run).
+
+    :param evaluate: the model call of the trajectory's calculator: its :class:`Lockstep` task's handle.
+    """
+    stage, config = ctx.config.stages[ids[1]], ctx.config
+    atoms.calc = AnnCalculator(
+        ctx.potential, config.dtype, config.skin, trusted_baselines=ctx.trusted_baselines, evaluate=evaluate
+    )
     # a resumed trajectory whose last recorded frame already ended it stops right there
     reason = _stop_reason(atoms, committee_state(atoms, ctx.dim), ctx.config) if step else None
     dyn = _integrator(atoms, stage, ctx.config, rng) if reason is None and step < stage.steps else None
@@ -233,6 +254,13 @@ def _run_trajectory(ctx: _Context, atoms: Atoms, ids: tuple[int, int], step: int
                 raise _InterruptedError
             since_record = now
     return reason or "completed", step
+
+
+def _batch_width(config: ExplorationConfig, structures: list[Atoms]) -> int:
+    """How many trajectories run side by side: ``batch_trajectories``, fewer where they would not fit
+    :data:`ATOMS_PER_CALL` atoms (one at least)."""
+    largest = max(len(atoms) for atoms in structures)
+    return max(1, min(config.batch_trajectories, ATOMS_PER_CALL // max(largest, 1)))
 
 
 def _append_frame(handle, frame: Atoms) -> None:
@@ -276,42 +304,73 @@ def run_exploration(
     workdir.mkdir(parents=True, exist_ok=True)
     if config.threads:
         torch.set_num_threads(config.threads)
-    calc = AnnCalculator(config.models, dtype=config.dtype, skin=config.skin, trusted_baselines=trusted_baselines)
-    single = AnnCalculator(calc.potential, dtype=config.dtype, trusted_baselines=trusted_baselines)  # no Verlet cache
-    structures = _load_structures(config, calc)
+    single = AnnCalculator(config.models, dtype=config.dtype, trusted_baselines=trusted_baselines)  # no Verlet cache
+    potential = single.potential
+    structures = _load_structures(config, potential)
     dim = reference_fingerprints(single, structures[:1], config.structures).shape[1]
     digest = _digest(config, structures)
     finished, last = _prepare(workdir, digest, resume, log)
+    todo = [(s, k) for s in range(len(structures)) for k in range(len(config.stages)) if f"{s}/{k}" not in finished]
+    interrupted: list[tuple[int, int]] = []  # trajectories the wall time stopped after a recorded frame
     with (workdir / FRAMES).open("a") as handle, StopRequest(config.wall_time) as stop:
         write = lambda frame: _append_frame(handle, frame)  # noqa: E731
-        ctx = _Context(config, calc, calc.potential.descriptor.cutoff, dim, write, start_keys(structures), stop)
-        progressed = False
-        for s, start in enumerate(structures):
-            for k in range(len(config.stages)):
-                if f"{s}/{k}" in finished:
-                    continue
-                if progressed and stop.due():  # no new trajectory once the budget is spent
-                    log(f"wall time: stopped before structure {s} stage {k}")
-                    return {"status": "wall_time", "finished_trajectories": len(finished)}
-                progressed = True  # every call advances at least one frame, however small the budget
-                atoms, step, rng = _initial_state(start, config, (s, k), last.get((s, k)))
-                try:
-                    reason, steps = _run_trajectory(ctx, atoms, (s, k), step, rng)
-                except _InterruptedError:
-                    log(f"wall time: stopped during structure {s} stage {k}; resume continues from its last frame")
-                    return {"status": "wall_time", "finished_trajectories": len(finished)}
-                finished[f"{s}/{k}"] = {"structure": s, "stage": k, "reason": reason, "steps": steps}
-                _write_json(workdir / PROGRESS, {"digest": digest, "finished": finished})
-                log(f"structure {s} stage {k}: {reason} after {steps} steps")
+        cutoff = potential.descriptor.cutoff
+        ctx = _Context(config, potential, tuple(trusted_baselines), cutoff, dim, write, start_keys(structures), stop)
+
+        def explore(ids: tuple[int, int], evaluate) -> None:
+            """One trajectory, a :class:`Lockstep` task; when it ends, ``progress.json`` records it."""
+            s, k = ids
+            atoms, step, rng = _initial_state(structures[s], config, ids, last.get(ids))
+            try:
+                reason, steps = _run_trajectory(ctx, atoms, ids, step, rng, evaluate)
+            except _InterruptedError:
+                interrupted.append(ids)
+                log(f"wall time: stopped during structure {s} stage {k}; resume continues from its last frame")
+                return
+            finished[f"{s}/{k}"] = {"structure": s, "stage": k, "reason": reason, "steps": steps}
+            _write_json(workdir / PROGRESS, {"digest": digest, "finished": finished})
+            log(f"structure {s} stage {k}: {reason} after {steps} steps")
+
+        # no trajectory starts once the budget is spent, but the first: every call advances at least one frame
+        Lockstep(potential.forward_many, _batch_width(config, structures)).run(
+            (functools.partial(explore, ids) for ids in todo), admit=lambda: not (interrupted or stop.due())
+        )
+    unstarted = [(s, k) for s, k in todo if f"{s}/{k}" not in finished and (s, k) not in interrupted]
+    if unstarted and not interrupted:
+        log(f"wall time: stopped before structure {unstarted[0][0]} stage {unstarted[0][1]}")
+    if unstarted or interrupted:
+        return {"status": "wall_time", "finished_trajectories": len(finished)}
     return {"status": "finished", **_finish(workdir, config, single, finished, dim)}
 
 
 def _finish(workdir: Path, config: ExplorationConfig, calc: AnnCalculator, finished: dict, dim: int) -> dict:
-    """Write ``summary.json`` and, with reference structures, their fingerprints (for the duplicate filter)."""
+    """Sort the frames, write ``summary.json`` and, with reference structures, their fingerprints (for the duplicate
+    filter)."""
     frames, _ = read_explored_frames(workdir / FRAMES)
+    _sort_frames(workdir / FRAMES, frames)
     if config.reference_structures:
         reference = reference_fingerprints(calc, read_frames(config.reference_structures), config.reference_structures)
         np.save(workdir / REFERENCE_FINGERPRINTS, reference)
     summary = _summarize(frames, finished, config)
     _write_json(workdir / SUMMARY, summary)
     return summary
+
+
+def _sort_frames(path: Path, frames: list[Atoms]) -> None:
+    """Order ``frames.extxyz`` (whose ``frames`` are given) by structure, stage and step, as trajectories run one
+    after another write it; side by side they record their frames interleaved. The text of each frame is kept."""
+    keys = [(int(f.info["structure"]), int(f.info["stage"]), int(f.info["step"])) for f in frames]
+    order = sorted(range(len(keys)), key=keys.__getitem__)
+    if order == list(range(len(keys))):
+        return
+    lines = path.read_text().splitlines(keepends=True)
+    blocks, start = [], 0
+    while start < len(lines):  # an extxyz frame: its atom count, a comment line, a line per atom
+        end = start + int(lines[start]) + 2
+        blocks.append("".join(lines[start:end]))
+        start = end
+    if len(blocks) != len(frames):
+        raise RuntimeError(f"{path}: {len(blocks)} frames in the text but {len(frames)} read")
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text("".join(blocks[index] for index in order))
+    temporary.replace(path)  # atomic: a kill mid-write leaves the unsorted file

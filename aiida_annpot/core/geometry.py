@@ -8,6 +8,7 @@ stress the strain derivative without a second graph.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -95,6 +96,7 @@ class NeighborSearch:
         self.skin = float(skin)
         self._list = vesin.NeighborList(cutoff=self.cutoff + self.skin, full_list=True)
         self._verlet: _VerletList | None = None
+        self.closest = math.inf  # distance (Å) of the closest pair the latest call returned; inf without pairs
 
     def __call__(
         self,
@@ -126,7 +128,8 @@ class NeighborSearch:
             first, second, vectors, squares = (
                 t.index_select(0, kept) for t in (listed.first, listed.second, vectors, squares)
             )
-        if check_distance and squares.shape[0] and float(squares.min()) < MIN_ALLOWED_DISTANCE**2:
+        self.closest = float(squares.min()) ** 0.5 if squares.shape[0] else math.inf
+        if check_distance and self.closest < MIN_ALLOWED_DISTANCE:
             k = int(squares.argmin())
             raise InputDataError(
                 f"{label}: atoms {int(first[k])} and {int(second[k])} are {float(squares[k]) ** 0.5:.3f} Å apart "

@@ -12,6 +12,7 @@ over the volume is the strain derivative of the energy (ASE's stress sign conven
 from __future__ import annotations
 
 import itertools
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -207,17 +208,43 @@ class Potential(torch.nn.Module):
 
     def forward(self, numbers, pairs: NeighborPairs, volume: float | None = None, forces: bool = True) -> Prediction:
         """One structure: energies (K, 1), forces (K, N, 3), stress (K, 1, 3, 3) when ``volume`` is given."""
-        species = self.species(numbers)
-        pairs = NeighborPairs(pairs.first, pairs.second, pairs.vectors.to(self.dtype), pairs.n_atoms)
+        return self.forward_many([(numbers, pairs, volume)], forces=forces)[0]
+
+    def forward_many(self, structures: Sequence[tuple], forces: bool = True) -> list[Prediction]:
+        """Several structures in one descriptor and network call: a :meth:`forward` result for each.
+
+        Small cells leave the descriptor and networks idle between calls; their atoms and pairs concatenated
+        (pair indices offset) make one call of the same results, to floating-point order.
+
+        :param structures: (numbers, pairs, volume or None) of each structure.
+        """
+        species = torch.cat([self.species(numbers) for numbers, _, _ in structures])
+        pairs, sizes = _concatenate([pairs for _, pairs, _ in structures], self.dtype)
         if forces:
             features, jacobian = self.descriptor.features_and_jacobian(species, pairs)
         else:
             features, jacobian = self.descriptor(species, pairs), None
-        structure_index = torch.zeros(pairs.n_atoms, dtype=torch.long)
-        volumes = None if volume is None else torch.tensor([volume], dtype=self.dtype)
-        prediction = self.predict_from_features(features, jacobian, species, pairs, structure_index, 1, volumes)
-        prediction.features = features
-        return prediction
+        n_structures = len(structures)
+        structure_index = torch.repeat_interleave(torch.arange(n_structures), torch.tensor(sizes))
+        periodic = [volume is not None for _, _, volume in structures]
+        volumes = None
+        if forces and any(periodic):  # a non-periodic structure's stress is dropped: any volume will do
+            volumes = torch.tensor([v if v is not None else 1.0 for _, _, v in structures], dtype=self.dtype)
+        batch = self.predict_from_features(features, jacobian, species, pairs, structure_index, n_structures, volumes)
+        results, end = [], 0
+        for index, size in enumerate(sizes):
+            atoms = slice(end, end + size)
+            end += size
+            results.append(
+                Prediction(
+                    energy=batch.energy[:, index : index + 1],
+                    forces=None if batch.forces is None else batch.forces[:, atoms],
+                    stress=batch.stress[:, index : index + 1] if volumes is not None and periodic[index] else None,
+                    atomic_energies=batch.atomic_energies[:, atoms],
+                    features=features[atoms],
+                )
+            )
+        return results
 
     def fingerprint(self, features: torch.Tensor, species: torch.Tensor) -> torch.Tensor:
         """Per-element mean of standardised features, concatenated over elements: (E·D,), zeros for absent ones.
@@ -256,3 +283,16 @@ def pair_gradients(dE_dG: torch.Tensor, jacobian: torch.Tensor, first: torch.Ten
     """
     per_pair = dE_dG.transpose(0, 1).contiguous().index_select(0, first)  # (P, K, D)
     return torch.bmm(per_pair, jacobian).transpose(0, 1)
+
+
+def _concatenate(pairs: Sequence[NeighborPairs], dtype: torch.dtype) -> tuple[NeighborPairs, list[int]]:
+    """The pairs of several structures as one structure of all their atoms; and each structure's atom count."""
+    sizes = [p.n_atoms for p in pairs]
+    if len(pairs) == 1:
+        (only,) = pairs
+        return NeighborPairs(only.first, only.second, only.vectors.to(dtype), only.n_atoms), sizes
+    offsets = [0, *itertools.accumulate(sizes)][:-1]
+    first = torch.cat([p.first + offset for p, offset in zip(pairs, offsets, strict=True)])
+    second = torch.cat([p.second + offset for p, offset in zip(pairs, offsets, strict=True)])
+    vectors = torch.cat([p.vectors.to(dtype) for p in pairs])
+    return NeighborPairs(first, second, vectors, sum(sizes)), sizes

@@ -43,6 +43,7 @@ def committee_state(atoms: Atoms, dim: int) -> dict:
         "energy": math.nan,
         "energy_std": math.nan,
         "max_force_std": math.nan,
+        "min_distance": math.nan,
         "forces_std": np.full(len(atoms), math.nan),
         "fingerprint": np.full(dim, math.nan),
         "finite": False,
@@ -56,7 +57,9 @@ def committee_state(atoms: Atoms, dim: int) -> dict:
         state["too_close"] = True
         return state
     results = atoms.calc.results
-    state.update({name: results[name] for name in ("energy", "energy_std", "max_force_std", "forces_std")})
+    state.update(
+        {name: results[name] for name in ("energy", "energy_std", "max_force_std", "min_distance", "forces_std")}
+    )
     state["finite"] = bool(np.isfinite(results["energy"]) and np.isfinite(results["forces"]).all())
     return state
 

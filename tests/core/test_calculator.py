@@ -179,6 +179,22 @@ def _md_atoms(seed: int = 1) -> Atoms:
     return atoms
 
 
+def test_min_distance_is_the_closest_pair_within_the_cutoff():
+    """What exploration's stop rule reads every MD step instead of a neighbour search of its own: the closest pair,
+    periodic images included, also when a Verlet list is reused; ``inf`` when no pair is within the cutoff."""
+    atoms = cuau()
+    atoms.positions[2] = atoms.positions[5] + [0.9, 0.4, 0.0]
+    atoms.calc = AnnCalculator(make_potential(), skin=0.5)
+    for shift in (0.0, 0.05):  # the second evaluation reuses the Verlet list
+        atoms.positions[2, 0] += shift
+        expected = atoms.get_all_distances(mic=True)[np.triu_indices(len(atoms), 1)].min()
+        assert atoms.calc.get_property("min_distance", atoms) == pytest.approx(expected, abs=1e-12)
+    assert expected == pytest.approx(np.hypot(0.95, 0.4), abs=1e-12)  # the pair placed on purpose
+    lone = Atoms("Cu", positions=[[0.0, 0.0, 0.0]], pbc=False)
+    lone.calc = AnnCalculator(make_potential())
+    assert lone.calc.get_property("min_distance", lone) == np.inf
+
+
 def test_verlet_skin_matches_fresh_neighbour_lists():
     """MD with a cached (skin 0.5 Å) neighbour list gives the same energies and forces as rebuilding every step,
     including after atoms moved farther than the skin (list rebuilt) — 20 steps of 4 fs at ~2000 K."""

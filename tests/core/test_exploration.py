@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from ase import Atoms
 from ase.build import bulk
 from ase.calculators.emt import EMT
 from ase.calculators.singlepoint import SinglePointCalculator
@@ -28,12 +29,14 @@ from aiida_annpot.core.exploration import (
     PROGRESS,
     REFERENCE_FINGERPRINTS,
     SUMMARY,
+    _batch_width,
     _stop_reason,
     min_distance,
     read_explored_frames,
     run_exploration,
     start_keys,
 )
+from aiida_annpot.core.interrupt import StopRequest
 from aiida_annpot.core.scoring import committee_state
 from aiida_annpot.core.selection import classify, select_candidates, select_from_files
 from aiida_annpot.core.training import Trainer
@@ -323,6 +326,83 @@ def test_reruns_are_deterministic(committee, nvt_run, tmp_path):
         assert np.array_equal(again.get_momenta(), first.get_momenta())
 
 
+def test_trajectories_side_by_side_give_the_frames_of_one_after_another(committee, tmp_path):
+    """Float64, start structures of 32 and 31 atoms through NVT, hot NVT, NPT and NVE stages, where atoms coming
+    closer than 2 Å stop some trajectories early: three at a time, one model call per step for all of them (a
+    stopped trajectory's place going to the next), give the frames of the serial run to 1e-10."""
+    vacancy = _cu(3.62, seed=2)
+    del vacancy[5]
+    ase.io.write(tmp_path / "starts.extxyz", [_cu(3.61, seed=0), vacancy])
+    stages = [
+        {"temperature": 300.0, "steps": 30, "sample_interval": 5},
+        {"temperature": 1500.0, "steps": 200, "sample_interval": 50},
+        {"temperature": 900.0, "steps": 30, "sample_interval": 10, "pressure": 2.0},
+        {"temperature": 600.0, "steps": 30, "sample_interval": 10, "ensemble": "nve", "timestep": 1.0},
+    ]
+    settings = {"structures": str(tmp_path / "starts.extxyz"), "stages": stages, "dtype": "float64"}
+    settings |= {"min_distance": 2.0, "barostat_time": 100.0}
+    runs = {}
+    for width in (1, 3):
+        config = _config(committee, **settings, batch_trajectories=width)
+        runs[width] = run_exploration(config, tmp_path / f"width{width}", **QUIET), _frames(tmp_path / f"width{width}")
+    (serial, (serial_frames, serial_fingerprints)), (batched, (frames, fingerprints)) = runs[1], runs[3]
+    assert batched["trajectories"] == serial["trajectories"]
+    reasons = {t["reason"] for t in serial["trajectories"]}
+    assert reasons == {"completed", "too_close"}, serial["trajectories"]  # some trajectories leave the batch early
+    assert len(frames) == len(serial_frames) == batched["frames"]
+    np.testing.assert_allclose(fingerprints, serial_fingerprints, rtol=0, atol=1e-10)
+    for frame, alone in zip(frames, serial_frames, strict=True):
+        ids = [frame.info[key] for key in ("structure", "stage", "step")]
+        assert ids == [alone.info[key] for key in ("structure", "stage", "step")]  # sorted as a serial run writes
+        for key in ("energy", "energy_std", "max_force_std", "extrapolation", "temperature", "min_distance"):
+            assert frame.info[key] == pytest.approx(alone.info[key], rel=0, abs=1e-10), (ids, key)
+        for mine, theirs in [
+            (frame.positions, alone.positions),
+            (frame.cell.array, alone.cell.array),
+            (frame.get_momenta(), alone.get_momenta()),
+            (frame.arrays["forces_std"], alone.arrays["forces_std"]),
+        ]:
+            np.testing.assert_allclose(mine, theirs, rtol=0, atol=1e-10)
+    volumes = {f.get_volume() for f in frames if f.info["stage"] == 2}
+    assert len(volumes) > 1  # the NPT stage moved the cells: stress came from the shared call
+
+
+def test_a_spent_budget_stops_side_by_side_trajectories_at_their_next_frame(committee, tmp_path, monkeypatch):
+    """Four trajectories side by side, two sampling every 5 steps and two every 4: once the budget is spent (here:
+    as soon as a frame is on disk), each stops at its next recorded frame and none starts; a resume then ends with
+    the frames of an uninterrupted run."""
+    stages = [{"temperature": 300.0, "steps": 20, "sample_interval": 5}, {"temperature": 600.0, "steps": 20}]
+    stages[1]["sample_interval"] = 4
+    config = _config(committee, stages=stages, batch_trajectories=4)
+    uninterrupted = run_exploration(config, tmp_path / "uninterrupted", **QUIET)
+    frames_file = tmp_path / "run" / FRAMES
+    with monkeypatch.context() as patch:
+        patch.setattr(StopRequest, "due", lambda self, margin=0.0: frames_file.stat().st_size > 0)
+        messages = []
+        assert run_exploration(config, tmp_path / "run", log=messages.append)["status"] == "wall_time"
+    stopped = [(f.info["structure"], f.info["stage"], f.info["step"]) for f in _frames(tmp_path / "run")[0]]
+    assert stopped == [(0, 1, 4), (1, 1, 4), (0, 0, 5), (1, 0, 5)]  # in the order they were recorded
+    assert messages == [
+        f"wall time: stopped during structure {s} stage {k}; resume continues from its last frame"
+        for s, k, _ in stopped
+    ]
+    summary = run_exploration(config, tmp_path / "run", resume=True, **QUIET)
+    assert summary["trajectories"] == uninterrupted["trajectories"]
+    labels = [
+        [(f.info["structure"], f.info["stage"], f.info["step"]) for f in _frames(tmp_path / name)[0]]
+        for name in ("run", "uninterrupted")
+    ]
+    assert labels[0] == labels[1]
+
+
+def test_side_by_side_calls_hold_at_most_2048_atoms():
+    config = ExplorationConfig(models=["m"], structures="s", stages=[{"temperature": 300.0}], batch_trajectories=16)
+    cells = {size: bulk("Cu", "fcc", a=3.61, cubic=True).repeat((size, size, size)) for size in (2, 4, 6, 9)}
+    widths = {len(cells[size]): _batch_width(config, [cells[2], cells[size]]) for size in cells}
+    assert widths == {32: 16, 256: 8, 864: 2, 2916: 1}  # the largest start structure sets the width
+    assert _batch_width(config.model_copy(update={"batch_trajectories": 3}), [cells[2]]) == 3
+
+
 def test_break_deviation_stops_each_trajectory_at_once(committee, tmp_path):
     summary = run_exploration(_config(committee, break_deviation=1e-6), tmp_path, **QUIET)
     frames, _ = _frames(tmp_path)
@@ -400,6 +480,13 @@ def test_non_finite_and_overlapping_states_stop(committee):
     atoms = _cu()
     atoms.calc = AnnCalculator(committee.members)
     assert _stop_reason(atoms, committee_state(atoms, 10), config) is None
+    closest = min_distance(atoms, 3.0)  # about 2.5 Å, within the model cutoff (4.5 Å)
+    for limit, reason in [(closest - 1e-6, None), (closest + 1e-6, "too_close")]:
+        limited = config.model_copy(update={"min_distance": limit})
+        assert _stop_reason(atoms, committee_state(atoms, 10), limited) == reason, limit
+    pair = Atoms("Cu2", positions=[[0.0, 0.0, 0.0], [4.8, 0.0, 0.0]], cell=[12.0] * 3, pbc=True)
+    pair.calc = AnnCalculator(committee.members)  # 4.8 Å apart: no pair within the cutoff, but within a 5 Å limit
+    assert _stop_reason(pair, committee_state(pair, 10), config.model_copy(update={"min_distance": 5.0})) == "too_close"
     atoms.positions[1] = atoms.positions[0] + 0.2  # the calculator refuses atoms this close
     assert _stop_reason(atoms, committee_state(atoms, 10), config) == "too_close"
     atoms.positions[1] = np.nan

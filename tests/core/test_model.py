@@ -363,6 +363,30 @@ def test_committee_mean_and_deviations_match_separate_members(family):
     assert stats.max_force_std == pytest.approx(expected.max(), rel=1e-10)
 
 
+@family_param
+def test_several_structures_in_one_call_match_separate_calls(family):
+    """``forward_many`` (exploration's trajectories side by side): two periodic cells of different shapes and a
+    cluster without stress, one call for a committee of 3, give each structure what ``forward`` gives it."""
+    potential = make_potential(family, n_members=3, seed=5)
+    search = NeighborSearch(potential.descriptor.cutoff)
+    requests = []
+    for atoms in (rocksalt(seed=1), cluster(seed=2), rocksalt(seed=3).repeat((2, 1, 1))):
+        pairs = search(atoms.positions, atoms.cell.array, atoms.pbc)
+        requests.append((atoms.numbers, pairs, atoms.get_volume() if atoms.pbc.all() else None))
+    for forces in (True, False):
+        together = potential.forward_many(requests, forces=forces)
+        for request, result in zip(requests, together, strict=True):
+            alone = potential(*request, forces=forces)
+            for name in ("energy", "forces", "stress", "atomic_energies", "features"):
+                expected, value = getattr(alone, name), getattr(result, name)
+                if expected is None:
+                    assert value is None, name
+                else:
+                    np.testing.assert_allclose(value.detach().numpy(), expected.detach().numpy(), atol=1e-12)
+    assert together[1].stress is None and together[0].stress is None  # a cluster has none; no forces, none at all
+    assert potential.forward_many(requests)[2].stress.shape == (3, 1, 3, 3)
+
+
 # ------------------------------------------------------------------------------------------------ precision
 
 
