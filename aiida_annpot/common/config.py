@@ -304,6 +304,22 @@ class TrainingConfig(_Strict):
     )
     dtype: Literal["float32", "float64"] = "float64"
     threads: int | None = Field(None, ge=1, description="torch intra-op threads (default: torch's choice).")
+    feature_store: Literal["memory", "disk"] | None = Field(
+        None,
+        description="Where the precomputed descriptors and pair Jacobians are kept: memory (fastest), or disk (flat "
+        "files in the working directory, read a batch at a time, deleted when training ends: memory then grows only "
+        "with the frames). Default: memory while their estimated size fits memory_budget, else disk.",
+    )
+    memory_budget: float | None = Field(
+        None,
+        gt=0.0,
+        description="GiB the features may take in memory before they go to disk. Default: half the memory available "
+        "when training starts (within the cgroup limit of a batch job or container).",
+    )
+
+    @model_serializer(mode="wrap")
+    def _compact(self, handler) -> dict:
+        return _without_unset(handler(self), ("feature_store", "memory_budget"))
 
     @model_validator(mode="after")
     def _lr_bounds(self) -> TrainingConfig:

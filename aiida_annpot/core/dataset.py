@@ -7,6 +7,7 @@ since they have no trainable parameters; each optimisation step then only runs t
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,6 +22,7 @@ __all__ = [
     "Batch",
     "FeatureSet",
     "StructureFeatures",
+    "compute_features",
     "dataset_hash",
     "elements_of",
     "read_frames",
@@ -62,55 +64,67 @@ class Batch:
         return int(self.n_atoms.shape[0])
 
 
+def compute_features(
+    frames: list[Atoms], potential, dtype: torch.dtype = torch.float32, chunk_pairs: int = 200_000
+) -> Iterator[StructureFeatures]:
+    """Each frame's :class:`StructureFeatures`, in order, with ``potential``'s descriptor.
+
+    Frames are grouped into one descriptor call per ``chunk_pairs`` neighbour pairs (per-call overhead dominates for
+    small cells); a group's features are released once its structures have been consumed.
+    """
+    search = NeighborSearch(potential.descriptor.cutoff)
+    chunk: list[tuple[Atoms, torch.Tensor, NeighborPairs]] = []
+    n_pairs = 0
+    for index, frame in enumerate(frames):
+        species = potential.species(frame.numbers)
+        pairs = search(frame.positions, frame.cell.array, frame.pbc, dtype=torch.float64, label=f"frame {index}")
+        chunk.append((frame, species, pairs))
+        n_pairs += pairs.first.shape[0]
+        if n_pairs >= chunk_pairs or index == len(frames) - 1:
+            yield from _chunk_features(chunk, potential, dtype)
+            chunk, n_pairs = [], 0
+
+
+def _chunk_features(chunk, potential, dtype: torch.dtype) -> Iterator[StructureFeatures]:
+    """One descriptor call for the structures of ``chunk``, split back into structures."""
+    species = torch.cat([s for _, s, _ in chunk])
+    atom_counts = [s.shape[0] for _, s, _ in chunk]
+    pair_counts = [p.first.shape[0] for _, _, p in chunk]
+    offsets = torch.cumsum(torch.tensor([0, *atom_counts[:-1]]), 0)
+    joined = NeighborPairs(
+        torch.cat([p.first + off for (_, _, p), off in zip(chunk, offsets, strict=True)]),
+        torch.cat([p.second + off for (_, _, p), off in zip(chunk, offsets, strict=True)]),
+        torch.cat([p.vectors for _, _, p in chunk]),
+        int(sum(atom_counts)),
+    )
+    with torch.no_grad():
+        features, jacobian = potential.descriptor.features_and_jacobian(species, joined)
+    features = features.detach().to(dtype).split(atom_counts)
+    jacobian = jacobian.detach().to(dtype).split(pair_counts)
+    for (frame, species_i, pairs), g, j in zip(chunk, features, jacobian, strict=True):
+        stress, forces = _label(frame, "stress"), _label(frame, "forces")
+        yield StructureFeatures(
+            species=species_i,
+            features=g,
+            jacobian=j,
+            pairs=NeighborPairs(pairs.first, pairs.second, pairs.vectors.to(dtype), pairs.n_atoms),
+            volume=float(frame.get_volume()) if frame.pbc.all() else float("nan"),
+            energy=_label(frame, "energy"),
+            forces=None if forces is None else torch.as_tensor(forces, dtype=dtype),
+            stress=None if stress is None else torch.as_tensor(_stress_matrix(stress), dtype=dtype),
+        )
+
+
 class FeatureSet:
-    """Descriptor features and Jacobians of a list of frames, computed once with the model's descriptor.
+    """Descriptor features and Jacobians of a list of frames, computed once with the model's descriptor and kept in
+    memory (:class:`~.disk_features.DiskFeatureSet` keeps them on disk instead).
 
     :param potential: provides the descriptor and the element lookup (features do not depend on weights).
     """
 
     def __init__(self, frames: list[Atoms], potential, dtype: torch.dtype = torch.float32, chunk_pairs: int = 200_000):
         self.dtype = dtype
-        search = NeighborSearch(potential.descriptor.cutoff)
-        self.items: list[StructureFeatures] = []
-        chunk: list[tuple[Atoms, torch.Tensor, NeighborPairs]] = []
-        for index, frame in enumerate(frames):
-            species = potential.species(frame.numbers)
-            pairs = search(frame.positions, frame.cell.array, frame.pbc, dtype=torch.float64, label=f"frame {index}")
-            chunk.append((frame, species, pairs))
-            if sum(p.first.shape[0] for _, _, p in chunk) >= chunk_pairs or index == len(frames) - 1:
-                self._add_chunk(chunk, potential)
-                chunk = []
-
-    def _add_chunk(self, chunk, potential) -> None:
-        """One descriptor call for many structures (per-call overhead dominates for small cells)."""
-        species = torch.cat([s for _, s, _ in chunk])
-        atom_counts = [s.shape[0] for _, s, _ in chunk]
-        pair_counts = [p.first.shape[0] for _, _, p in chunk]
-        offsets = torch.cumsum(torch.tensor([0, *atom_counts[:-1]]), 0)
-        joined = NeighborPairs(
-            torch.cat([p.first + off for (_, _, p), off in zip(chunk, offsets, strict=True)]),
-            torch.cat([p.second + off for (_, _, p), off in zip(chunk, offsets, strict=True)]),
-            torch.cat([p.vectors for _, _, p in chunk]),
-            int(sum(atom_counts)),
-        )
-        with torch.no_grad():
-            features, jacobian = potential.descriptor.features_and_jacobian(species, joined)
-        features = features.detach().to(self.dtype).split(atom_counts)
-        jacobian = jacobian.detach().to(self.dtype).split(pair_counts)
-        for (frame, species_i, pairs), g, j in zip(chunk, features, jacobian, strict=True):
-            stress, forces = _label(frame, "stress"), _label(frame, "forces")
-            self.items.append(
-                StructureFeatures(
-                    species=species_i,
-                    features=g,
-                    jacobian=j,
-                    pairs=NeighborPairs(pairs.first, pairs.second, pairs.vectors.to(self.dtype), pairs.n_atoms),
-                    volume=float(frame.get_volume()) if frame.pbc.all() else float("nan"),
-                    energy=_label(frame, "energy"),
-                    forces=None if forces is None else torch.as_tensor(forces, dtype=self.dtype),
-                    stress=None if stress is None else torch.as_tensor(_stress_matrix(stress), dtype=self.dtype),
-                )
-            )
+        self.items: list[StructureFeatures] = list(compute_features(frames, potential, dtype, chunk_pairs))
 
     def __len__(self) -> int:
         return len(self.items)
@@ -140,6 +154,14 @@ class FeatureSet:
             ),
             stress=torch.stack([it.stress for it in items]) if has_stress else None,
         )
+
+    def feature_chunks(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Species (N,) and features (N, D) of every atom, here in one chunk (statistics accumulate over chunks)."""
+        if self.items:
+            yield torch.cat([item.species for item in self.items]), torch.cat([item.features for item in self.items])
+
+    def close(self) -> None:
+        """Nothing to release: the features live as long as this object."""
 
 
 def _stress_matrix(stress) -> np.ndarray:

@@ -5,6 +5,10 @@ Everything a run depends on (weights, optimiser and schedule state, the shufflin
 counters and the learning curve so far) is in the checkpoint, so an interrupted run that is resumed ends exactly
 where an uninterrupted one does. Checkpoints are written at epoch boundaries; a wall-time or SIGTERM stop writes
 one and the process exits with :data:`~aiida_annpot.core.errors.EXIT_WALL_TIME`.
+
+Descriptors and pair Jacobians are computed once, before the first epoch, and kept in memory while their estimated
+size fits the memory budget, else in files in the working directory that each batch reads (:mod:`.feature_store`);
+both give the same batches. A resumed run computes them again.
 """
 
 from __future__ import annotations
@@ -25,8 +29,10 @@ from ..common.config import TrainingConfig
 from ..common.contract import CHECKPOINT_FILE, CURVE_FILE, METRICS_FILE, MODEL_FILE
 from . import jsonio
 from .baselines import baseline_record, delta_labels, describe_baseline
-from .dataset import Batch, FeatureSet, dataset_hash, elements_of, read_frames, validate_labelled
+from .dataset import Batch, dataset_hash, elements_of, read_frames, validate_labelled
 from .errors import InputDataError, ModelFileError, TrainingDivergedError, UnknownElementError
+from .feature_statistics import FeatureStatistics
+from .feature_store import SCRATCH_FOLDER, open_feature_set, plan_feature_store
 from .interrupt import StopRequest
 from .metrics import EV_PER_A3_TO_GPA, parity
 from .model import Potential
@@ -90,37 +96,28 @@ def fit_reference_energies(frames, elements: list[str]) -> tuple[np.ndarray, flo
         return reference, max(float(np.sqrt(np.mean(residual**2))), 0.01)
 
 
-def initialise(potential: Potential, features: FeatureSet, frames, seed: int) -> None:
-    """Standardisation from the training features, reference energies, and seeded initial weights."""
-    species = torch.cat([item.species for item in features.items])
-    stacked = torch.cat([item.features for item in features.items]).double()
+def initialise(potential: Potential, statistics: FeatureStatistics, frames, seed: int) -> None:
+    """Standardisation from the training features' statistics, reference energies, and seeded initial weights."""
     for element in range(len(potential.elements)):
-        values = stacked[species == element]
-        if values.shape[0] == 0:
+        if statistics.count[element] == 0:
             raise InputDataError(f"no atoms of {potential.elements[element]} in the training split")
-        std = values.std(0, unbiased=False) if values.shape[0] > 1 else torch.ones(values.shape[1])
-        potential.feature_mean[0, element] = values.mean(0)
-        potential.feature_std[0, element] = torch.where(std > 1e-6, std, torch.ones_like(std))
+    std = statistics.std
+    potential.feature_mean[0] = statistics.mean
+    potential.feature_std[0] = torch.where(std > 1e-6, std, torch.ones_like(std))
     reference, scale = fit_reference_energies(frames, potential.elements)
     potential.reference_energy[0] = torch.as_tensor(reference)
     potential.energy_scale[0] = scale
     potential.networks.reset_parameters(torch.Generator().manual_seed(seed))
 
 
-def set_feature_ranges(potential: Potential, features: FeatureSet) -> None:
+def set_feature_ranges(potential: Potential, statistics: FeatureStatistics) -> None:
     """Member 0's per-element feature minima and maxima over the training features (extrapolation grades).
 
-    An element without atoms in ``features`` keeps an infinite range (nothing known, never flagged).
+    An element without atoms in the training features keeps an infinite range (nothing known, never flagged).
     """
-    species = torch.cat([item.species for item in features.items])
-    stacked = torch.cat([item.features for item in features.items]).to(potential.dtype)
-    shape = (len(potential.elements), stacked.shape[1])
-    index = species[:, None].expand_as(stacked)
-    lower = stacked.new_full(shape, torch.inf).scatter_reduce(0, index, stacked, "amin")
-    upper = stacked.new_full(shape, -torch.inf).scatter_reduce(0, index, stacked, "amax")
-    absent = torch.bincount(species, minlength=shape[0]) == 0
-    potential.feature_min[0] = lower.masked_fill(absent[:, None], -torch.inf)
-    potential.feature_max[0] = upper.masked_fill(absent[:, None], torch.inf)
+    absent = statistics.count == 0
+    potential.feature_min[0] = statistics.minimum.masked_fill(absent[:, None], -torch.inf)
+    potential.feature_max[0] = statistics.maximum.masked_fill(absent[:, None], torch.inf)
 
 
 def batch_loss(potential: Potential, batch: Batch, config: TrainingConfig) -> tuple[torch.Tensor, dict]:
@@ -165,7 +162,7 @@ def _make_scheduler(optimizer, config: TrainingConfig):
 class Trainer:
     """Trains one model of ``config`` in ``workdir`` (outputs and checkpoint go there).
 
-    :param log: called with one human-readable line per epoch.
+    :param log: called with one human-readable line per epoch (and one saying where the features are kept).
     :param trusted_baselines: import-path baselines the caller trusts (the configuration cannot trust its own).
     """
 
@@ -200,11 +197,27 @@ class Trainer:
             validation_frames = [frames[i] for i in validation_index]
         self.train_frames = [frames[i] for i in train_index]
         self.potential = self._build_potential(elements)
-        self.train_set = FeatureSet(self.train_frames, self.potential, self.dtype)
-        self.validation_set = FeatureSet(validation_frames, self.potential, self.dtype)
+        self.feature_plan = plan_feature_store(
+            config, self.train_frames + validation_frames, self.potential, self.dtype, self.workdir
+        )
+        scratch = self.workdir / SCRATCH_FOLDER
+        where = "in memory" if self.feature_plan.kind == "memory" else f"on disk ({scratch})"
+        self.log(f"features and Jacobians {where}: {self.feature_plan.reason}")
+        self.train_set = open_feature_set(
+            self.feature_plan.kind, self.train_frames, self.potential, self.dtype, scratch / "train"
+        )
+        self.validation_set = open_feature_set(
+            self.feature_plan.kind, validation_frames, self.potential, self.dtype, scratch / "validation"
+        )
+        statistics = FeatureStatistics.of(
+            self.train_set.feature_chunks(),
+            len(self.potential.elements),
+            self.potential.descriptor.n_features,
+            self.dtype,
+        )
         if not config.init_model:
-            initialise(self.potential, self.train_set, self.train_frames, config.seed)
-        set_feature_ranges(self.potential, self.train_set)  # also on a warm start: ranges of this training set
+            initialise(self.potential, statistics, self.train_frames, config.seed)
+        set_feature_ranges(self.potential, statistics)  # also on a warm start: ranges of this training set
         self.optimizer = torch.optim.Adam(self.potential.networks.parameters(), lr=config.learning_rate)
         self.scheduler = _make_scheduler(self.optimizer, config)
         self.generator = torch.Generator().manual_seed(config.seed)
@@ -237,7 +250,17 @@ class Trainer:
         return potential
 
     def run(self, resume: bool = False) -> TrainingOutcome:
-        """Train until early stopping or ``max_epochs``; returns ``wall_time`` after a budget or SIGTERM stop."""
+        """Train until early stopping or ``max_epochs``; returns ``wall_time`` after a budget or SIGTERM stop.
+
+        The feature sets are closed when it returns (a disk store's files are deleted): a Trainer runs once.
+        """
+        try:
+            return self._train(resume)
+        finally:
+            self.train_set.close()
+            self.validation_set.close()
+
+    def _train(self, resume: bool) -> TrainingOutcome:
         if resume and (self.workdir / CHECKPOINT).is_file():
             self._load_checkpoint()
             self.log(f"resumed from {CHECKPOINT} at epoch {self.epoch}")
@@ -388,6 +411,7 @@ class Trainer:
             "epochs": self.epoch,
             "best_validation_loss": self.best_loss,
             "wall_time": self.elapsed,
+            "feature_store": self.feature_plan.record(),
             **({"stopped": stopped} if stopped else {}),
         }
         save_model(
