@@ -14,6 +14,10 @@ test: install
 test-quickstart: install
 	$(VENV)/bin/python -m pytest -m quickstart tests/test_quick_start.py $(PYTEST_ARGS)
 
+# The real-CP2K tests (labeller physics and a water campaign, about 5.5 minutes), kept out of `make test`'s budget
+test-cp2k: install
+	$(VENV)/bin/python -m pytest -m cp2k $(PYTEST_ARGS)
+
 lint: install
 	$(VENV)/bin/ruff check aiida_annpot tests bench
 	$(VENV)/bin/ruff format --check aiida_annpot tests bench
