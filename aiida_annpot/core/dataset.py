@@ -7,7 +7,7 @@ since they have no trainable parameters; each optimisation step then only runs t
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -154,6 +154,10 @@ class FeatureSet:
             ),
             stress=torch.stack([it.stress for it in items]) if has_stress else None,
         )
+
+    def batches(self, groups: Iterable) -> Iterator[Batch]:
+        """:meth:`batch` of each group of indices in turn."""
+        return (self.batch(group) for group in groups)
 
     def feature_chunks(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Species (N,) and features (N, D) of every atom, here in one chunk (statistics accumulate over chunks)."""

@@ -5,8 +5,9 @@ once to a scratch folder: one flat binary file per array (species, features and 
 pair vectors and Jacobians per pair), the structures one after another. Only per-structure offsets and scalar
 labels stay in memory. A batch reads its structures' rows with explicit reads into fresh tensors, so the process
 holds one batch at a time; the operating system's page cache, which the kernel reclaims under pressure and which is
-not the process's memory, serves the rows read recently. Batches are bitwise identical to those of a FeatureSet of
-the same frames.
+not the process's memory, serves the rows read recently. :meth:`DiskFeatureSet.batches` reads the next batch in a
+background thread while the caller trains on the current one (reads release the GIL). Batches are bitwise identical
+to those of a FeatureSet of the same frames.
 
 The folder is removed by :meth:`DiskFeatureSet.close`, or when the object is collected or the interpreter exits; a
 run killed outright leaves it behind, and the next store built in the same folder replaces it.
@@ -17,7 +18,8 @@ from __future__ import annotations
 import math
 import shutil
 import weakref
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
@@ -165,6 +167,19 @@ class DiskFeatureSet:
             forces=read["forces"],
             stress=self.stress[index] if has_stress else None,
         )
+
+    def batches(self, groups: Iterable) -> Iterator[Batch]:
+        """:meth:`batch` of each group of indices in turn, the next group read ahead by a background thread: two
+        batches in memory at most, and the reads overlap the caller's work on the current one."""
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="feature-reader") as reader:
+            pending = None
+            for group in groups:
+                following = reader.submit(self.batch, group)  # the only reader of the files meanwhile
+                if pending is not None:
+                    yield pending.result()
+                pending = following
+            if pending is not None:
+                yield pending.result()
 
     def feature_chunks(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Species (n,) and features (n, D) of every atom, :data:`CHUNK_ATOMS` atoms at a time."""

@@ -1,12 +1,12 @@
 """Where training keeps its precomputed features: in memory while they fit a memory budget, on disk otherwise.
 
 Features and pair Jacobians take 3 D + 3 values per neighbour pair, and a metal has some 55 pairs per atom within
-5.5 Å: with D = 18 that is about 14 kB per atom in float32 and 26 kB in float64, so 10^6 atoms need 26 GB in
-float64. The
-size is estimated before anything is computed, from the neighbour pairs of a sample of the frames, and compared with
-``memory_budget`` (by default half the memory available to the process). In memory, every epoch reads tensors
-already there (:class:`~.dataset.FeatureSet`); on disk, each batch reads its structures from flat files in the
-working directory (:class:`~.disk_features.DiskFeatureSet`), and the process's memory stays that of the frames.
+5.5 Å: with D = 18 that is about 14 kB per atom in float32 and 26 kB in float64, so 10^6 atoms need 26 GB (25 GiB)
+in float64. The size is estimated before anything is computed, from the neighbour pairs of a sample of the frames,
+and compared with ``memory_budget`` (by default half the memory available to the process). In memory, every epoch
+reads tensors already there (:class:`~.dataset.FeatureSet`); on disk, each batch reads its structures from flat files
+in the working directory (:class:`~.disk_features.DiskFeatureSet`), and the process's memory stays that of the
+frames.
 """
 
 from __future__ import annotations
@@ -49,8 +49,8 @@ class FeatureStorePlan:
     reason: str
 
     def record(self) -> dict:
-        """The plan for ``metrics.json``: machine-independent, so a resumed run records what an uninterrupted one
-        does on the same data."""
+        """The plan for ``metrics.json``: where and how much, without the budget, which follows the memory free at
+        the time."""
         return {"kind": self.kind, "estimated_gib": round(self.estimated_bytes / GIB, 3)}
 
 

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from .dataset import FeatureSet
+from .disk_features import DiskFeatureSet
 
 EV_PER_A3_TO_GPA = 160.21766208
 
@@ -48,11 +49,11 @@ def _mae(errors: np.ndarray) -> float:
     return float(np.mean(np.abs(errors))) if errors.size else float("nan")
 
 
-def parity(potential, features: FeatureSet, batch_size: int = 32, member: int | None = None) -> Parity:
+def parity(potential, features: FeatureSet | DiskFeatureSet, batch_size: int = 32, member: int | None = None) -> Parity:
     """Predictions of ``potential`` (committee mean, or one ``member``) against the labels of ``features``."""
     collected = {key: [] for key in ("e_ref", "e_pred", "f_ref", "f_pred", "s_ref", "s_pred")}
-    for start in range(0, len(features), batch_size):
-        batch = features.batch(range(start, min(start + batch_size, len(features))))
+    groups = (range(start, min(start + batch_size, len(features))) for start in range(0, len(features), batch_size))
+    for batch in features.batches(groups):
         prediction = potential.predict_from_features(
             batch.features,
             batch.jacobian,

@@ -289,8 +289,10 @@ class Trainer:
         self.potential.train()
         order = torch.randperm(len(self.train_set), generator=self.generator)
         totals = {"loss": 0.0, "energy": 0.0, "forces": 0.0}
-        for start in range(0, len(order), self.config.batch_size):
-            batch = self.train_set.batch(order[start : start + self.config.batch_size])
+        groups = (
+            order[start : start + self.config.batch_size] for start in range(0, len(order), self.config.batch_size)
+        )
+        for batch in self.train_set.batches(groups):
             loss, errors = batch_loss(self.potential, batch, self.config)
             if not torch.isfinite(loss):
                 raise TrainingDivergedError(

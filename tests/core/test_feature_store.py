@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import itertools
+import threading
 
 import ase.io
 import numpy as np
@@ -113,8 +114,17 @@ def test_disk_batches_are_bitwise_those_in_memory(frames, tmp_path, dtype):
     memory = FeatureSet(frames, potential, dtype, chunk_pairs=2000)
     disk = DiskFeatureSet(frames, potential, tmp_path / "store", dtype, chunk_pairs=2000)
     assert len(disk) == len(memory) == len(frames)
-    for indices in ([0], [5, 4, 0], [0, 1, 2, 3], list(range(len(frames)))[::-1], torch.tensor([7, 7, 13])):
+    groups = [[0], [5, 4, 0], [0, 1, 2, 3], list(range(len(frames)))[::-1], torch.tensor([7, 7, 13])]
+    for indices in groups:
         assert_batches_identical(disk.batch(indices), memory.batch(indices))
+    read_ahead = list(disk.batches(iter(groups)))  # the next batch read by a background thread
+    assert len(read_ahead) == len(groups)
+    for batch, indices in zip(read_ahead, groups, strict=True):
+        assert_batches_identical(batch, memory.batch(indices))
+    early = disk.batches(groups)
+    assert_batches_identical(next(early), memory.batch(groups[0]))
+    early.close()  # a consumer that stops early (training diverged) leaves no reader thread behind
+    assert not [thread for thread in threading.enumerate() if thread.name.startswith("feature-reader")]
     assert disk.batch([0, 4]).stress is not None and disk.batch([0, 1]).stress is None
     assert torch.isnan(disk.batch([2]).forces).all()
     atoms, pairs = sum(disk.n_atoms), sum(disk.n_pairs)
@@ -127,7 +137,8 @@ def test_the_store_is_removed_when_closed_or_collected_and_replaces_a_stale_one(
     folder.mkdir()
     (folder / "left_by_a_killed_run.bin").write_bytes(b"x")
     store = DiskFeatureSet(frames[:3], potential, folder, torch.float64)
-    assert sorted(p.name for p in folder.iterdir()) == sorted(f"{name}.bin" for name in store._arrays)
+    arrays = ("species", "features", "forces", "first", "second", "vectors", "jacobian")
+    assert sorted(p.name for p in folder.iterdir()) == sorted(f"{name}.bin" for name in arrays)
     store.close()
     assert not folder.exists()
     DiskFeatureSet(frames[:3], potential, folder, torch.float64)  # never closed: collected at once
