@@ -427,8 +427,8 @@ class ExplorationConfig(_Strict):
         16,
         ge=1,
         description="Trajectories (start structures × stages) advanced side by side, one model call per MD step "
-        "for all of them (fewer where they would exceed 2048 atoms): small cells share the call's fixed cost. "
-        "Each gets what it would get alone, to floating-point rounding; 1 runs them one after another.",
+        "for all of them (fewer where a call would exceed 256 atoms per thread): small cells share the call's "
+        "fixed cost. Each gets what it would get alone, to floating-point rounding; 1 runs them one after another.",
     )
     seed: int = Field(0, ge=0)
     threads: int | None = Field(None, ge=1)

@@ -79,9 +79,10 @@ __all__ = [
 
 #: Why a trajectory ended.
 STOP_REASONS = ("completed", "deviation", "too_close", "non_finite")
-#: A model call for trajectories side by side takes no more trajectories than fit this many atoms: at 2048 atoms a
-#: call's fixed cost is already a small part of it (bench/RESULTS.md), while memory grows with every atom.
-ATOMS_PER_CALL = 2048
+#: Trajectories side by side share a model call up to this many atoms per torch thread: enough to keep each thread
+#: busy; beyond it a call only grows its memory and cache footprint (64-atom cells on 2 cores: 4 per call are best
+#: on one thread, 8 on two; bench/RESULTS.md).
+ATOMS_PER_THREAD = 256
 #: Settings that do not change the trajectories beyond floating-point rounding (a resume may change them).
 _NOT_IN_DIGEST = {"models", "structures", "reference_structures", "threads", "wall_time", "batch_trajectories"}
 
@@ -256,11 +257,11 @@ def _run_trajectory(ctx: _Context, atoms: Atoms, ids: tuple[int, int], step: int
     return reason or "completed", step
 
 
-def _batch_width(config: ExplorationConfig, structures: list[Atoms]) -> int:
-    """How many trajectories run side by side: ``batch_trajectories``, fewer where they would not fit
-    :data:`ATOMS_PER_CALL` atoms (one at least)."""
+def _batch_width(config: ExplorationConfig, structures: list[Atoms], threads: int) -> int:
+    """How many trajectories run side by side: ``batch_trajectories``, fewer where the largest start structures would
+    exceed :data:`ATOMS_PER_THREAD` atoms per thread in a call (one at least)."""
     largest = max(len(atoms) for atoms in structures)
-    return max(1, min(config.batch_trajectories, ATOMS_PER_CALL // max(largest, 1)))
+    return max(1, min(config.batch_trajectories, ATOMS_PER_THREAD * threads // max(largest, 1)))
 
 
 def _append_frame(handle, frame: Atoms) -> None:
@@ -332,7 +333,8 @@ def run_exploration(
             log(f"structure {s} stage {k}: {reason} after {steps} steps")
 
         # no trajectory starts once the budget is spent, but the first: every call advances at least one frame
-        Lockstep(potential.forward_many, _batch_width(config, structures)).run(
+        width = _batch_width(config, structures, torch.get_num_threads())
+        Lockstep(potential.forward_many, width).run(
             (functools.partial(explore, ids) for ids in todo), admit=lambda: not (interrupted or stop.due())
         )
     unstarted = [(s, k) for s, k in todo if f"{s}/{k}" not in finished and (s, k) not in interrupted]

@@ -395,12 +395,13 @@ def test_a_spent_budget_stops_side_by_side_trajectories_at_their_next_frame(comm
     assert labels[0] == labels[1]
 
 
-def test_side_by_side_calls_hold_at_most_2048_atoms():
+def test_side_by_side_calls_hold_at_most_256_atoms_per_thread():
     config = ExplorationConfig(models=["m"], structures="s", stages=[{"temperature": 300.0}], batch_trajectories=16)
-    cells = {size: bulk("Cu", "fcc", a=3.61, cubic=True).repeat((size, size, size)) for size in (2, 4, 6, 9)}
-    widths = {len(cells[size]): _batch_width(config, [cells[2], cells[size]]) for size in cells}
-    assert widths == {32: 16, 256: 8, 864: 2, 2916: 1}  # the largest start structure sets the width
-    assert _batch_width(config.model_copy(update={"batch_trajectories": 3}), [cells[2]]) == 3
+    cells = {size: bulk("Cu", "fcc", a=3.61, cubic=True).repeat((size, size, size)) for size in (1, 2, 4, 6)}
+    widths = {len(cells[size]): _batch_width(config, [cells[1], cells[size]], threads=2) for size in cells}
+    assert widths == {4: 16, 32: 16, 256: 2, 864: 1}  # the largest start structure sets the width
+    assert _batch_width(config, [cells[2]], threads=1) == 8 and _batch_width(config, [cells[4]], threads=16) == 16
+    assert _batch_width(config.model_copy(update={"batch_trajectories": 3}), [cells[2]], threads=1) == 3
 
 
 def test_break_deviation_stops_each_trajectory_at_once(committee, tmp_path):

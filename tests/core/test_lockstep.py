@@ -50,16 +50,20 @@ def test_rounds_batch_the_running_tasks_and_refill_freed_places():
     assert [name for name, _, _ in log] == ["a", "b", "a", "c", "a", "c"]  # in task order within each round
 
 
-def test_width_one_runs_the_tasks_on_the_calling_thread():
+@pytest.mark.parametrize("width", [1, 2])
+def test_tasks_run_on_the_calling_thread(width):
+    """Torch's thread settings and grad mode, and the OpenMP pool, are per thread: every task shares the caller's."""
     threads = []
 
     def task(evaluate):
         threads.append(threading.current_thread())
         evaluate(1)
+        threads.append(threading.current_thread())
 
     recorder = Recorder()
-    Lockstep(recorder, 1).run([task, task])
-    assert threads == [threading.main_thread()] * 2 and recorder.calls == [1, 1]
+    Lockstep(recorder, width).run([task, task])
+    assert threads == [threading.main_thread()] * 4
+    assert recorder.calls == ([1, 1] if width == 1 else [2])
 
 
 @pytest.mark.parametrize("width", [1, 4])
@@ -73,7 +77,7 @@ def test_a_refused_admission_starts_no_further_task_and_lets_running_ones_finish
 
     Lockstep(Recorder(), width).run([counting_task("a", 3, log), counting_task("b", 3, log)], admit=admit)
     assert [name for name, _, _ in log] == ["a"] * 3  # the first task always runs, to its end
-    assert asked == [0] if width > 1 else [3]  # asked once: a refusal is final
+    assert asked == ([0] if width > 1 else [3])  # asked once, when a place is free: a refusal is final
 
 
 def test_a_failing_task_cancels_the_others_and_raises():
@@ -84,18 +88,18 @@ def test_a_failing_task_cancels_the_others_and_raises():
             while True:
                 log.append(evaluate(1))
         except Cancelled:
-            unwound.append(threading.current_thread())
-            evaluate(2)  # a task still asking while it unwinds gets no evaluation either
+            unwound.append(True)
+            with pytest.raises(Cancelled):
+                evaluate(2)  # a task still asking while it unwinds gets no evaluation either
+            raise
 
     def failing(evaluate):
         evaluate(1)
         raise KeyError("broken")
 
-    before = threading.active_count()
     with pytest.raises(KeyError, match="broken"):
         Lockstep(Recorder(), 3).run([patient, failing, patient])
-    assert len(unwound) == 2 and not any(thread.is_alive() for thread in unwound)
-    assert threading.active_count() == before
+    assert unwound == [True, True]
     assert log == [1]  # the first task had its result when the second failed; the third never got its own
 
 
