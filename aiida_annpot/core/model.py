@@ -221,7 +221,7 @@ class Potential(torch.nn.Module):
         species = torch.cat([self.species(numbers) for numbers, _, _ in structures])
         pairs, sizes = _concatenate([pairs for _, pairs, _ in structures], self.dtype)
         if forces:
-            features, jacobian = self.descriptor.features_and_jacobian(species, pairs)
+            features, jacobian = self.descriptor.features_and_jacobian(species, pairs, xyz_major=True)
         else:
             features, jacobian = self.descriptor(species, pairs), None
         n_structures = len(structures)
@@ -279,10 +279,44 @@ def pair_gradients(dE_dG: torch.Tensor, jacobian: torch.Tensor, first: torch.Ten
     """∂E_k/∂r_p = Σ_d ∂E_k/∂G_{i_p d} J_{p d}: (K, N, D), (P, D, 3), (P,) → (K, P, 3).
 
     Pair-major: rows of the (N, K, D) gradient are gathered per pair (fast on dim 0) and contracted in one batched
-    product (P, K, D) @ (P, D, 3); the result is a (K, P, 3) view of that (P, K, 3) tensor.
+    product (P, K, D) @ (P, D, 3); the result is a (K, P, 3) view of that (P, K, 3) tensor. Without autograd and
+    with J stored (P, 3, D) (``xyz_major``), :func:`_atom_major_pair_gradients` does the same in larger products.
     """
+    needs_graph = torch.is_grad_enabled() and (dE_dG.requires_grad or jacobian.requires_grad)
+    if not needs_graph and jacobian.shape[0] and jacobian.transpose(1, 2).is_contiguous():
+        result = _atom_major_pair_gradients(dE_dG, jacobian, first)
+        if result is not None:
+            return result
     per_pair = dE_dG.transpose(0, 1).contiguous().index_select(0, first)  # (P, K, D)
     return torch.bmm(per_pair, jacobian).transpose(0, 1)
+
+
+#: Padding the pairs of every atom to the largest count may at most double the rows of the contraction.
+PADDING_LIMIT = 2.0
+
+
+def _atom_major_pair_gradients(dE_dG: torch.Tensor, jacobian: torch.Tensor, first: torch.Tensor):
+    """:func:`pair_gradients` as one product per atom: the (3·n_i, D) rows of its pairs' J times its (D, K)
+    gradient, n_i padded to the largest count. A product per pair, (K, D) @ (D, 3), is too small for the matrix
+    library; one per atom is large enough (6× faster for a committee of 4 on 2048 Cu atoms). Needs J stored
+    (P, 3, D) and pairs grouped by central atom in order (as neighbour searches return them); None otherwise, or
+    where padding would more than double the rows (:data:`PADDING_LIMIT`)."""
+    n_pairs, n_features, _ = jacobian.shape
+    n_atoms, n_members = dE_dG.shape[1], dE_dG.shape[0]
+    if bool((first[1:] < first[:-1]).any()):
+        return None
+    counts = torch.bincount(first, minlength=n_atoms)
+    width = int(counts.max())
+    if n_atoms * width > PADDING_LIMIT * n_pairs:
+        return None
+    pair_index = torch.arange(n_pairs, device=first.device)
+    slot = first * width + (pair_index - (torch.cumsum(counts, 0) - counts)[first])  # each pair's padded row
+    source = torch.zeros(n_atoms * width, dtype=torch.long, device=first.device).index_copy_(0, slot, pair_index)
+    rows = jacobian.transpose(1, 2).reshape(n_pairs, 3 * n_features)  # a view: J's memory is (P, 3, D)
+    padded = rows.index_select(0, source).view(n_atoms, 3 * width, n_features)  # padding repeats pair 0: unread
+    products = torch.bmm(padded, dE_dG.permute(1, 2, 0))  # (N, 3·width, K)
+    per_pair = products.view(n_atoms * width, 3, n_members).index_select(0, slot)  # (P, 3, K)
+    return per_pair.permute(2, 0, 1)
 
 
 def _concatenate(pairs: Sequence[NeighborPairs], dtype: torch.dtype) -> tuple[NeighborPairs, list[int]]:

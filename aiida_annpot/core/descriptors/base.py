@@ -67,11 +67,19 @@ class Descriptor(torch.nn.Module):
         """
         raise NotImplementedError
 
-    def features_and_jacobian(self, species: torch.Tensor, pairs: NeighborPairs) -> tuple[torch.Tensor, torch.Tensor]:
+    def features_and_jacobian(
+        self, species: torch.Tensor, pairs: NeighborPairs, jacobian: bool = True, xyz_major: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Features (N, D) and Jacobian (P, D, 3), here by D batched backward passes through :meth:`forward`.
 
         Summing G over atoms before differentiating is exact because r_p influences only G_{i_p}.
+
+        :param jacobian: False for the features alone (Jacobian None).
+        :param xyz_major: a hint that the caller reads the Jacobian fastest stored as (P, 3, D) (see
+            :func:`~aiida_annpot.core.model.pair_gradients`); a descriptor may ignore it.
         """
+        if not jacobian:
+            return self.forward(species, pairs), None
         vectors = pairs.vectors.detach().requires_grad_(True)
         local = NeighborPairs(pairs.first, pairs.second, vectors, pairs.n_atoms)
         with torch.enable_grad():

@@ -238,13 +238,14 @@ class ChebyshevDescriptor(Descriptor):
         return self.features_and_jacobian(species, pairs, jacobian=False)[0]
 
     def features_and_jacobian(
-        self, species: torch.Tensor, pairs: NeighborPairs, jacobian: bool = True
+        self, species: torch.Tensor, pairs: NeighborPairs, jacobian: bool = True, xyz_major: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Features (N, D) and, if asked, the analytic Jacobian (P, D, 3) w.r.t. each pair vector."""
+        """Features (N, D) and, if asked, the analytic Jacobian (P, D, 3) w.r.t. each pair vector; with
+        ``xyz_major`` its memory is (P, 3, D), which the force contraction of inference reads fastest."""
         r = pairs.distances
         u = pairs.vectors / r.unsqueeze(1)
         weights = self.type_weight.to(r.dtype)[species[pairs.second]] if self.typed else None  # (P,) t_j
-        radial, jac = self._radial(r, u, pairs.first, pairs.n_atoms, weights, jacobian)
+        radial, jac = self._radial(r, u, pairs.first, pairs.n_atoms, weights, jacobian, xyz_major)
         angular = (r < self.config.angular_cutoff).nonzero().squeeze(1)  # (P_ang,)
         per_pair = (r, u, pairs.first, weights)
         if angular.shape[0] == r.shape[0]:
@@ -266,7 +267,7 @@ class ChebyshevDescriptor(Descriptor):
             return values.unsqueeze(1)
         return torch.stack([values, values * weights.view(-1, *[1] * (values.dim() - 1))], dim=1)
 
-    def _radial(self, r, u, first, n_atoms, weights, jacobian):
+    def _radial(self, r, u, first, n_atoms, weights, jacobian, xyz_major=False):
         """Radial features (N, C, R+1) and, if asked, a new Jacobian (P, D, 3) with its radial columns dφ/dr u."""
         cutoff = self.config.radial_cutoff
         fc, dfc = cosine_cutoff(r, cutoff)
@@ -278,7 +279,10 @@ class ChebyshevDescriptor(Descriptor):
             return features, None
         with torch.no_grad():  # dφ_a/dr = T_a f_c' + (2/R_c) a U_{a-1} f_c
             slopes = torch.addcmul(T * dfc, shifted, self.radial_slope.to(r.dtype).unsqueeze(1) * fc)  # (R+1, P)
-            jac = r.new_empty((r.shape[0], self.n_features, 3))
+            if xyz_major:  # the same (P, D, 3) tensor, stored as (P, 3, D)
+                jac = r.new_empty((r.shape[0], 3, self.n_features)).transpose(1, 2)
+            else:
+                jac = r.new_empty((r.shape[0], self.n_features, 3))
             for c in range(w.shape[1]):
                 channel = (slopes if c == 0 else slopes * weights).T
                 for k in range(3):  # 2-D ops: broadcasting over a size-3 (or size-1) axis is several times slower
