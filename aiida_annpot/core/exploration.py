@@ -56,7 +56,7 @@ from ..common.config import ExplorationConfig, ExplorationStage
 from . import jsonio
 from .calculator import AnnCalculator
 from .dataset import dataset_hash, read_frames
-from .device import describe_device, device_record, resolve_device
+from .device import device_record, resolve_device
 from .errors import InputDataError, UnknownElementError
 from .explored import FRAMES, PROGRESS, REFERENCE_FINGERPRINTS, SUMMARY, decode_key, read_explored_frames
 from .generate import min_distance
@@ -320,7 +320,6 @@ def run_exploration(
         torch.set_num_threads(config.threads)
     single = AnnCalculator(config.models, config.dtype, trusted_baselines=trusted_baselines, device=device)  # no skin
     potential = single.potential
-    log(f"device: {describe_device(device)}")
     structures = _load_structures(config, potential)
     dim = reference_fingerprints(single, structures[:1], config.structures).shape[1]
     digest = _digest(config, structures)
