@@ -330,10 +330,12 @@ def _atom_major_pair_gradients(dE_dG: torch.Tensor, jacobian: torch.Tensor, firs
 
 
 def _concatenate(
-    pairs: Sequence[NeighborPairs], dtype: torch.dtype, device: torch.device
+    pairs: Sequence[NeighborPairs], dtype: torch.dtype, device: torch.device | None = None
 ) -> tuple[NeighborPairs, list[int]]:
     """The pairs of several structures as one structure of all their atoms, on ``device`` (a no-op for pairs
-    already there, as :class:`~.geometry.NeighborSearch` makes them for the model); and each structure's atom count."""
+    already there, as :class:`~.geometry.NeighborSearch` makes them for the model; None: the first structure's);
+    and each structure's atom count."""
+    device = pairs[0].first.device if device is None else device
     sizes = [p.n_atoms for p in pairs]
     if len(pairs) == 1:
         (only,) = pairs
