@@ -383,17 +383,31 @@ def _write_evaluation(output: Path, summary: dict, parity) -> None:
 @click.option(
     "--output", type=click.Path(file_okay=False, path_type=Path), help="Folder to write metrics.json and parity.csv to."
 )
+@click.option(
+    "--device",
+    type=click.Choice(["auto", "cpu", "cuda"]),
+    default="auto",
+    show_default=True,
+    help="Where the model runs: auto takes a GPU when torch finds one.",
+)
 @_trust_baseline
 @_reports_input_errors
 def evaluate(
-    model: Path, data: Path, members: tuple[Path, ...], output: Path | None, trusted_baselines: tuple[str, ...]
+    model: Path,
+    data: Path,
+    members: tuple[Path, ...],
+    output: Path | None,
+    device: str,
+    trusted_baselines: tuple[str, ...],
 ) -> None:
     """Errors of MODEL (with any --member files, as a committee mean) on the labelled frames of DATA."""
+    from .device import device_record, resolve_device
     from .metrics import parity
     from .modelfile import load_potential
 
     paths = [model, *members]
-    potential = load_potential(paths)
+    resolved = resolve_device(device)
+    potential = load_potential(paths).to(resolved)
     potential.eval()
     features = _load_data(data, potential, trusted_baselines)
     mean = parity(potential, features)
@@ -410,6 +424,7 @@ def evaluate(
             "n_structures": len(features),
             "committee_mean": mean.metrics(),
             "members": members_metrics,
+            "device": device_record(resolved),
         }
         _write_evaluation(output, summary, mean)
         click.echo(f"wrote {output / 'metrics.json'} and {output / 'parity.csv'}")
@@ -448,12 +463,21 @@ def _info_lines(metadata: dict) -> list[str]:
     ]
     versions = metadata.get("versions", {})
     lines.append("versions:     " + ", ".join(f"{name} {version}" for name, version in versions.items()))
-    metrics = {name: values for name, values in metadata.get("metrics", {}).items() if isinstance(values, dict)}
+    rows = {key for key, _, _ in METRIC_ROWS}  # error columns only: not the feature store's or the device's records
+    metrics = {
+        name: values
+        for name, values in metadata.get("metrics", {}).items()
+        if isinstance(values, dict) and rows & set(values)
+    }
     if metrics:
         lines.append("metrics:")
         lines.extend("  " + line for line in _metrics_table(metrics))
     if "epochs" in metadata.get("metrics", {}):
         lines.append(f"epochs:       {metadata['metrics']['epochs']}")
+    device = metadata.get("metrics", {}).get("device")
+    if isinstance(device, dict):  # absent from files written before devices were recorded
+        name = f" ({device['name']})" if device.get("name") else ""
+        lines.append(f"trained on:   {device.get('type', '?')}{name}")
     return lines
 
 

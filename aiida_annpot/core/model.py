@@ -80,7 +80,9 @@ class ElementNetworks(torch.nn.Module):
             if index % self.n_layers == self.n_layers - 1:
                 std *= 0.1
             with torch.no_grad():
-                weight.copy_(torch.randn(weight.shape, generator=generator, dtype=weight.dtype) * std)
+                # drawn where the generator is (the CPU): the same initial weights on every device
+                draw = torch.randn(weight.shape, generator=generator, dtype=weight.dtype, device=generator.device)
+                weight.copy_(draw * std)
                 self.biases[index].zero_()
 
     def forward(self, x: torch.Tensor, element: int) -> torch.Tensor:
@@ -138,9 +140,14 @@ class Potential(torch.nn.Module):
     def dtype(self) -> torch.dtype:
         return self.feature_mean.dtype
 
+    @property
+    def device(self) -> torch.device:
+        """Where the weights are (``Potential.to`` moves them); tensors built for the model are built there."""
+        return self.feature_mean.device
+
     def species(self, numbers) -> torch.Tensor:
         """(N,) element indices for atomic numbers; raises for an element the model does not cover."""
-        numbers = torch.as_tensor(numbers, dtype=torch.long)
+        numbers = torch.as_tensor(numbers, dtype=torch.long, device=self.device)
         species = self.species_lookup[numbers]
         if bool((species < 0).any()):
             missing = sorted({chemical_symbols[int(z)] for z in numbers[species < 0]})
@@ -219,17 +226,20 @@ class Potential(torch.nn.Module):
         :param structures: (numbers, pairs, volume or None) of each structure.
         """
         species = torch.cat([self.species(numbers) for numbers, _, _ in structures])
-        pairs, sizes = _concatenate([pairs for _, pairs, _ in structures], self.dtype)
+        pairs, sizes = _concatenate([pairs for _, pairs, _ in structures], self.dtype, self.device)
         if forces:
             features, jacobian = self.descriptor.features_and_jacobian(species, pairs, xyz_major=True)
         else:
             features, jacobian = self.descriptor(species, pairs), None
         n_structures = len(structures)
-        structure_index = torch.repeat_interleave(torch.arange(n_structures), torch.tensor(sizes))
+        structure_index = torch.repeat_interleave(
+            torch.arange(n_structures, device=self.device), torch.tensor(sizes, device=self.device)
+        )
         periodic = [volume is not None for _, _, volume in structures]
         volumes = None
         if forces and any(periodic):  # a non-periodic structure's stress is dropped: any volume will do
-            volumes = torch.tensor([v if v is not None else 1.0 for _, _, v in structures], dtype=self.dtype)
+            volumes = [v if v is not None else 1.0 for _, _, v in structures]
+            volumes = torch.tensor(volumes, dtype=self.dtype, device=self.device)
         batch = self.predict_from_features(features, jacobian, species, pairs, structure_index, n_structures, volumes)
         results, end = [], 0
         for index, size in enumerate(sizes):
@@ -319,14 +329,20 @@ def _atom_major_pair_gradients(dE_dG: torch.Tensor, jacobian: torch.Tensor, firs
     return per_pair.permute(2, 0, 1)
 
 
-def _concatenate(pairs: Sequence[NeighborPairs], dtype: torch.dtype) -> tuple[NeighborPairs, list[int]]:
-    """The pairs of several structures as one structure of all their atoms; and each structure's atom count."""
+def _concatenate(
+    pairs: Sequence[NeighborPairs], dtype: torch.dtype, device: torch.device | None = None
+) -> tuple[NeighborPairs, list[int]]:
+    """The pairs of several structures as one structure of all their atoms, on ``device`` (a no-op for pairs
+    already there, as :class:`~.geometry.NeighborSearch` makes them for the model; None: the first structure's);
+    and each structure's atom count."""
+    device = pairs[0].first.device if device is None else device
     sizes = [p.n_atoms for p in pairs]
     if len(pairs) == 1:
         (only,) = pairs
-        return NeighborPairs(only.first, only.second, only.vectors.to(dtype), only.n_atoms), sizes
+        first, second = only.first.to(device), only.second.to(device)
+        return NeighborPairs(first, second, only.vectors.to(device=device, dtype=dtype), only.n_atoms), sizes
     offsets = [0, *itertools.accumulate(sizes)][:-1]
-    first = torch.cat([p.first + offset for p, offset in zip(pairs, offsets, strict=True)])
-    second = torch.cat([p.second + offset for p, offset in zip(pairs, offsets, strict=True)])
-    vectors = torch.cat([p.vectors.to(dtype) for p in pairs])
+    first = torch.cat([p.first.to(device) + offset for p, offset in zip(pairs, offsets, strict=True)])
+    second = torch.cat([p.second.to(device) + offset for p, offset in zip(pairs, offsets, strict=True)])
+    vectors = torch.cat([p.vectors.to(device=device, dtype=dtype) for p in pairs])
     return NeighborPairs(first, second, vectors, sum(sizes)), sizes

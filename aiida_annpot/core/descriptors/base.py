@@ -87,6 +87,10 @@ class Descriptor(torch.nn.Module):
             n_features = features.shape[1]
             if vectors.shape[0] == 0:
                 return features.detach(), vectors.new_zeros((0, n_features, 3))
-            basis = torch.eye(n_features, dtype=features.dtype).unsqueeze(1).expand(-1, features.shape[0], -1)
+            basis = (
+                torch.eye(n_features, dtype=features.dtype, device=features.device)
+                .unsqueeze(1)
+                .expand(-1, features.shape[0], -1)
+            )
             (jacobian,) = torch.autograd.grad(features, vectors, grad_outputs=basis, is_grads_batched=True)
         return features.detach(), jacobian.permute(1, 0, 2).contiguous()

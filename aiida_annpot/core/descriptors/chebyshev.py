@@ -78,7 +78,7 @@ def chebyshev_kinds(x: torch.Tensor, order: int) -> tuple[torch.Tensor, torch.Te
 def chebyshev_series(x: torch.Tensor, order: int) -> tuple[torch.Tensor, torch.Tensor]:
     """T_0..T_order at ``x`` (shape (..., order+1)) and their derivatives dT_a/dx = a U_{a-1}(x)."""
     values, shifted = (t.movedim(0, -1) for t in chebyshev_kinds(x, order))
-    return values.contiguous(), shifted * torch.arange(order + 1, dtype=x.dtype)
+    return values.contiguous(), shifted * torch.arange(order + 1, dtype=x.dtype, device=x.device)
 
 
 def chebyshev_power_coefficients(order: int) -> np.ndarray:
@@ -146,19 +146,21 @@ def monomials(u: torch.Tensor, order: int) -> torch.Tensor:
 class _AtomSums:
     """Σ over the pairs of each central atom, weighted per pair: (P, F) → (N, F), or (F, P) → (F, N).
 
-    A sparse CSR (CSC) product when ``first`` is sorted (pairs grouped by central atom), ``index_add`` otherwise and
-    under autograd (batched gradients do not support sparse tensors).
+    On the CPU, a sparse CSR (CSC) product when ``first`` is sorted (pairs grouped by central atom), ``index_add``
+    otherwise and under autograd (batched gradients do not support sparse tensors). On a GPU always ``index_add``:
+    its atomic adds are fast there, and the sparse products would need cuSPARSE support for every layout used here.
     """
 
     def __init__(self, first: torch.Tensor, n_atoms: int):
         self.first, self.n_atoms = first, n_atoms
-        self.sorted = first.shape[0] < 2 or bool((first[1:] >= first[:-1]).all())
-        if self.sorted:
-            self.offsets = torch.searchsorted(first, torch.arange(n_atoms + 1, dtype=first.dtype))
-            self.columns = torch.arange(first.shape[0], dtype=first.dtype)
+        on_cpu = first.device.type == "cpu"
+        self.csr = on_cpu and (first.shape[0] < 2 or bool((first[1:] >= first[:-1]).all()))  # sorted, on the CPU
+        if self.csr:
+            self.offsets = torch.searchsorted(first, torch.arange(n_atoms + 1, dtype=first.dtype, device=first.device))
+            self.columns = torch.arange(first.shape[0], dtype=first.dtype, device=first.device)
 
     def _sparse(self, values: torch.Tensor, weight: torch.Tensor) -> bool:
-        return self.sorted and not (torch.is_grad_enabled() and (values.requires_grad or weight.requires_grad))
+        return self.csr and not (torch.is_grad_enabled() and (values.requires_grad or weight.requires_grad))
 
     def __call__(self, values: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         """(P, F) → (N, F)."""
@@ -166,7 +168,12 @@ class _AtomSums:
             summands = values * weight.unsqueeze(1)
             return values.new_zeros((self.n_atoms, values.shape[1])).index_add_(0, self.first, summands)
         shape = (self.n_atoms, values.shape[0])
-        return torch.sparse_csr_tensor(self.offsets, self.columns, weight, shape, check_invariants=False) @ values
+        return (
+            torch.sparse_csr_tensor(
+                self.offsets, self.columns, weight, shape, check_invariants=False, device=weight.device
+            )
+            @ values
+        )
 
     def transposed(self, values: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         """(F, P) → (F, N)."""
@@ -174,7 +181,9 @@ class _AtomSums:
             summands = values * weight
             return values.new_zeros((values.shape[0], self.n_atoms)).index_add_(1, self.first, summands)
         shape = (values.shape[1], self.n_atoms)
-        return values @ torch.sparse_csc_tensor(self.offsets, self.columns, weight, shape, check_invariants=False)
+        return values @ torch.sparse_csc_tensor(
+            self.offsets, self.columns, weight, shape, check_invariants=False, device=weight.device
+        )
 
 
 #: Pairs per block in the angular Jacobian loop: bounds the temporaries (fresh memory pages are expensive) and keeps a
