@@ -23,6 +23,7 @@ from pydantic import (
 
 __all__ = [
     "VALIDATION_PROPERTIES",
+    "AseLabelSettings",
     "BaselineConfig",
     "BehlerParrinelloConfig",
     "BehlerParrinelloSet",
@@ -33,6 +34,7 @@ __all__ = [
     "ExplorationConfig",
     "ExplorationStage",
     "GenerationConfig",
+    "LabelConfig",
     "LossConfig",
     "MDStabilitySettings",
     "ModelSelectionConfig",
@@ -484,6 +486,35 @@ class ScoringConfig(_Strict):
     @model_serializer(mode="wrap")
     def _compact(self, handler) -> dict:
         return _without_auto_device(handler(self))
+
+
+class AseLabelSettings(_Strict):
+    """A registered ASE calculator as a stand-in for DFT (``annpot.labelling.ase``): for benchmarks and workflow
+    tests, never for physics. Only registered names are built (as for baselines): a file never chooses code to
+    import."""
+
+    calculator: str = Field(..., min_length=1, description="A registered ASE calculator name: emt, lj, morse, zbl, ...")
+    parameters: dict[str, Any] = Field({}, description="Keyword arguments of the calculator.")
+
+    @model_validator(mode="after")
+    def _registered(self) -> AseLabelSettings:
+        from .baselines import check_baseline, is_registered, registered_names
+
+        if not is_registered(self.calculator):
+            raise ValueError(
+                f"calculator {self.calculator!r} is not a registered ASE calculator (registered: "
+                f"{', '.join(registered_names())}); an import path is never built from a configuration"
+            )
+        check_baseline({"name": self.calculator, "parameters": self.parameters})  # refuses unknown parameters
+        return self
+
+
+class LabelConfig(AseLabelSettings):
+    """Everything ``annpot label`` needs: one structure (ASE's JSON format, exact to the last bit, relative to the
+    configuration file's folder) and the registered calculator that labels it."""
+
+    structure: str = Field(..., description="The structure to label (ASE JSON).")
+    wall_time: float | None = Field(None, gt=0.0, description="Seconds (accepted for the CalcJob; a label is short).")
 
 
 def _amplitudes(value: list[float]) -> list[float]:

@@ -16,6 +16,7 @@ __all__ = [
     "DIVERGED",
     "FINISHED",
     "INPUT_ERROR",
+    "LABEL_FILE",
     "METRICS_FILE",
     "MODEL_FILE",
     "STATUSES",
@@ -38,3 +39,6 @@ MODEL_FILE = "model.safetensors"
 METRICS_FILE = "metrics.json"
 CURVE_FILE = "learning_curve.csv"
 CHECKPOINT_FILE = "checkpoint.pt"
+
+#: ``annpot label``'s output: ``{"energy", "forces", "stress", "calculator", "compute_seconds", "process_seconds"}``.
+LABEL_FILE = "label.json"

@@ -18,7 +18,15 @@ import click
 
 from .. import __version__
 from ..common import contract
-from ..common.config import ConfigError, ExplorationConfig, ScoringConfig, SelectionConfig, TrainingConfig, load_config
+from ..common.config import (
+    ConfigError,
+    ExplorationConfig,
+    LabelConfig,
+    ScoringConfig,
+    SelectionConfig,
+    TrainingConfig,
+    load_config,
+)
 from ..common.contract import STATUS_FILE
 from . import jsonio
 from .errors import EXIT_DIVERGED, EXIT_INPUT_ERROR, EXIT_OK, EXIT_WALL_TIME, AnnpotError
@@ -239,6 +247,28 @@ def score(config_file: Path, workdir: Path, resume: bool, trusted_baselines: tup
     from .scoring import score_frames  # lazy: torch-heavy
 
     score_frames(config, workdir, log=click.echo, trusted_baselines=trusted_baselines)
+
+
+@cli.command()
+@click.argument("config_file", metavar="CONFIG.yaml", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--workdir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("."),
+    show_default=True,
+    help="Folder for the label file.",
+)
+@click.option("--resume", is_flag=True, hidden=True, help="Accepted for the CalcJob; a label starts over.")
+@_records_status
+@_reports_input_errors
+def label(config_file: Path, workdir: Path, resume: bool) -> None:
+    """Label one structure with a registered ASE calculator as CONFIG.yaml says (benchmarks and tests, not DFT)."""
+    config = load_config(config_file, LabelConfig)
+    config = config.model_copy(update={"structure": _resolve(config.structure, config_file.parent)})
+    from .ase_label import label_structure  # torch-free
+
+    result = label_structure(config, workdir)
+    click.echo(f"{config.calculator}: energy {result['energy']:.6f} eV in {result['compute_seconds']:.4f} s")
 
 
 @cli.command()

@@ -1,4 +1,4 @@
-"""Pure readers of the files ``annpot train`` and ``annpot explore`` leave behind (no AiiDA, no torch).
+"""Pure readers of the files ``annpot train``, ``explore`` and ``label`` leave behind (no AiiDA, no torch).
 
 Each takes the file's text and returns plain Python / numpy data, or raises :class:`OutputFileError` saying what is
 wrong, so parsers only map results to output nodes and errors to exit codes.
@@ -15,7 +15,7 @@ import numpy as np
 from ..common import contract
 from ..core.jsonio import finite_or_none  # torch-free
 
-__all__ = ["OutputFileError", "read_learning_curve", "read_metrics", "read_status", "read_summary"]
+__all__ = ["OutputFileError", "read_label_file", "read_learning_curve", "read_metrics", "read_status", "read_summary"]
 
 #: Outcome names the engine writes to its status file.
 STATUSES = contract.STATUSES
@@ -70,3 +70,17 @@ def read_summary(text: str) -> dict:
         if key not in summary:
             raise OutputFileError(f"summary.json lacks {key!r}")
     return finite_or_none(summary)
+
+
+def read_label_file(text: str) -> dict:
+    """``label.json`` of ``annpot label``: ``energy`` (float or None), ``forces`` (N, 3) array, ``stress`` (3, 3)
+    array or None, and the timings ``compute_seconds`` and ``process_seconds``."""
+    data = _json_mapping(text, "label.json")
+    try:
+        forces = np.asarray(data["forces"], dtype=float).reshape(-1, 3)
+        stress = None if data.get("stress") is None else np.asarray(data["stress"], dtype=float).reshape(3, 3)
+        energy = None if data.get("energy") is None else float(data["energy"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise OutputFileError(f"label.json has no usable energy, forces and stress ({exc!r})") from exc
+    timings = {key: data.get(key) for key in ("compute_seconds", "process_seconds")}
+    return {"energy": energy, "forces": forces, "stress": stress, **timings}

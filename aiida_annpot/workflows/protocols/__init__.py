@@ -24,6 +24,7 @@ FREE_FORM = (
     "start_supercells",
     "reference.quantumespresso.parameters",
     "reference.cp2k",  # any Cp2kSettings key over the preset, checked by the labeller's protocol schema
+    "reference.ase",  # benchmarks and workflow tests: a registered calculator, checked by AseLabelSettings
     "committee.config",
     "exploration.config",
 )
