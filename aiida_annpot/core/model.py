@@ -22,6 +22,7 @@ from ..common.config import BaselineConfig, BehlerParrinelloConfig, ChebyshevCon
 from .descriptors import make_descriptor
 from .errors import UnknownElementError
 from .geometry import NeighborPairs
+from .pair_gradients import JacobianGradients, pair_gradients
 
 #: Smallest range width (feature units) a grade is measured in: a feature constant over the training set still
 #: flags a departure, with a large but finite grade.
@@ -173,7 +174,7 @@ class Potential(torch.nn.Module):
     def predict_from_features(
         self,
         features: torch.Tensor,
-        jacobian: torch.Tensor | None,
+        jacobian: torch.Tensor | JacobianGradients | None,
         species: torch.Tensor,
         pairs: NeighborPairs,
         structure_index: torch.Tensor,
@@ -183,7 +184,8 @@ class Potential(torch.nn.Module):
     ) -> Prediction:
         """Energies, forces and stress of a batch of structures from precomputed features.
 
-        :param features: (N, D); ``jacobian`` (P, D, 3) or None for energies only.
+        :param features: (N, D); ``jacobian`` (P, D, 3), or the descriptor's contraction operator
+            (:meth:`~.descriptors.base.Descriptor.features_and_gradients`; no graph), or None for energies only.
         :param structure_index: (N,) which structure each atom belongs to.
         :param volumes: (S,) cell volumes; stress is returned when given.
         :param create_graph: keep the graph of the forces (training on forces).
@@ -197,7 +199,8 @@ class Potential(torch.nn.Module):
             if jacobian is None:
                 return Prediction(energy, None, None, atomic)
             (dE_dG,) = torch.autograd.grad(atomic.sum(), per_member, create_graph=create_graph)
-        dE_dr = pair_gradients(dE_dG, jacobian, pairs.first)  # (K, P, 3)
+        stored = isinstance(jacobian, torch.Tensor)
+        dE_dr = pair_gradients(dE_dG, jacobian, pairs.first) if stored else jacobian(dE_dG)  # (K, P, 3)
         per_pair = dE_dr.transpose(0, 1).reshape(-1, 3 * self.n_members)  # (P, 3K): rows scatter fast (dim 0)
         zeros = per_pair.new_zeros((pairs.n_atoms, per_pair.shape[1]))  # (index_add with alpha=-1 is 10x slower)
         forces = zeros.index_add(0, pairs.first, per_pair) - zeros.index_add(0, pairs.second, per_pair)
@@ -228,7 +231,7 @@ class Potential(torch.nn.Module):
         species = torch.cat([self.species(numbers) for numbers, _, _ in structures])
         pairs, sizes = _concatenate([pairs for _, pairs, _ in structures], self.dtype, self.device)
         if forces:
-            features, jacobian = self.descriptor.features_and_jacobian(species, pairs, xyz_major=True)
+            features, jacobian = self.descriptor.features_and_gradients(species, pairs)
         else:
             features, jacobian = self.descriptor(species, pairs), None
         n_structures = len(structures)
@@ -283,50 +286,6 @@ class Potential(torch.nn.Module):
         width = (upper - lower).clamp(min=RANGE_WIDTH_FLOOR)
         grade = excess / width  # an infinite width (no range known) gives 0
         return grade.amax(1) if grade.shape[1] else grade.new_zeros(grade.shape[0])
-
-
-def pair_gradients(dE_dG: torch.Tensor, jacobian: torch.Tensor, first: torch.Tensor) -> torch.Tensor:
-    """∂E_k/∂r_p = Σ_d ∂E_k/∂G_{i_p d} J_{p d}: (K, N, D), (P, D, 3), (P,) → (K, P, 3).
-
-    Pair-major: rows of the (N, K, D) gradient are gathered per pair (fast on dim 0) and contracted in one batched
-    product (P, K, D) @ (P, D, 3); the result is a (K, P, 3) view of that (P, K, 3) tensor. Without autograd and
-    with J stored (P, 3, D) (``xyz_major``), :func:`_atom_major_pair_gradients` does the same in larger products.
-    """
-    needs_graph = torch.is_grad_enabled() and (dE_dG.requires_grad or jacobian.requires_grad)
-    if not needs_graph and jacobian.shape[0] and jacobian.transpose(1, 2).is_contiguous():
-        result = _atom_major_pair_gradients(dE_dG, jacobian, first)
-        if result is not None:
-            return result
-    per_pair = dE_dG.transpose(0, 1).contiguous().index_select(0, first)  # (P, K, D)
-    return torch.bmm(per_pair, jacobian).transpose(0, 1)
-
-
-#: Padding the pairs of every atom to the largest count may at most double the rows of the contraction.
-PADDING_LIMIT = 2.0
-
-
-def _atom_major_pair_gradients(dE_dG: torch.Tensor, jacobian: torch.Tensor, first: torch.Tensor):
-    """:func:`pair_gradients` as one product per atom: the (3·n_i, D) rows of its pairs' J times its (D, K)
-    gradient, n_i padded to the largest count. A product per pair, (K, D) @ (D, 3), is too small for the matrix
-    library; one per atom is large enough (6× faster for a committee of 4 on 2048 Cu atoms). Needs J stored
-    (P, 3, D) and pairs grouped by central atom in order (as neighbour searches return them); None otherwise, or
-    where padding would more than double the rows (:data:`PADDING_LIMIT`)."""
-    n_pairs, n_features, _ = jacobian.shape
-    n_atoms, n_members = dE_dG.shape[1], dE_dG.shape[0]
-    if bool((first[1:] < first[:-1]).any()):
-        return None
-    counts = torch.bincount(first, minlength=n_atoms)
-    width = int(counts.max())
-    if n_atoms * width > PADDING_LIMIT * n_pairs:
-        return None
-    pair_index = torch.arange(n_pairs, device=first.device)
-    slot = first * width + (pair_index - (torch.cumsum(counts, 0) - counts)[first])  # each pair's padded row
-    source = torch.zeros(n_atoms * width, dtype=torch.long, device=first.device).index_copy_(0, slot, pair_index)
-    rows = jacobian.transpose(1, 2).reshape(n_pairs, 3 * n_features)  # a view: J's memory is (P, 3, D)
-    padded = rows.index_select(0, source).view(n_atoms, 3 * width, n_features)  # padding repeats pair 0: unread
-    products = torch.bmm(padded, dE_dG.permute(1, 2, 0))  # (N, 3·width, K)
-    per_pair = products.view(n_atoms * width, 3, n_members).index_select(0, slot)  # (P, 3, K)
-    return per_pair.permute(2, 0, 1)
 
 
 def _concatenate(

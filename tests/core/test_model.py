@@ -19,9 +19,11 @@ from ase.build import bulk
 
 from aiida_annpot.common.config import G2, G4, BehlerParrinelloConfig, ChebyshevConfig, NetworkConfig
 from aiida_annpot.core import model as model_module
+from aiida_annpot.core import pair_gradients as pair_gradients_module
 from aiida_annpot.core.committee import committee_statistics
 from aiida_annpot.core.geometry import NeighborSearch
-from aiida_annpot.core.model import Potential, pair_gradients
+from aiida_annpot.core.model import Potential
+from aiida_annpot.core.pair_gradients import contract_by_atom, pair_gradients
 
 CHEBYSHEV = ChebyshevConfig(radial_order=6, radial_cutoff=4.5, angular_order=4, angular_cutoff=3.5)
 BP = BehlerParrinelloConfig(
@@ -388,56 +390,50 @@ def test_several_structures_in_one_call_match_separate_calls(family):
     assert potential.forward_many(requests)[2].stress.shape == (3, 1, 3, 3)
 
 
+@family_param
 @pytest.mark.parametrize("n_members", [1, 4])
-def test_atom_major_force_contraction_equals_the_pair_major_one(n_members, monkeypatch):
-    """Inference contracts ∂E/∂G with J per atom (J stored (P, 3, D), pairs padded to the largest count); training
-    per pair. Both give ∂E/∂r_p to rounding, for a bulk cell, a cluster (counts from 4 to 12) and two structures
-    in one call; the atom-major path declines padding beyond its limit and unsorted pairs, and autograd keeps the
-    pair-major path."""
-    potential = make_potential("chebyshev", n_members=n_members)
-    search = NeighborSearch(potential.descriptor.cutoff)
-    bulk_cell, small = rocksalt().repeat(2), cluster()
-    bulk_pairs, cluster_pairs = (search(a.positions, a.cell.array, a.pbc) for a in (bulk_cell, small))
-    joined, _ = model_module._concatenate([bulk_pairs, cluster_pairs], torch.float64)
-    numbers = np.concatenate([bulk_cell.numbers, small.numbers])
+@pytest.mark.parametrize("padding_limit", [2.0, 1.0])
+def test_inference_contraction_equals_the_stored_jacobian(family, n_members, padding_limit, monkeypatch):
+    """Inference contracts ∂E/∂G with the descriptor's operator (for Chebyshev, J's factors, one product per atom),
+    training with the stored J per pair: the same ∂E/∂r_p to rounding, for one and two elements (one and two
+    channels), a bulk cell, a cluster with pairs beyond the angular cutoff and uneven neighbour counts, and both
+    in one call; with the padding limit at 1, the uneven cluster takes the per-pair product."""
+    monkeypatch.setattr(pair_gradients_module, "PADDING_LIMIT", padding_limit)
     generator = torch.Generator().manual_seed(3)
-    for pairs, atomic_numbers in ((bulk_pairs, bulk_cell.numbers), (cluster_pairs, small.numbers)):
-        _check_contraction(potential, pairs, atomic_numbers, n_members, generator, expect_fast=True)
-    _check_contraction(potential, joined, numbers, n_members, generator, expect_fast=True)
-    monkeypatch.setattr(model_module, "PADDING_LIMIT", 1.0)  # the cluster's counts vary: padding adds rows
-    _check_contraction(potential, cluster_pairs, small.numbers, n_members, generator, expect_fast=False)
-
-    species = potential.species(rocksalt().numbers)
-    pairs = search(rocksalt().positions, rocksalt().cell.array, rocksalt().pbc)
-    _, jacobian = potential.descriptor.features_and_jacobian(species, pairs, xyz_major=True)
-    dE_dG = torch.randn((n_members, pairs.n_atoms, jacobian.shape[1]), generator=generator, dtype=torch.float64)
-    shuffled = pairs.first.flip(0)
-    assert model_module._atom_major_pair_gradients(dE_dG, jacobian, shuffled) is None
-    reference = torch.bmm(dE_dG.transpose(0, 1).index_select(0, shuffled), jacobian).transpose(0, 1)
-    torch.testing.assert_close(pair_gradients(dE_dG, jacobian, shuffled), reference, rtol=0, atol=1e-12)
-    monkeypatch.setattr(model_module, "_atom_major_pair_gradients", _not_for_training)
-    dE_dG.requires_grad_(True)  # training differentiates through the contraction: the pair-major path
-    gradients = pair_gradients(dE_dG, jacobian, pairs.first)
-    (through,) = torch.autograd.grad(gradients.sum(), dE_dG)
-    expected = jacobian.new_zeros(dE_dG.shape[1:]).index_add_(0, pairs.first, jacobian.sum(2))  # Σ_p,x J_pdx
-    torch.testing.assert_close(through, expected.expand_as(through), rtol=0, atol=1e-12)
-
-
-def _not_for_training(*args):
-    raise AssertionError("the atom-major contraction has no use for autograd")
+    _require(family)
+    copper = Potential(["Cu"], FAMILIES[family], NETWORK, n_members=n_members).double()
+    for potential in (make_potential(family, n_members=n_members), copper):
+        search = NeighborSearch(potential.descriptor.cutoff)
+        structures = [rocksalt().repeat(2), cluster()]
+        if potential is copper:
+            for atoms in structures:
+                atoms.numbers[:] = 29
+        pairs = [search(a.positions, a.cell.array, a.pbc) for a in structures]
+        joined, _ = model_module._concatenate(pairs, torch.float64)
+        numbers = np.concatenate([a.numbers for a in structures])
+        for each_pairs, each_numbers in [*zip(pairs, (a.numbers for a in structures), strict=True), (joined, numbers)]:
+            species = potential.species(each_numbers)
+            features, jacobian = potential.descriptor.features_and_jacobian(species, each_pairs)
+            same_features, operator = potential.descriptor.features_and_gradients(species, each_pairs)
+            torch.testing.assert_close(same_features, features, rtol=0, atol=0)
+            dE_dG = torch.randn((n_members, *features.shape), generator=generator, dtype=torch.float64)
+            expected = pair_gradients(dE_dG, jacobian, each_pairs.first)
+            assert expected.abs().max() > 0.1
+            torch.testing.assert_close(operator(dE_dG), expected, rtol=0, atol=1e-12)
 
 
-def _check_contraction(potential, pairs, numbers, n_members, generator, expect_fast):
-    species = potential.species(numbers)
-    _, standard = potential.descriptor.features_and_jacobian(species, pairs)
-    _, xyz_major = potential.descriptor.features_and_jacobian(species, pairs, xyz_major=True)
-    assert torch.equal(standard, xyz_major) and xyz_major.stride()[1:] == (1, xyz_major.shape[1])
-    dE_dG = torch.randn((n_members, pairs.n_atoms, standard.shape[1]), generator=generator, dtype=torch.float64)
-    fast = model_module._atom_major_pair_gradients(dE_dG, xyz_major, pairs.first)
-    assert (fast is not None) == expect_fast
-    expected = pair_gradients(dE_dG, standard, pairs.first)  # pair-major: J stored (P, D, 3)
-    assert expected.abs().max() > 0.1
-    torch.testing.assert_close(pair_gradients(dE_dG, xyz_major, pairs.first), expected, rtol=0, atol=1e-12)
+def test_contraction_by_atom_matches_its_definition_in_any_pair_order():
+    """Σ_f rows[p, x, f] weights[first[p], f, k] for pairs grouped by atom (one padded product per atom) and for
+    the same pairs shuffled (one product per pair), against einsum."""
+    generator = torch.Generator().manual_seed(5)
+    counts = torch.tensor([3, 0, 5, 1, 4])
+    first = torch.repeat_interleave(torch.arange(5), counts)
+    rows = torch.randn((first.shape[0], 3, 6), generator=generator, dtype=torch.float64)
+    weights = torch.randn((5, 6, 4), generator=generator, dtype=torch.float64)
+    for order in (torch.arange(first.shape[0]), torch.randperm(first.shape[0], generator=generator)):
+        expected = torch.einsum("pxf,pfk->pxk", rows[order], weights[first[order]])
+        torch.testing.assert_close(contract_by_atom(rows[order], first[order], weights), expected, rtol=0, atol=1e-13)
+    assert contract_by_atom(rows[:0], first[:0], weights).shape == (0, 3, 4)
 
 
 # ------------------------------------------------------------------------------------------------ precision

@@ -11,10 +11,12 @@ it a Jacobian by autograd. Fast descriptors override :meth:`Descriptor.features_
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 
 from ..geometry import NeighborPairs
+from ..pair_gradients import JacobianGradients
 
 
 def cosine_cutoff(r: torch.Tensor, cutoff: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -67,16 +69,20 @@ class Descriptor(torch.nn.Module):
         """
         raise NotImplementedError
 
+    def features_and_gradients(self, species: torch.Tensor, pairs: NeighborPairs) -> tuple[torch.Tensor, Callable]:
+        """Features (N, D) and the force contraction ∂E/∂G (K, N, D) ↦ ∂E/∂r_p (K, P, 3), for inference (no
+        autograd graph). Here through the full Jacobian; a descriptor may contract its factors instead."""
+        features, jacobian = self.features_and_jacobian(species, pairs)
+        return features, JacobianGradients(jacobian, pairs.first)
+
     def features_and_jacobian(
-        self, species: torch.Tensor, pairs: NeighborPairs, jacobian: bool = True, xyz_major: bool = False
+        self, species: torch.Tensor, pairs: NeighborPairs, jacobian: bool = True
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Features (N, D) and Jacobian (P, D, 3), here by D batched backward passes through :meth:`forward`.
 
         Summing G over atoms before differentiating is exact because r_p influences only G_{i_p}.
 
         :param jacobian: False for the features alone (Jacobian None).
-        :param xyz_major: a hint that the caller reads the Jacobian fastest stored as (P, 3, D) (see
-            :func:`~aiida_annpot.core.model.pair_gradients`); a descriptor may ignore it.
         """
         if not jacobian:
             return self.forward(species, pairs), None

@@ -222,10 +222,10 @@ class BehlerParrinelloDescriptor(Descriptor):
         return list(rows.unbind(-1))
 
     def features_and_jacobian(
-        self, species: torch.Tensor, pairs: NeighborPairs, jacobian: bool = True, xyz_major: bool = False
+        self, species: torch.Tensor, pairs: NeighborPairs, jacobian: bool = True
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Features (N, D) and, if asked, the analytic Jacobian (P, D, 3); cheaper than the autograd default,
-        whose batched backward would hold a (D, T, n_g4) tensor over all T triplets. ``xyz_major`` is ignored."""
+        whose batched backward would hold a (D, T, n_g4) tensor over all T triplets."""
         vectors = pairs.vectors  # (P, 3)
         dtype, n_atoms, n_el, n_pb = vectors.dtype, pairs.n_atoms, len(self.elements), self.n_pair_blocks
         cutoff = self.config.cutoff

@@ -38,12 +38,14 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Callable
 
 import numpy as np
 import torch
 
 from ...common.config import ChebyshevConfig
 from ..geometry import NeighborPairs
+from ..pair_gradients import contract_by_atom
 from .base import Descriptor, cosine_cutoff, typespin_weights
 
 
@@ -247,22 +249,70 @@ class ChebyshevDescriptor(Descriptor):
         return self.features_and_jacobian(species, pairs, jacobian=False)[0]
 
     def features_and_jacobian(
-        self, species: torch.Tensor, pairs: NeighborPairs, jacobian: bool = True, xyz_major: bool = False
+        self, species: torch.Tensor, pairs: NeighborPairs, jacobian: bool = True
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Features (N, D) and, if asked, the analytic Jacobian (P, D, 3) w.r.t. each pair vector; with
-        ``xyz_major`` its memory is (P, 3, D), which the force contraction of inference reads fastest."""
+        """Features (N, D) and, if asked, the analytic Jacobian (P, D, 3) w.r.t. each pair vector."""
+        return self._evaluate(species, pairs, "jacobian" if jacobian else None)
+
+    def features_and_gradients(self, species: torch.Tensor, pairs: NeighborPairs) -> tuple[torch.Tensor, Callable]:
+        """Features (N, D) and the force contraction from the factors of J (:class:`_PairGradients`), which is
+        never formed."""
+        return self._evaluate(species, pairs, "gradients")
+
+    def _evaluate(self, species: torch.Tensor, pairs: NeighborPairs, want: str | None):
+        """Features, and J (``want`` "jacobian"), its contraction operator ("gradients") or None."""
         r = pairs.distances
         u = pairs.vectors / r.unsqueeze(1)
         weights = self.type_weight.to(r.dtype)[species[pairs.second]] if self.typed else None  # (P,) t_j
-        radial, jac = self._radial(r, u, pairs.first, pairs.n_atoms, weights, jacobian, xyz_major)
+        radial, slopes = self._radial(r, pairs.first, pairs.n_atoms, weights, want is not None)
         angular = (r < self.config.angular_cutoff).nonzero().squeeze(1)  # (P_ang,)
         per_pair = (r, u, pairs.first, weights)
         if angular.shape[0] == r.shape[0]:
             angular = None  # every pair is angular
         else:
             per_pair = tuple(None if x is None else x.index_select(0, angular) for x in per_pair)
-        angular_features = self._angular(*per_pair, pairs.n_atoms, jac, angular)
-        return torch.cat([radial, angular_features], dim=2).flatten(1), jac  # (N, C·(R+A+2)), (P, D, 3)
+        angular_features, blocks = self._angular(*per_pair, pairs.n_atoms, want is not None)
+        features = torch.cat([radial, angular_features], dim=2).flatten(1)  # (N, C·(R+A+2))
+        if want is None:
+            return features, None
+        with torch.no_grad():
+            if want == "jacobian":
+                return features, self._jacobian(u, slopes, blocks, angular)
+            n_angular_pairs = r.shape[0] if angular is None else angular.shape[0]
+            angular_rows = r.new_empty((n_angular_pairs, 3, len(slopes), self.config.angular_order + 1))
+            for part, block in blocks:  # (p, C, A+1, 3) → (p, 3, C, A+1): rows per pair and direction
+                angular_rows[part] = block.permute(0, 3, 1, 2)
+            gradients = _PairGradients(
+                first=pairs.first,
+                u=u,
+                radial_rows=torch.cat(slopes).T.contiguous(),  # (P, C·(R+1))
+                radial_columns=self._column_index("radial", len(slopes), r.device),
+                angular_rows=angular_rows.flatten(2),
+                angular_pairs=angular,
+                angular_first=per_pair[2],
+                angular_columns=self._column_index("angular", len(slopes), r.device),
+            )
+        return features, gradients
+
+    def _jacobian(self, u, slopes, blocks, angular_rows):
+        """J (P, D, 3): radial columns dφ_a/dr u from the slopes, angular columns from the blocks (zero for pairs
+        beyond the angular cutoff; ``angular_rows`` are the others, None for all)."""
+        jac = u.new_empty((u.shape[0], self.n_features, 3))
+        for c, slope in enumerate(slopes):
+            channel = slope.T
+            for k in range(3):  # 2-D ops: broadcasting over a size-3 (or size-1) axis is several times slower
+                torch.mul(channel, u[:, k, None], out=jac[:, self._columns(c, "radial"), k])
+        columns = [self._columns(c, "angular") for c in range(len(slopes))]
+        if angular_rows is not None:
+            for block_columns in columns:
+                jac[:, block_columns] = 0.0
+        for part, block in blocks:
+            for c, block_columns in enumerate(columns):
+                if angular_rows is None:
+                    jac[part, block_columns] = block[:, c]
+                else:
+                    jac[:, block_columns].index_copy_(0, angular_rows[part], block[:, c])
+        return jac
 
     def _columns(self, channel: int, part: str) -> slice:
         """The Jacobian/feature columns of the radial or angular block of one channel."""
@@ -270,39 +320,34 @@ class ChebyshevDescriptor(Descriptor):
         start = channel * self.n_block + (0 if part == "radial" else n_radial)
         return slice(start, start + (n_radial if part == "radial" else n_angular))
 
+    def _column_index(self, part: str, n_channels: int, device) -> torch.Tensor:
+        """The columns of ``part`` of every channel, in channel order, as an index tensor."""
+        ranges = [range(self.n_features)[self._columns(c, part)] for c in range(n_channels)]
+        return torch.tensor([k for columns in ranges for k in columns], dtype=torch.long, device=device)
+
     def _channels(self, values: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
         """(P, ...) per-pair values → (P, C, ...): as they are, and times the type weight t_j for several species."""
         if weights is None:
             return values.unsqueeze(1)
         return torch.stack([values, values * weights.view(-1, *[1] * (values.dim() - 1))], dim=1)
 
-    def _radial(self, r, u, first, n_atoms, weights, jacobian, xyz_major=False):
-        """Radial features (N, C, R+1) and, if asked, a new Jacobian (P, D, 3) with its radial columns dφ/dr u."""
+    def _radial(self, r, first, n_atoms, weights, slopes):
+        """Radial features (N, C, R+1) and, if ``slopes``, dφ_a/dr of each channel, [(R+1, P)] (else None)."""
         cutoff = self.config.radial_cutoff
         fc, dfc = cosine_cutoff(r, cutoff)
         T, shifted = chebyshev_kinds((2.0 / cutoff) * r - 1.0, self.config.radial_order)  # T_a, U_{a-1}: (R+1, P)
         w = self._channels(fc, weights)  # (P, C)
         sums = _AtomSums(first, n_atoms)
         features = torch.stack([sums.transposed(T, w[:, c]) for c in range(w.shape[1])]).permute(2, 0, 1)
-        if not jacobian:
+        if not slopes:
             return features, None
         with torch.no_grad():  # dφ_a/dr = T_a f_c' + (2/R_c) a U_{a-1} f_c
-            slopes = torch.addcmul(T * dfc, shifted, self.radial_slope.to(r.dtype).unsqueeze(1) * fc)  # (R+1, P)
-            if xyz_major:  # the same (P, D, 3) tensor, stored as (P, 3, D)
-                jac = r.new_empty((r.shape[0], 3, self.n_features)).transpose(1, 2)
-            else:
-                jac = r.new_empty((r.shape[0], self.n_features, 3))
-            for c in range(w.shape[1]):
-                channel = (slopes if c == 0 else slopes * weights).T
-                for k in range(3):  # 2-D ops: broadcasting over a size-3 (or size-1) axis is several times slower
-                    torch.mul(channel, u[:, k, None], out=jac[:, self._columns(c, "radial"), k])
-        return features, jac
+            slope = torch.addcmul(T * dfc, shifted, self.radial_slope.to(r.dtype).unsqueeze(1) * fc)  # (R+1, P)
+        return features, [slope] if weights is None else [slope, slope * weights]
 
-    def _angular(self, r, u, first, weights, n_atoms, jac, jac_rows):
-        """Angular features (N, C, A+1) by moments; with ``jac`` given, also fills its angular columns.
-
-        ``jac_rows`` (P_ang,) are the pairs' rows in ``jac`` (None: all pairs are within the angular cutoff).
-        """
+    def _angular(self, r, u, first, weights, n_atoms, jacobian):
+        """Angular features (N, C, A+1) by moments, and, if ``jacobian``, an iterator over blocks of pairs of their
+        angular Jacobian: (slice of the pairs given, (p, C, A+1, 3)); else None. Iterate it without autograd."""
         fc, dfc = cosine_cutoff(r, self.config.angular_cutoff)
         w = self._channels(fc, weights)  # (P, C)
         powers = monomials(u, self.config.angular_order)  # (P, M)
@@ -312,20 +357,14 @@ class ChebyshevDescriptor(Descriptor):
         self_terms = squares.new_zeros((n_atoms, w.shape[1])).index_add_(0, first, squares)  # Σ w² (N, C)
         square = self.angular_square.to(r.dtype)
         features = 0.5 * ((moments * moments) @ square - self_terms.unsqueeze(2))
-        if jac is None:
-            return features
-        with torch.no_grad():
-            self._fill_angular(jac, jac_rows, r, u, first, powers, moments, w, self._channels(dfc, weights))
-        return features
+        if not jacobian:
+            return features, None
+        return features, self._angular_blocks(r, u, first, powers, moments, w, self._channels(dfc, weights))
 
-    def _fill_angular(self, jac, jac_rows, r, u, first, powers, moments, w, dw):
-        """Write the angular columns of ``jac`` in blocks of pairs; ``jac_rows`` (P_ang,) or None for all rows."""
+    def _angular_blocks(self, r, u, first, powers, moments, w, dw):
+        """The angular Jacobian in blocks of pairs (bounded temporaries): (slice, (p, C, A+1, 3)) each."""
         raised = moments[:, :, self.angular_raised].flatten(1)  # S_{m'+e_α}: (N, C·3M')
         moments = moments.flatten(1)  # S_m: (N, C·M)
-        columns = [self._columns(c, "angular") for c in range(w.shape[1])]
-        if jac_rows is not None:
-            for block_columns in columns:
-                jac[:, block_columns] = 0.0
         for part in _blocks(r.shape[0]):
             atoms = first[part]
             block = self._angular_jacobian(
@@ -337,11 +376,7 @@ class ChebyshevDescriptor(Descriptor):
                 w[part],
                 dw[part],
             )
-            for c, block_columns in enumerate(columns):
-                if jac_rows is None:
-                    jac[part, block_columns] = block[:, c]
-                else:
-                    jac[:, block_columns].index_copy_(0, jac_rows[part], block[:, c])
+            yield part, block
 
     def _angular_jacobian(self, r, u, moments, raised, powers, w, dw):
         """(P, C, A+1, 3) as in the module docstring, from each pair's central-atom moments S_m (P, C·M) and
@@ -363,3 +398,38 @@ class ChebyshevDescriptor(Descriptor):
         jac = self.angular_tangential.to(dtype).T @ tangential.view(n_pairs * n_channels * 3, n_lower).T
         jac = jac.view(n_angular, n_pairs, n_channels, 3)  # (A+1, P, C, 3)
         return jac.addcmul_(along_u.unsqueeze(3), u[:, None, :]).permute(1, 2, 0, 3)
+
+
+class _PairGradients:
+    """∂E/∂G (K, N, D) ↦ ∂E/∂r_p (K, P, 3) from the factors of J, for inference.
+
+    J's radial columns are a scalar per pair and function along the pair, dφ_a/dr · u_p, so their contraction is
+    (Σ_a ∂E/∂G_{i_p a} dφ_a/dr) u_p: P·(R+1) values instead of 3·P·(R+1). Its angular columns vanish beyond the
+    angular cutoff, so only the pairs within it keep (3, C·(A+1)) rows. Both are contracted one atom at a time
+    (:func:`~aiida_annpot.core.pair_gradients.contract_by_atom`).
+
+    :param radial_rows: (P, C·(R+1)) dφ/dr per pair, in the order of ``radial_columns`` of G.
+    :param angular_rows: (P_ang, 3, C·(A+1)) angular Jacobian rows, in the order of ``angular_columns``.
+    :param angular_pairs: (P_ang,) the pairs they belong to, None for all; ``angular_first`` their central atoms.
+    """
+
+    def __init__(
+        self, first, u, radial_rows, radial_columns, angular_rows, angular_pairs, angular_first, angular_columns
+    ):
+        self.first, self.u = first, u
+        self.radial_rows, self.radial_columns = radial_rows, radial_columns
+        self.angular_rows, self.angular_pairs = angular_rows, angular_pairs
+        self.angular_first, self.angular_columns = angular_first, angular_columns
+
+    def __call__(self, dE_dG: torch.Tensor) -> torch.Tensor:
+        per_atom = dE_dG.permute(1, 2, 0)  # (N, D, K)
+        along = contract_by_atom(self.radial_rows.unsqueeze(1), self.first, per_atom[:, self.radial_columns])
+        gradients = along.permute(2, 0, 1) * self.u  # (K, P, 1) · (P, 3)
+        if self.angular_rows.shape[0]:
+            angular = contract_by_atom(self.angular_rows, self.angular_first, per_atom[:, self.angular_columns])
+            angular = angular.permute(2, 0, 1)  # (K, P_ang, 3)
+            if self.angular_pairs is None:
+                gradients += angular
+            else:
+                gradients.index_add_(1, self.angular_pairs, angular)
+        return gradients
