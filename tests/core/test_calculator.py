@@ -279,7 +279,7 @@ def test_fingerprint_on_request_reuses_the_last_evaluation(monkeypatch):
 def test_unchanged_atoms_are_not_evaluated_again_and_any_change_is(monkeypatch):
     """The quick exact comparison keeps ASE's rule: the same atoms (or an equal copy) reuse the results; a moved
     atom, a changed cell, new initial charges or magnetic moments (arrays the model ignores but ASE counts as
-    changes) and a displacement below ASE's tolerance each behave as ASE's own comparison says."""
+    changes) each trigger an evaluation, and every edit is reported as ASE's own comparison reports it."""
     potential = make_potential()
     atoms = cuau()
     atoms.calc = AnnCalculator(potential)
@@ -301,6 +301,16 @@ def test_unchanged_atoms_are_not_evaluated_again_and_any_change_is(monkeypatch):
         assert atoms.calc.check_state(atoms) != []
         atoms.get_forces()
         assert len(calls) == count
-    copy = atoms.copy()
-    copy.positions[0, 0] += 1e-17  # below ASE's tolerance (1e-15): no change by ASE's rule either
-    assert atoms.calc.check_state(copy) == Calculator.check_state(atoms.calc, copy) == []
+    edits = {
+        "nothing": lambda a: None,
+        "momenta (not a change for ASE)": lambda a: a.set_momenta(np.ones((len(a), 3))),
+        "a step below the tolerance": lambda a: a.positions.__setitem__((0, 0), a.positions[0, 0] + 1e-16),
+        "a step above it": lambda a: a.positions.__setitem__((0, 0), a.positions[0, 0] + 1e-12),
+        "cell and charges": lambda a: (a.set_cell(a.cell.array * 1.01), a.set_initial_charges(np.ones(len(a)))),
+        "pbc": lambda a: a.set_pbc([True, True, False]),
+        "charges removed": lambda a: a.arrays.pop("initial_charges"),
+    }
+    for name, edit in edits.items():
+        copy = atoms.copy()
+        edit(copy)
+        assert sorted(atoms.calc.check_state(copy)) == sorted(Calculator.check_state(atoms.calc, copy)), name
