@@ -105,6 +105,23 @@ def _records_status(command: Callable) -> Callable:
 
 
 #: ``--trust-baseline``: the explicit trust an import-path baseline needs; files cannot give it to themselves.
+def _config_and_workdir(workdir_help: str) -> Callable:
+    """The CONFIG.yaml argument and ``--workdir`` option of the commands the CalcJobs run."""
+
+    def decorate(command: Callable) -> Callable:
+        command = click.option(
+            "--workdir",
+            type=click.Path(file_okay=False, path_type=Path),
+            default=Path("."),
+            show_default=True,
+            help=workdir_help,
+        )(command)
+        config = click.argument("config_file", metavar="CONFIG.yaml", type=click.Path(dir_okay=False, path_type=Path))
+        return config(command)
+
+    return decorate
+
+
 _trust_baseline = click.option(
     "--trust-baseline",
     "trusted_baselines",
@@ -148,14 +165,7 @@ def cli() -> None:
 
 
 @cli.command()
-@click.argument("config_file", metavar="CONFIG.yaml", type=click.Path(dir_okay=False, path_type=Path))
-@click.option(
-    "--workdir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=Path("."),
-    show_default=True,
-    help="Folder for the model, metrics, learning curve and checkpoint.",
-)
+@_config_and_workdir("Folder for the model, metrics, learning curve and checkpoint.")
 @click.option("--resume", is_flag=True, help="Continue from the checkpoint in WORKDIR, if there is one.")
 @_trust_baseline
 @_records_status
@@ -187,14 +197,7 @@ def train(config_file: Path, workdir: Path, resume: bool, trusted_baselines: tup
 
 
 @cli.command()
-@click.argument("config_file", metavar="CONFIG.yaml", type=click.Path(dir_okay=False, path_type=Path))
-@click.option(
-    "--workdir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=Path("."),
-    show_default=True,
-    help="Folder for the sampled frames and the summary.",
-)
+@_config_and_workdir("Folder for the sampled frames and the summary.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted exploration in WORKDIR.")
 @_trust_baseline
 @_records_status
@@ -221,14 +224,7 @@ def explore(config_file: Path, workdir: Path, resume: bool, trusted_baselines: t
 
 
 @cli.command()
-@click.argument("config_file", metavar="CONFIG.yaml", type=click.Path(dir_okay=False, path_type=Path))
-@click.option(
-    "--workdir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=Path("."),
-    show_default=True,
-    help="Folder for the scored frames and the summary.",
-)
+@_config_and_workdir("Folder for the scored frames and the summary.")
 @click.option("--resume", is_flag=True, hidden=True, help="Accepted for the CalcJob; scoring starts over.")
 @_trust_baseline
 @_records_status
@@ -250,14 +246,7 @@ def score(config_file: Path, workdir: Path, resume: bool, trusted_baselines: tup
 
 
 @cli.command()
-@click.argument("config_file", metavar="CONFIG.yaml", type=click.Path(dir_okay=False, path_type=Path))
-@click.option(
-    "--workdir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=Path("."),
-    show_default=True,
-    help="Folder for the label file.",
-)
+@_config_and_workdir("Folder for the label file.")
 @click.option("--resume", is_flag=True, hidden=True, help="Accepted for the CalcJob; a label starts over.")
 @_records_status
 @_reports_input_errors
