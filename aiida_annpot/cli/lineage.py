@@ -9,59 +9,118 @@ structure) and the reference calculations that labelled it.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import datetime
+
 import click
 from aiida.cmdline.utils import decorators, echo
 from tabulate import tabulate
 
 from .root import NODE, cmd_root, describe
 
-__all__ = ["learned_from", "structure_origin"]
+__all__ = ["ReferenceCalculation", "learned_from", "reference_calculations", "structure_origin"]
 
 
-def _energy(label) -> str:
-    return "-" if label is None or label.energy is None else f"{label.energy:.6f}"
+def _energy(energy) -> str:
+    return "-" if energy is None else f"{energy:.6f}"
 
 
-def _inputs_of_creator(node, node_class) -> list:
-    """Inputs of type ``node_class`` of the calculation that created ``node`` (none for an uploaded node)."""
-    creator = node.creator
-    return [] if creator is None else [link.node for link in creator.base.links.get_incoming(node_class=node_class)]
+@dataclass(frozen=True)
+class ReferenceCalculation:
+    """One reference calculation behind a potential, with the label the potential learned from it."""
+
+    pk: int
+    uuid: str
+    process_label: str
+    ctime: datetime
+    formula: str  # of the calculation's ``structure`` input; "-" without one
+    energy: float | None  # the label's, eV
+    label_pk: int
 
 
-def _upstream(start, node_class) -> dict:
-    """PK → node of type ``node_class`` reached from ``start`` through creator inputs of the same type."""
-    found, stack = {}, [start]
-    while stack:
-        for parent in _inputs_of_creator(stack.pop(), node_class):
-            if parent.pk not in found:
-                found[parent.pk] = parent
-                stack.append(parent)
-    return found
+def _training_datasets(potential) -> set[int]:
+    """Ids of every dataset behind ``potential``: those its members (and their warm-start parents) trained on, and
+    the earlier datasets each was merged from."""
+    from ..data import AnnPotential, AtomisticDataset
+    from .provenance import creator_inputs, upstream
+
+    potentials = {potential.pk} | upstream([potential.pk], AnnPotential)
+    direct = creator_inputs(potentials, AnnPotential, AtomisticDataset)
+    return direct | upstream(direct, AtomisticDataset)
+
+
+def _formula(kinds: list | None, sites: list | None) -> str:
+    """StructureData.get_formula from the projected attributes, without loading the node."""
+    from aiida.orm.nodes.data.structure import Kind, get_formula
+
+    if not sites:
+        return "-"
+    symbols = {kind["name"]: Kind(raw=kind).get_symbols_string() for kind in kinds}
+    return get_formula([symbols[site["kind_name"]] for site in sites])
+
+
+def reference_calculations(potential) -> list[ReferenceCalculation]:
+    """Every reference calculation whose label is in the datasets ``potential`` was trained on, oldest first,
+    whatever code made it; labels the merge rejected (duplicates) excluded.
+
+    The datasets come from direct links (potential ← members ← training ← dataset ← merge_dataset ← earlier
+    dataset), level by level; then three queries, whatever the number of labels: the datasets' frame sources, their
+    merges' labels, and the calculations those labels name (:mod:`.provenance` says why not node by node).
+    """
+    from aiida.common.links import LinkType
+    from aiida.orm import CalculationNode, QueryBuilder, StructureData
+
+    from ..data import AtomisticDataset, LabelData
+    from .provenance import in_chunks
+
+    datasets = _training_datasets(potential)
+    kept = set()  # the frames the datasets kept, by calculation UUID: a rejected label is not learned from
+    for chunk in in_chunks(datasets):
+        for (dataset,) in QueryBuilder().append(AtomisticDataset, filters={"id": {"in": chunk}}).iterall():
+            kept.update(uuid for uuid in dataset.sources if uuid)
+    labels = {}
+    for chunk in in_chunks(datasets):
+        query = QueryBuilder().append(AtomisticDataset, filters={"id": {"in": chunk}}, tag="dataset")
+        query.append(CalculationNode, with_outgoing="dataset", edge_filters={"type": LinkType.CREATE.value}, tag="m")
+        query.append(LabelData, with_outgoing="m", project=["id", "attributes.calculation_uuid", "attributes.energy"])
+        for pk, uuid, energy in sorted(query.distinct().all()):
+            if uuid in kept:
+                labels.setdefault(uuid, (pk, energy))
+    found = []
+    for chunk in in_chunks(labels):
+        query = QueryBuilder().append(
+            CalculationNode,
+            filters={"uuid": {"in": chunk}},
+            project=["id", "uuid", "attributes.process_label", "ctime"],
+            tag="calculation",
+        )
+        query.append(
+            StructureData,
+            with_outgoing="calculation",
+            edge_filters={"label": "structure"},
+            project=["attributes.kinds", "attributes.sites"],
+            outerjoin=True,
+        )
+        for pk, uuid, process_label, ctime, kinds, sites in query.iterall():
+            label_pk, energy = labels[uuid]
+            found.append(ReferenceCalculation(pk, uuid, process_label, ctime, _formula(kinds, sites), energy, label_pk))
+    return sorted(found, key=lambda calculation: (calculation.ctime, calculation.pk))
 
 
 def learned_from(potential) -> list[tuple]:
-    """(calculation, label) of every reference label in the datasets ``potential`` was trained on, oldest first.
+    """(calculation, label) nodes of :func:`reference_calculations`, oldest first (two bulk queries)."""
+    from aiida.orm import Node, QueryBuilder
 
-    Walks direct links only (committee ← members ← AnnTrainCalculation ← dataset ← merge_dataset ← label, and
-    warm-start parents and earlier datasets likewise): a recursive ``with_descendants`` query enumerates every path
-    of the campaign's graph and takes minutes.
-    """
-    from aiida.orm import load_node
+    from .provenance import in_chunks
 
-    from ..data import AnnPotential, AtomisticDataset, LabelData
-
-    potentials = {potential.pk: potential, **_upstream(potential, AnnPotential)}
-    datasets = {}
-    for node in potentials.values():
-        for dataset in _inputs_of_creator(node, AtomisticDataset):
-            datasets.update({dataset.pk: dataset, **_upstream(dataset, AtomisticDataset)})
-    kept = {uuid for dataset in datasets.values() for uuid in dataset.sources if uuid}  # rejected labels are not
-    found = {}
-    for dataset in datasets.values():
-        for label in _inputs_of_creator(dataset, LabelData):
-            if label.calculation_uuid in kept and label.calculation_uuid not in found:
-                found[label.calculation_uuid] = (load_node(label.calculation_uuid), label)
-    return sorted(found.values(), key=lambda pair: pair[0].ctime)
+    rows = reference_calculations(potential)
+    wanted = {row.pk for row in rows} | {row.label_pk for row in rows}
+    nodes = {}
+    for chunk in in_chunks(wanted):
+        nodes.update(
+            (node.pk, node) for (node,) in QueryBuilder().append(Node, filters={"id": {"in": chunk}}).iterall()
+        )
+    return [(nodes[row.pk], nodes[row.label_pk]) for row in rows]
 
 
 def _selection_origin(structure, creator) -> list[str]:
@@ -122,17 +181,21 @@ def cmd_lineage(node):
     from ..data import AnnPotential
 
     if isinstance(node, AnnPotential):
-        labels = learned_from(node)
-        echo.echo(f"AnnPotential<{node.pk}> learned from {len(labels)} reference calculation(s):")
-        rows = [
-            [c.pk, c.process_label, c.uuid, c.inputs.structure.get_formula(), _energy(label)] for c, label in labels
-        ]
+        calculations = reference_calculations(node)
+        echo.echo(f"AnnPotential<{node.pk}> learned from {len(calculations)} reference calculation(s):")
+        rows = [[c.pk, c.process_label, c.uuid, c.formula, _energy(c.energy)] for c in calculations]
     elif isinstance(node, StructureData):
         echo.echo("\n".join(structure_origin(node)))
         runs = _labelled_by(node)
         echo.echo(f"labelled by {len(runs)} reference run(s):")
         rows = [
-            [r.pk, r.process_label, r.uuid, r.exit_status if r.is_terminated else r.process_state.value, _energy(label)]
+            [
+                r.pk,
+                r.process_label,
+                r.uuid,
+                r.exit_status if r.is_terminated else r.process_state.value,
+                _energy(None if label is None else label.energy),
+            ]
             for r, label in runs
         ]
     else:

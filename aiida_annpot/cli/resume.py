@@ -19,24 +19,36 @@ from .root import NODE, cmd_root, load_campaign
 __all__ = ["active_processes", "paused_processes"]
 
 
+def _descendants(node, wanted) -> list:
+    """The processes under ``node`` for which ``wanted(paused, process_state)`` holds, callers before the processes
+    they called (one query per level of calls, and one to load them)."""
+    from aiida.orm import ProcessNode, QueryBuilder
+
+    from .provenance import called_processes, in_chunks
+
+    rows = called_processes(node.pk, ("attributes.paused", "attributes.process_state"))
+    depth = {pk: level for level, pk, paused, state in rows if wanted(paused, state)}
+    loaded = []
+    for chunk in in_chunks(depth):
+        loaded.extend(QueryBuilder().append(ProcessNode, filters={"id": {"in": chunk}}).all(flat=True))
+    return sorted(loaded, key=lambda process: (depth[process.pk], process.pk))
+
+
 def paused_processes(node) -> list:
     """The campaign node and every descendant process that is paused and not yet terminated."""
-    return [p for p in [node, *node.called_descendants] if p.paused and not p.is_terminated]
+    from ..workflows.published import TERMINATED_STATES
+
+    held = _descendants(node, lambda paused, state: paused and state not in TERMINATED_STATES)
+    return [p for p in [node] if p.paused and not p.is_terminated] + held
 
 
 def active_processes(node) -> list:
     """The campaign (if active) and its descendants that have not terminated, callers before the processes they
     called: a kill of the campaign first lets AiiDA's own cascade stop the children in order."""
-    active = [p for p in node.called_descendants if not p.is_terminated]
-    active.sort(key=lambda process: _depth(process, node))
+    from ..workflows.published import TERMINATED_STATES
+
+    active = _descendants(node, lambda paused, state: state not in TERMINATED_STATES)
     return ([node] if not node.is_terminated else []) + active
-
-
-def _depth(process, root) -> int:
-    depth = 0
-    while process is not None and process.pk != root.pk:
-        process, depth = process.caller, depth + 1
-    return depth
 
 
 def _act(action: str, processes: list, timeout: float) -> None:

@@ -38,7 +38,7 @@ def iteration_rows(node) -> list[dict]:
 
     A campaign that ended without its outputs (excepted, or killed) left its last row marked running: that row says
     how the process ended instead (``excepted``, ``killed``)."""
-    from ..workflows.active_learning import ITERATIONS_EXTRA
+    from ..workflows.published import ITERATIONS_EXTRA
 
     if "iterations" in node.outputs:
         return node.outputs.iterations.get_list()
@@ -163,22 +163,27 @@ def campaign_header(node) -> str:
 
 
 def held_children(node) -> list[str]:
-    """Lines naming the campaign's descendants that are paused (still active) or were killed."""
-    descendants = sorted(node.called_descendants, key=lambda process: process.ctime)
-    paused = [p for p in descendants if p.paused and not p.is_terminated]
-    killed = [p for p in descendants if p.is_killed]
+    """Lines naming the campaign's descendants that are paused (still active) or were killed (one query per level
+    of calls, whatever the number of labels)."""
+    from ..workflows.published import TERMINATED_STATES
+    from .provenance import called_processes
+
+    projections = ("attributes.process_label", "attributes.paused", "attributes.process_state", "ctime")
+    rows = sorted(called_processes(node.pk, projections), key=lambda row: row[-1])
+    paused = [row for row in rows if row[3] and row[4] not in TERMINATED_STATES]
+    killed = [row for row in rows if row[4] == "killed"]
     lines = []
     for what, processes in (("paused", paused), ("killed", killed)):
         if processes:
-            names = ", ".join(f"{p.process_label}<{p.pk}>" for p in processes)
+            names = ", ".join(f"{label}<{pk}>" for _, pk, label, *_ in processes)
             lines.append(f"{what}: {names}")
     return lines
 
 
 def _campaign_list() -> str:
-    from aiida.orm import QueryBuilder
+    from aiida.orm import QueryBuilder, WorkflowNode
 
-    from ..workflows.active_learning import ITERATIONS_EXTRA, ActiveLearningWorkChain
+    from ..workflows.published import CAMPAIGN_PROCESS_TYPE, ITERATIONS_EXTRA
 
     projections = [
         "id",
@@ -188,7 +193,9 @@ def _campaign_list() -> str:
         "attributes.exit_status",
         f"extras.{ITERATIONS_EXTRA}",
     ]
-    query = QueryBuilder().append(ActiveLearningWorkChain, project=projections, tag="campaign")
+    query = QueryBuilder().append(
+        WorkflowNode, filters={"process_type": CAMPAIGN_PROCESS_TYPE}, project=projections, tag="campaign"
+    )
     query.order_by({"campaign": {"ctime": "asc"}})
     rows = [
         [
