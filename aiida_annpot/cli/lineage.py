@@ -1,7 +1,7 @@
 """``aiida-annpot lineage``: provenance questions answered from the graph.
 
-For an ``AnnPotential``: the reference calculations whose labels it learned from (potential ← training ← dataset ←
-merge_dataset ← label → its calculation, restricted to the frames its datasets kept), whatever code made them. For a
+For an ``AnnPotential``: the reference calculations whose labels it learned from (potential ← training ← dataset, whose
+frames name the calculations that labelled them), whatever code made them, in a fixed number of queries. For a
 ``StructureData``: where it came from (the calcfunction that made it; for a selected structure the
 AnnExploreCalculation whose MD frame it is and the committee that drove that MD; for a generated copy its parent
 structure) and the reference calculations that labelled it.
@@ -13,12 +13,13 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import click
+import numpy as np
 from aiida.cmdline.utils import decorators, echo
 from tabulate import tabulate
 
 from .root import NODE, cmd_root, describe
 
-__all__ = ["ReferenceCalculation", "learned_from", "reference_calculations", "structure_origin"]
+__all__ = ["ReferenceCalculation", "learned_from", "reference_calculations", "structure_origin", "trained_on"]
 
 
 def _energy(energy) -> str:
@@ -27,100 +28,98 @@ def _energy(energy) -> str:
 
 @dataclass(frozen=True)
 class ReferenceCalculation:
-    """One reference calculation behind a potential, with the label the potential learned from it."""
+    """One reference calculation behind a potential, with what its label gave the training set."""
 
     pk: int
     uuid: str
     process_label: str
     ctime: datetime
-    formula: str  # of the calculation's ``structure`` input; "-" without one
-    energy: float | None  # the label's, eV
-    label_pk: int
+    formula: str  # of the labelled structure
+    energy: float  # the label's, eV
 
 
-def _training_datasets(potential) -> set[int]:
-    """Ids of every dataset behind ``potential``: those its members (and their warm-start parents) trained on, and
-    the earlier datasets each was merged from."""
+def trained_on(potential) -> set[int]:
+    """Ids of the datasets ``potential``'s members were trained on, and its warm-start parents' (two queries, at any
+    number of iterations)."""
     from ..data import AnnPotential, AtomisticDataset
     from .provenance import creator_inputs, upstream
 
-    potentials = {potential.pk} | upstream([potential.pk], AnnPotential)
-    direct = creator_inputs(potentials, AnnPotential, AtomisticDataset)
-    return direct | upstream(direct, AtomisticDataset)
+    return creator_inputs({potential.pk} | upstream([potential.pk], AnnPotential), AnnPotential, AtomisticDataset)
 
 
-def _formula(kinds: list | None, sites: list | None) -> str:
-    """StructureData.get_formula from the projected attributes, without loading the node."""
-    from aiida.orm.nodes.data.structure import Kind, get_formula
+def _frames(dataset) -> dict[str, tuple[str, float]]:
+    """Calculation UUID → (formula, energy) of every frame of ``dataset`` that has a source, from its arrays: one
+    formula per distinct composition, not per frame."""
+    from aiida.orm.nodes.data.structure import get_formula
+    from ase.data import chemical_symbols
 
-    if not sites:
-        return "-"
-    symbols = {kind["name"]: Kind(raw=kind).get_symbols_string() for kind in kinds}
-    return get_formula([symbols[site["kind_name"]] for site in sites])
+    counts, numbers = dataset.get_array("n_atoms"), dataset.get_array("numbers")
+    if not len(counts):
+        return {}
+    elements = np.unique(numbers)
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    composition = np.stack([np.add.reduceat((numbers == z).astype(np.int64), starts) for z in elements], axis=1)
+    distinct, which = np.unique(composition, axis=0, return_inverse=True)
+    formulas = [
+        get_formula([chemical_symbols[z] for z, n in zip(elements, row, strict=True) for _ in range(n)])
+        for row in distinct
+    ]
+    frames = zip(dataset.get_array("sources"), np.ravel(which), dataset.get_array("energies"), strict=True)
+    return {str(uuid): (formulas[index], float(energy)) for uuid, index, energy in frames if uuid}
 
 
 def reference_calculations(potential) -> list[ReferenceCalculation]:
-    """Every reference calculation whose label is in the datasets ``potential`` was trained on, oldest first,
-    whatever code made it; labels the merge rejected (duplicates) excluded.
+    """Every reference calculation behind ``potential``, oldest first, whatever code made it: the calculations whose
+    labels are frames of the datasets it (or a warm-start parent) was trained on.
 
-    The datasets come from direct links (potential ← members ← training ← dataset ← merge_dataset ← earlier
-    dataset), level by level; then three queries, whatever the number of labels: the datasets' frame sources, their
-    merges' labels, and the calculations those labels name (:mod:`.provenance` says why not node by node).
+    Each frame of a dataset records the UUID of the calculation that labelled it (``AtomisticDataset.sources``;
+    ``merge_dataset`` writes it from the label, so a label the merge rejected as a duplicate is not among them, and
+    a merged dataset holds every frame of the datasets it was merged from). So the answer is a fixed number of
+    queries whatever the number of labels: the potentials and datasets (:mod:`.provenance`), then the calculations
+    by UUID; formula and energy come from the dataset's arrays (the frame is the labelled structure, with the
+    label's energy).
     """
-    from aiida.common.links import LinkType
-    from aiida.orm import CalculationNode, QueryBuilder, StructureData
+    from aiida.orm import CalculationNode, QueryBuilder
 
-    from ..data import AtomisticDataset, LabelData
+    from ..data import AtomisticDataset
     from .provenance import in_chunks
 
-    datasets = _training_datasets(potential)
-    kept = set()  # the frames the datasets kept, by calculation UUID: a rejected label is not learned from
-    for chunk in in_chunks(datasets):
-        for (dataset,) in QueryBuilder().append(AtomisticDataset, filters={"id": {"in": chunk}}).iterall():
-            kept.update(uuid for uuid in dataset.sources if uuid)
-    labels = {}
-    for chunk in in_chunks(datasets):
-        query = QueryBuilder().append(AtomisticDataset, filters={"id": {"in": chunk}}, tag="dataset")
-        query.append(CalculationNode, with_outgoing="dataset", edge_filters={"type": LinkType.CREATE.value}, tag="m")
-        query.append(LabelData, with_outgoing="m", project=["id", "attributes.calculation_uuid", "attributes.energy"])
-        for pk, uuid, energy in sorted(query.distinct().all()):
-            if uuid in kept:
-                labels.setdefault(uuid, (pk, energy))
+    frames = {}
+    for chunk in in_chunks(trained_on(potential)):
+        for dataset in QueryBuilder().append(AtomisticDataset, filters={"id": {"in": chunk}}).all(flat=True):
+            frames.update(_frames(dataset))
     found = []
-    for chunk in in_chunks(labels):
-        query = QueryBuilder().append(
-            CalculationNode,
-            filters={"uuid": {"in": chunk}},
-            project=["id", "uuid", "attributes.process_label", "ctime"],
-            tag="calculation",
-        )
-        query.append(
-            StructureData,
-            with_outgoing="calculation",
-            edge_filters={"label": "structure"},
-            project=["attributes.kinds", "attributes.sites"],
-            outerjoin=True,
-        )
-        for pk, uuid, process_label, ctime, kinds, sites in query.iterall():
-            label_pk, energy = labels[uuid]
-            found.append(ReferenceCalculation(pk, uuid, process_label, ctime, _formula(kinds, sites), energy, label_pk))
+    for chunk in in_chunks(frames):
+        projections = ["id", "uuid", "attributes.process_label", "ctime"]
+        query = QueryBuilder().append(CalculationNode, filters={"uuid": {"in": chunk}}, project=projections)
+        found.extend(ReferenceCalculation(*row, *frames[row[1]]) for row in query.all())
     return sorted(found, key=lambda calculation: (calculation.ctime, calculation.pk))
 
 
 def learned_from(potential) -> list[tuple]:
-    """(calculation, label) nodes of :func:`reference_calculations`, oldest first (two bulk queries)."""
-    from aiida.orm import Node, QueryBuilder
+    """(calculation, label) nodes of :func:`reference_calculations`, oldest first: the calculations, and their labels
+    among those merged into the datasets (a few bulk queries)."""
+    from aiida.common.links import LinkType
+    from aiida.orm import CalculationNode, QueryBuilder
 
-    from .provenance import in_chunks
+    from ..data import AtomisticDataset, LabelData
+    from .provenance import in_chunks, upstream
 
     rows = reference_calculations(potential)
-    wanted = {row.pk for row in rows} | {row.label_pk for row in rows}
-    nodes = {}
-    for chunk in in_chunks(wanted):
-        nodes.update(
-            (node.pk, node) for (node,) in QueryBuilder().append(Node, filters={"id": {"in": chunk}}).iterall()
-        )
-    return [(nodes[row.pk], nodes[row.label_pk]) for row in rows]
+    direct = trained_on(potential)
+    calculations, labels = {}, {}
+    # the uuids are projected beside the nodes: reading them from the nodes would reload each (AiiDA expires the
+    # session's objects when a query's transaction ends)
+    for chunk in in_chunks(row.uuid for row in rows):
+        query = QueryBuilder().append(CalculationNode, filters={"uuid": {"in": chunk}}, project=["uuid", "*"])
+        calculations.update(query.all())
+    for chunk in in_chunks(direct | upstream(direct, AtomisticDataset)):
+        query = QueryBuilder().append(AtomisticDataset, filters={"id": {"in": chunk}}, tag="dataset")
+        query.append(CalculationNode, with_outgoing="dataset", edge_filters={"type": LinkType.CREATE.value}, tag="m")
+        query.append(LabelData, with_outgoing="m", project=["id", "attributes.calculation_uuid", "*"])
+        for _, uuid, label in sorted(query.distinct().all(), key=lambda row: -row[0]):  # the first label wins
+            labels[uuid] = label
+    return [(calculations[row.uuid], labels[row.uuid]) for row in rows]
 
 
 def _selection_origin(structure, creator) -> list[str]:

@@ -19,26 +19,21 @@ from .root import NODE, cmd_root, load_campaign
 __all__ = ["active_processes", "paused_processes"]
 
 
-def _descendants(node, wanted) -> list:
-    """The processes under ``node`` for which ``wanted(paused, process_state)`` holds, callers before the processes
-    they called (one query per level of calls, and one to load them)."""
-    from aiida.orm import ProcessNode, QueryBuilder
+def _descendants(node, filters: dict) -> list:
+    """The processes under ``node`` that match the QueryBuilder ``filters``, callers before the processes they
+    called (a fixed number of queries, whatever the size of the campaign)."""
+    from aiida.orm import load_node
 
-    from .provenance import called_processes, in_chunks
+    from .provenance import called_processes
 
-    rows = called_processes(node.pk, ("attributes.paused", "attributes.process_state"))
-    depth = {pk: level for level, pk, paused, state in rows if wanted(paused, state)}
-    loaded = []
-    for chunk in in_chunks(depth):
-        loaded.extend(QueryBuilder().append(ProcessNode, filters={"id": {"in": chunk}}).all(flat=True))
-    return sorted(loaded, key=lambda process: (depth[process.pk], process.pk))
+    return [load_node(pk) for _, pk in called_processes(node.pk, filters=filters)]  # by depth
 
 
 def paused_processes(node) -> list:
     """The campaign node and every descendant process that is paused and not yet terminated."""
     from ..workflows.published import TERMINATED_STATES
 
-    held = _descendants(node, lambda paused, state: paused and state not in TERMINATED_STATES)
+    held = _descendants(node, {"attributes.paused": True, "attributes.process_state": {"!in": list(TERMINATED_STATES)}})
     return [p for p in [node] if p.paused and not p.is_terminated] + held
 
 
@@ -47,7 +42,7 @@ def active_processes(node) -> list:
     called: a kill of the campaign first lets AiiDA's own cascade stop the children in order."""
     from ..workflows.published import TERMINATED_STATES
 
-    active = _descendants(node, lambda paused, state: state not in TERMINATED_STATES)
+    active = _descendants(node, {"attributes.process_state": {"!in": list(TERMINATED_STATES)}})
     return ([node] if not node.is_terminated else []) + active
 
 

@@ -163,19 +163,21 @@ def campaign_header(node) -> str:
 
 
 def held_children(node) -> list[str]:
-    """Lines naming the campaign's descendants that are paused (still active) or were killed (one query per level
-    of calls, whatever the number of labels)."""
+    """Lines naming the campaign's descendants that are paused (still active) or were killed (a fixed number of
+    queries, whatever the number of labels; only those processes come back from the database)."""
     from ..workflows.published import TERMINATED_STATES
     from .provenance import called_processes
 
-    projections = ("attributes.process_label", "attributes.paused", "attributes.process_state", "ctime")
-    rows = sorted(called_processes(node.pk, projections), key=lambda row: row[-1])
-    paused = [row for row in rows if row[3] and row[4] not in TERMINATED_STATES]
-    killed = [row for row in rows if row[4] == "killed"]
+    state = "attributes.process_state"
+    held = {
+        "paused": {"attributes.paused": True, state: {"!in": list(TERMINATED_STATES)}},
+        "killed": {state: "killed"},
+    }
     lines = []
-    for what, processes in (("paused", paused), ("killed", killed)):
-        if processes:
-            names = ", ".join(f"{label}<{pk}>" for _, pk, label, *_ in processes)
+    for what, filters in held.items():
+        rows = called_processes(node.pk, ("attributes.process_label", "ctime"), filters)
+        if rows:
+            names = ", ".join(f"{label}<{pk}>" for _, pk, label, _ in sorted(rows, key=lambda row: row[-1]))
             lines.append(f"{what}: {names}")
     return lines
 
