@@ -52,6 +52,31 @@ def test_plugins_load_and_merge_labels_without_torch():
     assert int(loaded) >= 20 and int(frames) == 1 and "'u'" in sources
 
 
+def test_status_and_lineage_import_neither_the_work_chains_nor_torch():
+    """``aiida-annpot status`` and ``lineage`` read the graph without the work chains, whose calcfunctions import the
+    engine's vesin, which imports torch when it is installed (seconds of start-up for every command)."""
+    out = _run(
+        """
+        import sys
+        from aiida import load_profile
+        from aiida.storage.sqlite_temp import SqliteTempBackend
+        load_profile(SqliteTempBackend.create_profile("status"), allow_switch=True)
+        from aiida.orm import WorkChainNode
+        from plumpy import ProcessState
+        from aiida_annpot.cli.root import load_campaign
+        from aiida_annpot.cli.status import campaign_header, held_children, iteration_rows
+        from aiida_annpot.workflows.published import CAMPAIGN_PROCESS_TYPE
+        node = WorkChainNode(process_type=CAMPAIGN_PROCESS_TYPE)
+        node.set_process_state(ProcessState.WAITING)
+        node = load_campaign(node.store())
+        campaign_header(node), held_children(node), iteration_rows(node)
+        import aiida_annpot.cli.lineage, aiida_annpot.data
+        print(sorted(name for name in sys.modules if "workflows.active_learning" in name), "torch" in sys.modules)
+        """
+    )
+    assert out.strip() == "[] False"
+
+
 def test_the_schema_layer_imports_nothing_from_the_engine():
     """Loading and validating configurations (with a baseline, whose check builds the ASE calculator) imports neither
     the engine package, nor torch, nor vesin."""

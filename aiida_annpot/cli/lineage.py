@@ -1,7 +1,7 @@
 """``aiida-annpot lineage``: provenance questions answered from the graph.
 
-For an ``AnnPotential``: the reference calculations whose labels it learned from (potential ← training ← dataset ←
-merge_dataset ← label → its calculation, restricted to the frames its datasets kept), whatever code made them. For a
+For an ``AnnPotential``: the reference calculations whose labels it learned from (potential ← training ← dataset, whose
+frames name the calculations that labelled them), whatever code made them, in a fixed number of queries. For a
 ``StructureData``: where it came from (the calcfunction that made it; for a selected structure the
 AnnExploreCalculation whose MD frame it is and the committee that drove that MD; for a generated copy its parent
 structure) and the reference calculations that labelled it.
@@ -9,59 +9,117 @@ structure) and the reference calculations that labelled it.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import datetime
+
 import click
+import numpy as np
 from aiida.cmdline.utils import decorators, echo
 from tabulate import tabulate
 
 from .root import NODE, cmd_root, describe
 
-__all__ = ["learned_from", "structure_origin"]
+__all__ = ["ReferenceCalculation", "learned_from", "reference_calculations", "structure_origin", "trained_on"]
 
 
-def _energy(label) -> str:
-    return "-" if label is None or label.energy is None else f"{label.energy:.6f}"
+def _energy(energy) -> str:
+    return "-" if energy is None else f"{energy:.6f}"
 
 
-def _inputs_of_creator(node, node_class) -> list:
-    """Inputs of type ``node_class`` of the calculation that created ``node`` (none for an uploaded node)."""
-    creator = node.creator
-    return [] if creator is None else [link.node for link in creator.base.links.get_incoming(node_class=node_class)]
+@dataclass(frozen=True)
+class ReferenceCalculation:
+    """One reference calculation behind a potential, with what its label gave the training set."""
+
+    pk: int
+    uuid: str
+    process_label: str
+    ctime: datetime
+    formula: str  # of the labelled structure
+    energy: float  # the label's, eV
 
 
-def _upstream(start, node_class) -> dict:
-    """PK → node of type ``node_class`` reached from ``start`` through creator inputs of the same type."""
-    found, stack = {}, [start]
-    while stack:
-        for parent in _inputs_of_creator(stack.pop(), node_class):
-            if parent.pk not in found:
-                found[parent.pk] = parent
-                stack.append(parent)
-    return found
+def trained_on(potential) -> set[int]:
+    """Ids of the datasets ``potential``'s members were trained on, and its warm-start parents' (two queries, at any
+    number of iterations)."""
+    from ..data import AnnPotential, AtomisticDataset
+    from .provenance import creator_inputs, upstream
+
+    return creator_inputs({potential.pk} | upstream([potential.pk], AnnPotential), AnnPotential, AtomisticDataset)
+
+
+def _frames(dataset) -> dict[str, tuple[str, float]]:
+    """Calculation UUID → (formula, energy) of every frame of ``dataset`` that has a source, from its arrays: one
+    formula per distinct composition, not per frame."""
+    from aiida.orm.nodes.data.structure import get_formula
+    from ase.data import chemical_symbols
+
+    counts, numbers = dataset.get_array("n_atoms"), dataset.get_array("numbers")
+    if not len(counts):
+        return {}
+    elements = np.unique(numbers)
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    composition = np.stack([np.add.reduceat((numbers == z).astype(np.int64), starts) for z in elements], axis=1)
+    distinct, which = np.unique(composition, axis=0, return_inverse=True)
+    formulas = [
+        get_formula([chemical_symbols[z] for z, n in zip(elements, row, strict=True) for _ in range(n)])
+        for row in distinct
+    ]
+    frames = zip(dataset.get_array("sources"), np.ravel(which), dataset.get_array("energies"), strict=True)
+    return {str(uuid): (formulas[index], float(energy)) for uuid, index, energy in frames if uuid}
+
+
+def reference_calculations(potential) -> list[ReferenceCalculation]:
+    """Every reference calculation behind ``potential``, oldest first, whatever code made it: the calculations whose
+    labels are frames of the datasets it (or a warm-start parent) was trained on.
+
+    Each frame of a dataset records the UUID of the calculation that labelled it (``AtomisticDataset.sources``;
+    ``merge_dataset`` writes it from the label, so a label the merge rejected as a duplicate is not among them, and
+    a merged dataset holds every frame of the datasets it was merged from). So the answer is a fixed number of
+    queries whatever the number of labels: the potentials and datasets (:mod:`.provenance`), then the calculations
+    by UUID; formula and energy come from the dataset's arrays (the frame is the labelled structure, with the
+    label's energy).
+    """
+    from aiida.orm import CalculationNode, QueryBuilder
+
+    from ..data import AtomisticDataset
+    from .provenance import in_chunks
+
+    frames = {}
+    for chunk in in_chunks(trained_on(potential)):
+        for dataset in QueryBuilder().append(AtomisticDataset, filters={"id": {"in": chunk}}).all(flat=True):
+            frames.update(_frames(dataset))
+    found = []
+    for chunk in in_chunks(frames):
+        projections = ["id", "uuid", "attributes.process_label", "ctime"]
+        query = QueryBuilder().append(CalculationNode, filters={"uuid": {"in": chunk}}, project=projections)
+        found.extend(ReferenceCalculation(*row, *frames[row[1]]) for row in query.all())
+    return sorted(found, key=lambda calculation: (calculation.ctime, calculation.pk))
 
 
 def learned_from(potential) -> list[tuple]:
-    """(calculation, label) of every reference label in the datasets ``potential`` was trained on, oldest first.
+    """(calculation, label) nodes of :func:`reference_calculations`, oldest first: the calculations, and their labels
+    among those merged into the datasets (a few bulk queries)."""
+    from aiida.common.links import LinkType
+    from aiida.orm import CalculationNode, QueryBuilder
 
-    Walks direct links only (committee ← members ← AnnTrainCalculation ← dataset ← merge_dataset ← label, and
-    warm-start parents and earlier datasets likewise): a recursive ``with_descendants`` query enumerates every path
-    of the campaign's graph and takes minutes.
-    """
-    from aiida.orm import load_node
+    from ..data import AtomisticDataset, LabelData
+    from .provenance import in_chunks, upstream
 
-    from ..data import AnnPotential, AtomisticDataset, LabelData
-
-    potentials = {potential.pk: potential, **_upstream(potential, AnnPotential)}
-    datasets = {}
-    for node in potentials.values():
-        for dataset in _inputs_of_creator(node, AtomisticDataset):
-            datasets.update({dataset.pk: dataset, **_upstream(dataset, AtomisticDataset)})
-    kept = {uuid for dataset in datasets.values() for uuid in dataset.sources if uuid}  # rejected labels are not
-    found = {}
-    for dataset in datasets.values():
-        for label in _inputs_of_creator(dataset, LabelData):
-            if label.calculation_uuid in kept and label.calculation_uuid not in found:
-                found[label.calculation_uuid] = (load_node(label.calculation_uuid), label)
-    return sorted(found.values(), key=lambda pair: pair[0].ctime)
+    rows = reference_calculations(potential)
+    direct = trained_on(potential)
+    calculations, labels = {}, {}
+    # the uuids are projected beside the nodes: reading them from the nodes would reload each (AiiDA expires the
+    # session's objects when a query's transaction ends)
+    for chunk in in_chunks(row.uuid for row in rows):
+        query = QueryBuilder().append(CalculationNode, filters={"uuid": {"in": chunk}}, project=["uuid", "*"])
+        calculations.update(query.all())
+    for chunk in in_chunks(direct | upstream(direct, AtomisticDataset)):
+        query = QueryBuilder().append(AtomisticDataset, filters={"id": {"in": chunk}}, tag="dataset")
+        query.append(CalculationNode, with_outgoing="dataset", edge_filters={"type": LinkType.CREATE.value}, tag="m")
+        query.append(LabelData, with_outgoing="m", project=["id", "attributes.calculation_uuid", "*"])
+        for _, uuid, label in sorted(query.distinct().all(), key=lambda row: -row[0]):  # the first label wins
+            labels[uuid] = label
+    return [(calculations[row.uuid], labels[row.uuid]) for row in rows]
 
 
 def _selection_origin(structure, creator) -> list[str]:
@@ -122,17 +180,21 @@ def cmd_lineage(node):
     from ..data import AnnPotential
 
     if isinstance(node, AnnPotential):
-        labels = learned_from(node)
-        echo.echo(f"AnnPotential<{node.pk}> learned from {len(labels)} reference calculation(s):")
-        rows = [
-            [c.pk, c.process_label, c.uuid, c.inputs.structure.get_formula(), _energy(label)] for c, label in labels
-        ]
+        calculations = reference_calculations(node)
+        echo.echo(f"AnnPotential<{node.pk}> learned from {len(calculations)} reference calculation(s):")
+        rows = [[c.pk, c.process_label, c.uuid, c.formula, _energy(c.energy)] for c in calculations]
     elif isinstance(node, StructureData):
         echo.echo("\n".join(structure_origin(node)))
         runs = _labelled_by(node)
         echo.echo(f"labelled by {len(runs)} reference run(s):")
         rows = [
-            [r.pk, r.process_label, r.uuid, r.exit_status if r.is_terminated else r.process_state.value, _energy(label)]
+            [
+                r.pk,
+                r.process_label,
+                r.uuid,
+                r.exit_status if r.is_terminated else r.process_state.value,
+                _energy(None if label is None else label.energy),
+            ]
             for r, label in runs
         ]
     else:

@@ -19,24 +19,31 @@ from .root import NODE, cmd_root, load_campaign
 __all__ = ["active_processes", "paused_processes"]
 
 
+def _descendants(node, filters: dict) -> list:
+    """The processes under ``node`` that match the QueryBuilder ``filters``, callers before the processes they
+    called (a fixed number of queries, whatever the size of the campaign)."""
+    from aiida.orm import load_node
+
+    from .provenance import called_processes
+
+    return [load_node(pk) for _, pk in called_processes(node.pk, filters=filters)]  # by depth
+
+
 def paused_processes(node) -> list:
     """The campaign node and every descendant process that is paused and not yet terminated."""
-    return [p for p in [node, *node.called_descendants] if p.paused and not p.is_terminated]
+    from ..workflows.published import TERMINATED_STATES
+
+    held = _descendants(node, {"attributes.paused": True, "attributes.process_state": {"!in": list(TERMINATED_STATES)}})
+    return [p for p in [node] if p.paused and not p.is_terminated] + held
 
 
 def active_processes(node) -> list:
     """The campaign (if active) and its descendants that have not terminated, callers before the processes they
     called: a kill of the campaign first lets AiiDA's own cascade stop the children in order."""
-    active = [p for p in node.called_descendants if not p.is_terminated]
-    active.sort(key=lambda process: _depth(process, node))
+    from ..workflows.published import TERMINATED_STATES
+
+    active = _descendants(node, {"attributes.process_state": {"!in": list(TERMINATED_STATES)}})
     return ([node] if not node.is_terminated else []) + active
-
-
-def _depth(process, root) -> int:
-    depth = 0
-    while process is not None and process.pk != root.pk:
-        process, depth = process.caller, depth + 1
-    return depth
 
 
 def _act(action: str, processes: list, timeout: float) -> None:

@@ -22,19 +22,18 @@ def cmd_root():
 
 def load_campaign(node):
     """``node`` if it is an ActiveLearningWorkChain; otherwise a clear error and exit code 1."""
-    from ..workflows.active_learning import ActiveLearningWorkChain
+    from ..workflows.published import CAMPAIGN_PROCESS_TYPE  # not the work chain: its imports take seconds
 
-    if node.process_type != ActiveLearningWorkChain.build_process_type():
+    if node.process_type != CAMPAIGN_PROCESS_TYPE:
         echo.echo_critical(f"node {node.pk} is {describe(node)}, not an active-learning campaign")
     return node
 
 
 def load_campaign_or_validation(node):
     """``node`` if it is an ActiveLearningWorkChain or a ValidationWorkChain; otherwise a clear error, exit code 1."""
-    from ..workflows.active_learning import ActiveLearningWorkChain
-    from ..workflows.validation import ValidationWorkChain
+    from ..workflows.published import CAMPAIGN_PROCESS_TYPE, VALIDATION_PROCESS_TYPE
 
-    kinds = (ActiveLearningWorkChain.build_process_type(), ValidationWorkChain.build_process_type())
+    kinds = (CAMPAIGN_PROCESS_TYPE, VALIDATION_PROCESS_TYPE)
     if node.process_type not in kinds:
         echo.echo_critical(f"node {node.pk} is {describe(node)}, not an active-learning campaign or a validation")
     return node

@@ -38,7 +38,7 @@ def iteration_rows(node) -> list[dict]:
 
     A campaign that ended without its outputs (excepted, or killed) left its last row marked running: that row says
     how the process ended instead (``excepted``, ``killed``)."""
-    from ..workflows.active_learning import ITERATIONS_EXTRA
+    from ..workflows.published import ITERATIONS_EXTRA
 
     if "iterations" in node.outputs:
         return node.outputs.iterations.get_list()
@@ -163,22 +163,29 @@ def campaign_header(node) -> str:
 
 
 def held_children(node) -> list[str]:
-    """Lines naming the campaign's descendants that are paused (still active) or were killed."""
-    descendants = sorted(node.called_descendants, key=lambda process: process.ctime)
-    paused = [p for p in descendants if p.paused and not p.is_terminated]
-    killed = [p for p in descendants if p.is_killed]
+    """Lines naming the campaign's descendants that are paused (still active) or were killed (a fixed number of
+    queries, whatever the number of labels; only those processes come back from the database)."""
+    from ..workflows.published import TERMINATED_STATES
+    from .provenance import called_processes
+
+    state = "attributes.process_state"
+    held = {
+        "paused": {"attributes.paused": True, state: {"!in": list(TERMINATED_STATES)}},
+        "killed": {state: "killed"},
+    }
     lines = []
-    for what, processes in (("paused", paused), ("killed", killed)):
-        if processes:
-            names = ", ".join(f"{p.process_label}<{p.pk}>" for p in processes)
+    for what, filters in held.items():
+        rows = called_processes(node.pk, ("attributes.process_label", "ctime"), filters)
+        if rows:
+            names = ", ".join(f"{label}<{pk}>" for _, pk, label, _ in sorted(rows, key=lambda row: row[-1]))
             lines.append(f"{what}: {names}")
     return lines
 
 
 def _campaign_list() -> str:
-    from aiida.orm import QueryBuilder
+    from aiida.orm import QueryBuilder, WorkflowNode
 
-    from ..workflows.active_learning import ITERATIONS_EXTRA, ActiveLearningWorkChain
+    from ..workflows.published import CAMPAIGN_PROCESS_TYPE, ITERATIONS_EXTRA
 
     projections = [
         "id",
@@ -188,7 +195,9 @@ def _campaign_list() -> str:
         "attributes.exit_status",
         f"extras.{ITERATIONS_EXTRA}",
     ]
-    query = QueryBuilder().append(ActiveLearningWorkChain, project=projections, tag="campaign")
+    query = QueryBuilder().append(
+        WorkflowNode, filters={"process_type": CAMPAIGN_PROCESS_TYPE}, project=projections, tag="campaign"
+    )
     query.order_by({"campaign": {"ctime": "asc"}})
     rows = [
         [

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import ase.io
 import numpy as np
 from aiida.orm import ArrayData
 from ase import Atoms
@@ -119,6 +118,8 @@ class AtomisticDataset(ArrayData):
 
     def write_extxyz(self, path: str | Path) -> Path:
         """Export the frames (with labels) to an extxyz file."""
+        import ase.io  # here, not at the top: 0.4 s of every CLI command that loads a dataset node
+
         ase.io.write(path, self.to_frames(), format="extxyz")
         return Path(path)
 
@@ -127,6 +128,8 @@ def _as_written(frames: list[Atoms]) -> list[Atoms]:
     """The frames as ``annpot`` reads them back from the extxyz a calculation writes (8 decimals), so that
     ``content_hash`` equals the ``dataset_hash`` recorded in the models trained on this dataset."""
     import tempfile
+
+    import ase.io
 
     from ..core.frames import read_frames
 

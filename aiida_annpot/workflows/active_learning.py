@@ -41,12 +41,10 @@ from .messages import failure_text
 from .protocols import ProtocolMixin, merge
 from .protocols.builder import fill_builder
 from .protocols.schema import check_protocol_inputs
+from .published import ITERATIONS_EXTRA
 from .reference import ReferenceWorkChain
 
-__all__ = ["ActiveLearningWorkChain"]
-
-#: Extra on the campaign node with the iteration rows so far (for live status).
-ITERATIONS_EXTRA = "annpot_iterations"
+__all__ = ["ITERATIONS_EXTRA", "ActiveLearningWorkChain"]
 
 
 class ActiveLearningWorkChain(ProtocolMixin, TestSetSteps, WorkChain):
