@@ -232,6 +232,9 @@ class ChebyshevDescriptor(Descriptor):
         self.register_buffer("angular_raised", torch.from_numpy(mono.raised.reshape(-1)), persistent=False)
         radial_slope = torch.arange(config.radial_order + 1, dtype=torch.float64) * (2.0 / config.radial_cutoff)
         self.register_buffer("radial_slope", radial_slope, persistent=False)  # d(2r/R_c - 1)/dr · a
+        for part in ("radial", "angular"):  # the feature columns the contraction operator reads, channel by channel
+            columns = [k for c in range(2 if self.typed else 1) for k in range(self.n_features)[self._columns(c, part)]]
+            self.register_buffer(f"{part}_columns", torch.tensor(columns, dtype=torch.long), persistent=False)
 
     @property
     def n_block(self) -> int:
@@ -286,11 +289,11 @@ class ChebyshevDescriptor(Descriptor):
                 first=pairs.first,
                 u=u,
                 radial_rows=torch.cat(slopes).T.contiguous(),  # (P, C·(R+1))
-                radial_columns=self._column_index("radial", len(slopes), r.device),
+                radial_columns=self.radial_columns,
                 angular_rows=angular_rows.flatten(2),
                 angular_pairs=angular,
                 angular_first=per_pair[2],
-                angular_columns=self._column_index("angular", len(slopes), r.device),
+                angular_columns=self.angular_columns,
             )
         return features, gradients
 
@@ -319,11 +322,6 @@ class ChebyshevDescriptor(Descriptor):
         n_radial, n_angular = self.config.radial_order + 1, self.config.angular_order + 1
         start = channel * self.n_block + (0 if part == "radial" else n_radial)
         return slice(start, start + (n_radial if part == "radial" else n_angular))
-
-    def _column_index(self, part: str, n_channels: int, device) -> torch.Tensor:
-        """The columns of ``part`` of every channel, in channel order, as an index tensor."""
-        ranges = [range(self.n_features)[self._columns(c, part)] for c in range(n_channels)]
-        return torch.tensor([k for columns in ranges for k in columns], dtype=torch.long, device=device)
 
     def _channels(self, values: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
         """(P, ...) per-pair values → (P, C, ...): as they are, and times the type weight t_j for several species."""
