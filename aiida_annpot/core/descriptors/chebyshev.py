@@ -274,28 +274,15 @@ class ChebyshevDescriptor(Descriptor):
             angular = None  # every pair is angular
         else:
             per_pair = tuple(None if x is None else x.index_select(0, angular) for x in per_pair)
-        angular_features, blocks = self._angular(*per_pair, pairs.n_atoms, want is not None)
+        angular_features, angular_state = self._angular(*per_pair, pairs.n_atoms, want is not None)
         features = torch.cat([radial, angular_features], dim=2).flatten(1)  # (N, C·(R+A+2))
         if want is None:
             return features, None
         with torch.no_grad():
             if want == "jacobian":
-                return features, self._jacobian(u, slopes, blocks, angular)
-            n_angular_pairs = r.shape[0] if angular is None else angular.shape[0]
-            angular_rows = r.new_empty((n_angular_pairs, 3, len(slopes), self.config.angular_order + 1))
-            for part, block in blocks:  # (p, C, A+1, 3) → (p, 3, C, A+1): rows per pair and direction
-                angular_rows[part] = block.permute(0, 3, 1, 2)
-            gradients = _PairGradients(
-                first=pairs.first,
-                u=u,
-                radial_rows=torch.cat(slopes).T.contiguous(),  # (P, C·(R+1))
-                radial_columns=self.radial_columns,
-                angular_rows=angular_rows.flatten(2),
-                angular_pairs=angular,
-                angular_first=per_pair[2],
-                angular_columns=self.angular_columns,
-            )
-        return features, gradients
+                return features, self._jacobian(u, slopes, self._angular_blocks(*angular_state), angular)
+            radial_rows = torch.cat(slopes).T.contiguous()  # (P, C·(R+1))
+        return features, _PairGradients(self, pairs.first, u, radial_rows, angular_state, angular)
 
     def _jacobian(self, u, slopes, blocks, angular_rows):
         """J (P, D, 3): radial columns dφ_a/dr u from the slopes, angular columns from the blocks (zero for pairs
@@ -344,8 +331,9 @@ class ChebyshevDescriptor(Descriptor):
         return features, [slope] if weights is None else [slope, slope * weights]
 
     def _angular(self, r, u, first, weights, n_atoms, jacobian):
-        """Angular features (N, C, A+1) by moments, and, if ``jacobian``, an iterator over blocks of pairs of their
-        angular Jacobian: (slice of the pairs given, (p, C, A+1, 3)); else None. Iterate it without autograd."""
+        """Angular features (N, C, A+1) by moments, and, if ``jacobian``, what their Jacobian is made of (the pairs'
+        r, u, central atoms, monomials, the atoms' moments, w and w'; :meth:`_angular_blocks` builds it), else
+        None."""
         fc, dfc = cosine_cutoff(r, self.config.angular_cutoff)
         w = self._channels(fc, weights)  # (P, C)
         powers = monomials(u, self.config.angular_order)  # (P, M)
@@ -357,7 +345,7 @@ class ChebyshevDescriptor(Descriptor):
         features = 0.5 * ((moments * moments) @ square - self_terms.unsqueeze(2))
         if not jacobian:
             return features, None
-        return features, self._angular_blocks(r, u, first, powers, moments, w, self._channels(dfc, weights))
+        return features, (r, u, first, powers, moments, w, self._channels(dfc, weights))
 
     def _angular_blocks(self, r, u, first, powers, moments, w, dw):
         """The angular Jacobian in blocks of pairs (bounded temporaries): (slice, (p, C, A+1, 3)) each."""
@@ -375,6 +363,34 @@ class ChebyshevDescriptor(Descriptor):
                 dw[part],
             )
             yield part, block
+
+    def _angular_vjp(self, dE_dG: torch.Tensor, r, u, first, powers, moments, w, dw) -> torch.Tensor:
+        """Σ_a ∂E/∂d_a ∂d_a/∂r_p for the angular pairs without their Jacobian: (N, C, A+1, K) → (K, P_ang, 3).
+
+        With g = ∂E/∂d of the pair's atom, the module docstring's Jacobian contracts to
+        [w' Σ_m H_m u^m - (w/r) Σ_m |m| H_m u^m - w w' Σ_a g_a] u + (w/r) Σ_m' T_{α,m'} u^m' e_α, where
+        H_m = S_m Σ_a Q_ma g_a and T_{α,m'} = S_{m'+e_α} Σ_a C^t_{m'a} g_a are per-atom tables: each pair multiplies
+        its monomials with its atom's (M, 5·C·K) table, one batched product per atom. It reads no per-pair copy of
+        the moments and writes no Jacobian rows: for 1 to 8 members it was faster than building the angular rows
+        per pair and contracting them (a committee of 4 on 2048 Cu atoms: 57 against 70 ms per call, one thread).
+        """
+        dtype = r.dtype
+        n_atoms, n_channels, n_mono = moments.shape
+        n_lower, n_members = self.angular_tangential.shape[0], dE_dG.shape[-1]
+        held = moments.unsqueeze(-1) * torch.einsum("ma,ncak->ncmk", self.angular_square.to(dtype), dE_dG)
+        raised = moments[:, :, self.angular_raised].view(n_atoms, n_channels, 3, n_lower, 1)
+        tangent = raised * torch.einsum("ma,ncak->ncmk", self.angular_tangential.to(dtype), dE_dG).unsqueeze(2)
+        table = moments.new_zeros((n_atoms, n_mono, 5, n_channels, n_members))
+        table[:, :, 0] = held.transpose(1, 2)
+        table[:, :, 1] = (held * self.monomial_degree.to(dtype)[:, None]).transpose(1, 2)
+        table[:, :n_lower, 2:] = tangent.permute(0, 3, 2, 1, 4)
+        sums = contract_by_atom(powers.unsqueeze(1), first, table.view(n_atoms, n_mono, -1))
+        sums = sums.view(-1, 5, n_channels, n_members)  # (P, 5, C, K): Σ H u^m, Σ |m| H u^m, Σ T_α u^m'
+        w_over_r = (w / r.unsqueeze(1)).unsqueeze(2)  # (P, C, 1)
+        g_sum = dE_dG.sum(2).index_select(0, first)  # (P, C, K)
+        along = dw.unsqueeze(2) * sums[:, 0] - w_over_r * sums[:, 1] - (w * dw).unsqueeze(2) * g_sum  # (P, C, K)
+        across = (w_over_r.unsqueeze(1) * sums[:, 2:]).sum(2)  # (P, 3, K)
+        return (along.sum(1).unsqueeze(1) * u.unsqueeze(2) + across).permute(2, 0, 1)
 
     def _angular_jacobian(self, r, u, moments, raised, powers, w, dw):
         """(P, C, A+1, 3) as in the module docstring, from each pair's central-atom moments S_m (P, C·M) and
@@ -402,30 +418,30 @@ class _PairGradients:
     """∂E/∂G (K, N, D) ↦ ∂E/∂r_p (K, P, 3) from the factors of J, for inference.
 
     J's radial columns are a scalar per pair and function along the pair, dφ_a/dr · u_p, so their contraction is
-    (Σ_a ∂E/∂G_{i_p a} dφ_a/dr) u_p: P·(R+1) values instead of 3·P·(R+1). Its angular columns vanish beyond the
-    angular cutoff, so only the pairs within it keep (3, C·(A+1)) rows. Both are contracted one atom at a time
-    (:func:`~aiida_annpot.core.pair_gradients.contract_by_atom`).
+    (Σ_a ∂E/∂G_{i_p a} dφ_a/dr) u_p: P·(R+1) values instead of 3·P·(R+1), contracted one atom at a time
+    (:func:`~aiida_annpot.core.pair_gradients.contract_by_atom`). Its angular columns vanish beyond the angular
+    cutoff; for the pairs within it the moments are contracted directly (:meth:`ChebyshevDescriptor._angular_vjp`).
 
-    :param radial_rows: (P, C·(R+1)) dφ/dr per pair, in the order of ``radial_columns`` of G.
-    :param angular_rows: (P_ang, 3, C·(A+1)) angular Jacobian rows, in the order of ``angular_columns``.
-    :param angular_pairs: (P_ang,) the pairs they belong to, None for all; ``angular_first`` their central atoms.
+    :param radial_rows: (P, C·(R+1)) dφ/dr per pair, in the order of the descriptor's ``radial_columns`` of G.
+    :param angular_state: what the angular Jacobian is made of (:meth:`ChebyshevDescriptor._angular`).
+    :param angular_pairs: (P_ang,) the pairs within the angular cutoff, None for all.
     """
 
-    def __init__(
-        self, first, u, radial_rows, radial_columns, angular_rows, angular_pairs, angular_first, angular_columns
-    ):
-        self.first, self.u = first, u
-        self.radial_rows, self.radial_columns = radial_rows, radial_columns
-        self.angular_rows, self.angular_pairs = angular_rows, angular_pairs
-        self.angular_first, self.angular_columns = angular_first, angular_columns
+    def __init__(self, descriptor, first, u, radial_rows, angular_state, angular_pairs):
+        self.descriptor, self.first, self.u = descriptor, first, u
+        self.radial_rows, self.angular_state, self.angular_pairs = radial_rows, angular_state, angular_pairs
 
     def __call__(self, dE_dG: torch.Tensor) -> torch.Tensor:
+        descriptor, state = self.descriptor, self.angular_state
         per_atom = dE_dG.permute(1, 2, 0)  # (N, D, K)
-        along = contract_by_atom(self.radial_rows.unsqueeze(1), self.first, per_atom[:, self.radial_columns])
-        gradients = along.permute(2, 0, 1) * self.u  # (K, P, 1) · (P, 3)
-        if self.angular_rows.shape[0]:
-            angular = contract_by_atom(self.angular_rows, self.angular_first, per_atom[:, self.angular_columns])
-            angular = angular.permute(2, 0, 1)  # (K, P_ang, 3)
+        with torch.no_grad():
+            along = contract_by_atom(self.radial_rows.unsqueeze(1), self.first, per_atom[:, descriptor.radial_columns])
+            gradients = along.permute(2, 0, 1) * self.u  # (K, P, 1) · (P, 3)
+            if state[0].shape[0] == 0:
+                return gradients
+            n_channels = state[5].shape[1]
+            angular_g = per_atom[:, descriptor.angular_columns].unflatten(1, (n_channels, -1))  # (N, C, A+1, K)
+            angular = descriptor._angular_vjp(angular_g, *state)  # (K, P_ang, 3)
             if self.angular_pairs is None:
                 gradients += angular
             else:
