@@ -46,7 +46,8 @@ def contract_by_atom(rows: torch.Tensor, first: torch.Tensor, weights: torch.Ten
 
     One product per atom, (X·n_i, F) @ (F, K), with n_i padded to the largest count, when the pairs are grouped by
     central atom in order (as neighbour searches return them) and padding stays within :data:`PADDING_LIMIT`;
-    otherwise one product per pair. No autograd graph is kept through the padding (inference only).
+    otherwise one product per pair. Inference calls it without autograd; training contracts per pair
+    (:func:`pair_gradients`).
     """
     n_pairs, n_rows, n_features = rows.shape
     n_atoms, n_members = weights.shape[0], weights.shape[2]

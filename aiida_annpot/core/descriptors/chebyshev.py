@@ -39,6 +39,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -284,24 +285,24 @@ class ChebyshevDescriptor(Descriptor):
             radial_rows = torch.cat(slopes).T.contiguous()  # (P, C·(R+1))
         return features, _PairGradients(self, pairs.first, u, radial_rows, angular_state, angular)
 
-    def _jacobian(self, u, slopes, blocks, angular_rows):
+    def _jacobian(self, u, slopes, blocks, angular_pairs):
         """J (P, D, 3): radial columns dφ_a/dr u from the slopes, angular columns from the blocks (zero for pairs
-        beyond the angular cutoff; ``angular_rows`` are the others, None for all)."""
+        beyond the angular cutoff; ``angular_pairs`` are the others, None for all)."""
         jac = u.new_empty((u.shape[0], self.n_features, 3))
         for c, slope in enumerate(slopes):
             channel = slope.T
             for k in range(3):  # 2-D ops: broadcasting over a size-3 (or size-1) axis is several times slower
                 torch.mul(channel, u[:, k, None], out=jac[:, self._columns(c, "radial"), k])
         columns = [self._columns(c, "angular") for c in range(len(slopes))]
-        if angular_rows is not None:
+        if angular_pairs is not None:
             for block_columns in columns:
                 jac[:, block_columns] = 0.0
         for part, block in blocks:
             for c, block_columns in enumerate(columns):
-                if angular_rows is None:
+                if angular_pairs is None:
                     jac[part, block_columns] = block[:, c]
                 else:
-                    jac[:, block_columns].index_copy_(0, angular_rows[part], block[:, c])
+                    jac[:, block_columns].index_copy_(0, angular_pairs[part], block[:, c])
         return jac
 
     def _columns(self, channel: int, part: str) -> slice:
@@ -331,9 +332,8 @@ class ChebyshevDescriptor(Descriptor):
         return features, [slope] if weights is None else [slope, slope * weights]
 
     def _angular(self, r, u, first, weights, n_atoms, jacobian):
-        """Angular features (N, C, A+1) by moments, and, if ``jacobian``, what their Jacobian is made of (the pairs'
-        r, u, central atoms, monomials, the atoms' moments, w and w'; :meth:`_angular_blocks` builds it), else
-        None."""
+        """Angular features (N, C, A+1) by moments, and, if ``jacobian``, what their Jacobian is made of
+        (:class:`_AngularPairs`), else None."""
         fc, dfc = cosine_cutoff(r, self.config.angular_cutoff)
         w = self._channels(fc, weights)  # (P, C)
         powers = monomials(u, self.config.angular_order)  # (P, M)
@@ -345,7 +345,7 @@ class ChebyshevDescriptor(Descriptor):
         features = 0.5 * ((moments * moments) @ square - self_terms.unsqueeze(2))
         if not jacobian:
             return features, None
-        return features, (r, u, first, powers, moments, w, self._channels(dfc, weights))
+        return features, _AngularPairs(r, u, first, powers, moments, w, self._channels(dfc, weights))
 
     def _angular_blocks(self, r, u, first, powers, moments, w, dw):
         """The angular Jacobian in blocks of pairs (bounded temporaries): (slice, (p, C, A+1, 3)) each."""
@@ -414,6 +414,19 @@ class ChebyshevDescriptor(Descriptor):
         return jac.addcmul_(along_u.unsqueeze(3), u[:, None, :]).permute(1, 2, 0, 3)
 
 
+class _AngularPairs(NamedTuple):
+    """The pairs within the angular cutoff and what their part of J is made of, in the order the methods that
+    build (:meth:`ChebyshevDescriptor._angular_blocks`) or contract it (``_angular_vjp``) take them."""
+
+    r: torch.Tensor  # (P_ang,) distances
+    u: torch.Tensor  # (P_ang, 3) unit vectors
+    first: torch.Tensor  # (P_ang,) central atoms
+    powers: torch.Tensor  # (P_ang, M) monomials u^m
+    moments: torch.Tensor  # (N, C, M) S_m of every atom
+    w: torch.Tensor  # (P_ang, C) cutoff weights
+    dw: torch.Tensor  # (P_ang, C) their derivatives
+
+
 class _PairGradients:
     """∂E/∂G (K, N, D) ↦ ∂E/∂r_p (K, P, 3) from the factors of J, for inference.
 
@@ -423,7 +436,7 @@ class _PairGradients:
     cutoff; for the pairs within it the moments are contracted directly (:meth:`ChebyshevDescriptor._angular_vjp`).
 
     :param radial_rows: (P, C·(R+1)) dφ/dr per pair, in the order of the descriptor's ``radial_columns`` of G.
-    :param angular_state: what the angular Jacobian is made of (:meth:`ChebyshevDescriptor._angular`).
+    :param angular_state: what the angular Jacobian is made of (:class:`_AngularPairs`).
     :param angular_pairs: (P_ang,) the pairs within the angular cutoff, None for all.
     """
 
@@ -437,9 +450,9 @@ class _PairGradients:
         with torch.no_grad():
             along = contract_by_atom(self.radial_rows.unsqueeze(1), self.first, per_atom[:, descriptor.radial_columns])
             gradients = along.permute(2, 0, 1) * self.u  # (K, P, 1) · (P, 3)
-            if state[0].shape[0] == 0:
+            if state.r.shape[0] == 0:
                 return gradients
-            n_channels = state[5].shape[1]
+            n_channels = state.w.shape[1]
             angular_g = per_atom[:, descriptor.angular_columns].unflatten(1, (n_channels, -1))  # (N, C, A+1, K)
             angular = descriptor._angular_vjp(angular_g, *state)  # (K, P_ang, 3)
             if self.angular_pairs is None:
