@@ -8,18 +8,24 @@ cap of exactly that many), for ``--iterations`` iterations. The profile ``annpot
 (database dropped, repository removed; services started if needed), and the daemon runs ``--workers`` workers.
 
 At every committee (after 1, 2, ... iterations' labels) the campaign is paused once its exploration has finished
-(no label is running then), and measured on an idle daemon:
-- ``aiida-annpot status CAMPAIGN`` and ``aiida-annpot lineage POTENTIAL`` as CLI calls (wall time of the process),
-  ``aiida-annpot --help`` as the CLI's start-up (Python, click, AiiDA imports; no profile), and the same queries in
-  a fresh interpreter after ``load_profile`` (``learned_from``: "every reference calculation behind this potential";
-  the status lines), each ``--repeats`` times (median);
+(no label is running then), and measured on an idle daemon (:mod:`scale_measurements`):
+- ``aiida-annpot status CAMPAIGN`` and ``aiida-annpot lineage POTENTIAL`` as CLI calls (wall time of the process);
+  as start-up, ``aiida-annpot --help`` (Python, click, AiiDA imports; no profile) and ``aiida-annpot status`` listing
+  the campaigns (imports, profile, database connection, one small query), which a call's time "beyond start-up" is
+  taken from; and the same queries in a fresh interpreter after ``load_profile`` and a first node load
+  (``reference_calculations``: "every reference calculation behind this potential", ``learned_from``: the same as
+  nodes, the status lines), each ``--repeats`` times (median);
 - the database (``pg_database_size``), the file repository (bytes under the disk-objectstore container) and nodes.
 After the run: per label, the label work chain's wall time (creation to last change) and the ``annpot label``
 process's own wall time from interpreter start (written by the engine); their difference is the AiiDA overhead per
-label at that concurrency. The labelling phases' wall time per label (throughput) and the daemon workers' CPU time
-per label are printed too.
+label, at the campaign's concurrency and, for ``--serial`` more labels, one at a time. The labelling phases' wall
+time per label (throughput) and the daemon workers' CPU time per label are printed too. The times are fitted
+linearly against the labels and evaluated at 10^4 (the number of queries does not depend on the labels; the rows
+they return do). ``--remeasure`` times the queries again on the last campaign's database; ``scale_synthetic.py``
+times them on a campaign-shaped graph of 10^4 labels.
 
 Usage: python bench/campaign_scale.py [--per-iteration 250] [--iterations 4] [--max-concurrent 8] [--workers 2]
+       python bench/campaign_scale.py --remeasure [--repeats 5]
 """
 
 from __future__ import annotations
