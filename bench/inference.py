@@ -4,12 +4,18 @@ Each calculator is called on the same sequence of configurations (a random walk 
 neighbour lists with a Verlet skin are reused as in MD). Reports atom-steps per second for EMT, one model, and a
 committee of 4 members (per-member forces, as the force deviation needs), in float32 on ``--threads`` threads.
 
-Run: ``python bench/inference.py [--threads 2] [--seconds 5]``
+Each round measures EMT and then the models, ``--repeats`` rounds; the ratio to EMT is taken within a round and
+reported as the range over rounds. ``--clock process`` counts this process's CPU time instead of wall time: with
+one thread it stays meaningful while other work shares the machine (it does not undo the caches and memory
+bandwidth they take).
+
+Run: ``python bench/inference.py [--threads 2] [--seconds 5] [--repeats 3] [--clock wall|process]``
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import time
 
@@ -33,40 +39,61 @@ def committee(size: int) -> Potential:
     return potential
 
 
-def atom_steps_per_second(calc, n_repeat: int, seconds: float) -> float:
+def atom_steps_per_second(calc, n_repeat: int, seconds: float, clock=time.perf_counter) -> float:
     atoms = bulk("Cu", "fcc", a=3.61, cubic=True).repeat((n_repeat,) * 3)
     rng = np.random.default_rng(0)
     atoms.rattle(0.05, seed=1)
     atoms.calc = calc
     atoms.get_forces()  # warm-up: first neighbour list, allocations
-    steps, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds or steps < 3:
+    steps, start, wall = 0, clock(), time.perf_counter()
+    while time.perf_counter() - wall < seconds or steps < 3:
         atoms.positions += rng.normal(0.0, 0.005, atoms.positions.shape)
         atoms.get_forces()
         steps += 1
-    return len(atoms) * steps / (time.perf_counter() - start)
+    return len(atoms) * steps / (clock() - start)
+
+
+def span(values, digits: int = 2) -> str:
+    low, high = min(values), max(values)
+    return f"{low:.{digits}f}" if round(low, digits) == round(high, digits) else f"{low:.{digits}f}–{high:.{digits}f}"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--repeats", type=int, default=3, help="rounds; each measures EMT and the models in turn")
+    parser.add_argument(
+        "--clock",
+        choices=["wall", "process"],
+        default="wall",
+        help="process: CPU time of this process, for one thread on a machine that other work keeps busy",
+    )
     args = parser.parse_args()
+    if args.clock == "process" and args.threads != 1:
+        parser.error("--clock process measures one thread only (idle OpenMP threads spin and count as CPU time)")
     torch.set_num_threads(args.threads)
+    clock = time.perf_counter if args.clock == "wall" else time.process_time
     print(
         f"# {platform.processor() or platform.machine()}, torch {torch.__version__}, {args.threads} threads, "
-        f"descriptor {DESCRIPTOR.model_dump()}, network {NETWORK.hidden}"
+        f"{args.clock} clock, {args.repeats} rounds; descriptor {DESCRIPTOR.model_dump()}, network {NETWORK.hidden}; "
+        f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}"
     )
-    print(f"{'atoms':>6} {'calculator':<22} {'atom-steps/s':>13} {'ms/step':>9} {'x EMT':>7}")
+    print("| atoms | calculator | atom-steps/s | ms/step | × EMT (same round) |\n|---:|---|---:|---:|---:|")
+    calculators = {"ASE EMT": EMT}
+    for label, size in (("annpot, 1 model", 1), ("annpot, committee of 4 (per-member forces)", 4)):
+        calculators[label] = lambda size=size: AnnCalculator(committee(size), dtype="float32", skin=0.5)
     for n_repeat in (4, 8):
         n_atoms = 4 * n_repeat**3
-        baseline = atom_steps_per_second(EMT(), n_repeat, args.seconds)
-        rows = [("ASE EMT", baseline)]
-        for label, size in (("annpot, 1 model", 1), ("annpot, committee of 4", 4)):
-            calc = AnnCalculator(committee(size), dtype="float32", skin=0.5)
-            rows.append((label, atom_steps_per_second(calc, n_repeat, args.seconds)))
-        for label, rate in rows:
-            print(f"{n_atoms:6d} {label:<22} {rate:13.0f} {1000 * n_atoms / rate:9.2f} {rate / baseline:7.2f}")
+        rates = {label: [] for label in calculators}
+        for _ in range(args.repeats):
+            for label, make in calculators.items():
+                rates[label].append(atom_steps_per_second(make(), n_repeat, args.seconds, clock))
+        for label, values in rates.items():
+            ratios = [value / emt for value, emt in zip(values, rates["ASE EMT"], strict=True)]
+            ms = [1000 * n_atoms / value for value in values]
+            print(f"| {n_atoms} | {label} | {span(values, 0)} | {span(ms)} | {span(ratios)} |", flush=True)
+    print(f"# load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from aiida.orm import Dict, RemoteData
 
 from ..common.config import ConfigError, load_config
 from ..common.contract import STATUS_FILE
+from .gpus import validate_gpu_count, validate_gpu_request, with_gpu_request
 
 __all__ = ["AnnpotCalculation", "validate_config_dict"]
 
@@ -61,6 +62,15 @@ class AnnpotCalculation(CalcJob):
         )
         spec.inputs["metadata"]["options"]["resources"].default = {"num_machines": 1, "num_mpiprocs_per_machine": 1}
         spec.inputs["metadata"]["options"]["withmpi"].default = False
+        spec.input(
+            "metadata.options.gpus",
+            valid_type=int,
+            required=False,
+            validator=validate_gpu_count,
+            help="GPUs to ask the scheduler for (Slurm: #SBATCH --gres=gpu:N, ahead of custom_scheduler_commands); "
+            "the configuration's device: auto then runs on the GPU.",
+        )
+        spec.inputs.validator = validate_gpu_request  # subclasses with validators of their own call it first
         spec.exit_code(
             300,
             "ERROR_MISSING_STATUS",
@@ -87,6 +97,15 @@ class AnnpotCalculation(CalcJob):
             invalidates_cache=True,
             message="wall time reached: state saved; rerun with parent_folder to resume.",
         )
+
+    def _setup_metadata(self, metadata: dict) -> None:
+        """Record the options with the GPU request written into ``custom_scheduler_commands``, where aiida-core's
+        schedulers read it (the ``gpus`` option itself is recorded as given)."""
+        options = metadata.get("options", {})
+        if options.get("gpus"):
+            computer = metadata.get("computer") or self.inputs.code.computer
+            metadata = {**metadata, "options": with_gpu_request(dict(options), computer.scheduler_type)}
+        super()._setup_metadata(metadata)
 
     def engine_config(self, folder) -> dict:
         """The engine configuration to write (subclasses add the paths of the files they write to ``folder``)."""

@@ -19,6 +19,7 @@ from ..core.explored import encode_key  # torch-free
 from ..data.dataset import AtomisticDataset
 from ..data.potential import AnnPotential
 from .base import AnnpotCalculation, validate_config_dict
+from .gpus import validate_gpu_request
 
 __all__ = ["AnnExploreCalculation", "validate_exploration_config", "validate_start_structures"]
 
@@ -34,9 +35,11 @@ def validate_exploration_config(value: Dict, _) -> str | None:
 
 
 def validate_start_structures(inputs: dict, namespace) -> str | None:
-    """There must be start structures, and the potential must cover all their elements."""
-    if "structures" not in namespace:  # exposed without its structures: the wrapping process checks them
-        return None
+    """There must be start structures, the potential must cover all their elements, and GPUs asked for must be
+    possible (:func:`~.gpus.validate_gpu_request`)."""
+    message = validate_gpu_request(inputs, namespace)
+    if message is not None or "structures" not in namespace:  # exposed without its structures: the wrapper checks
+        return message
     structures = inputs.get("structures", {})
     if not structures:
         return "no start structures: the structures namespace is empty"

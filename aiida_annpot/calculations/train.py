@@ -15,6 +15,7 @@ from ..core.baselines import ENTRY_POINT_GROUP, is_registered, registered_names
 from ..data.dataset import AtomisticDataset
 from ..data.potential import AnnPotential
 from .base import AnnpotCalculation, validate_config_dict
+from .gpus import validate_gpu_request
 
 __all__ = ["AnnTrainCalculation"]
 
@@ -39,9 +40,11 @@ def validate_training_config(value: Dict, _) -> str | None:
 
 
 def validate_inputs(inputs: dict, namespace) -> str | None:
-    """The parent member must exist, and the dataset must hold only elements the configuration covers."""
-    if "config" not in namespace:  # exposed without its configuration: the wrapping process checks it
-        return None
+    """The parent member must exist, the dataset must hold only elements the configuration covers, and GPUs asked
+    for must be possible (:func:`~.gpus.validate_gpu_request`)."""
+    message = validate_gpu_request(inputs, namespace)
+    if message is not None or "config" not in namespace:  # exposed without its configuration: the wrapper checks it
+        return message
     if "parent_member" in inputs:
         size = inputs["parent_potential"].committee_size if "parent_potential" in inputs else 0
         if not 0 <= inputs["parent_member"].value < size:

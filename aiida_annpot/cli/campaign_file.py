@@ -9,6 +9,7 @@ pseudo_family: Si-LDA-debian  # quantumespresso only: an aiida-pseudo family
 codes: {reference: pw@localhost, annpot: annpot@localhost}   # `pw:` is accepted for `reference:`
 overrides: {}                 # protocol overrides
 options: {}                   # scheduler options for every CalcJob
+gpus: 1                       # optional: GPUs per training and exploration job (Slurm: --gres=gpu:N)
 model_selection: 1234         # optional: PK or UUID of a finished annpot.model_selection
 ```
 Each problem is reported with the field it concerns (``codes.reference: no code 'pw@foo'``); the builder's own port
@@ -72,6 +73,9 @@ class CampaignFile(BaseModel):
     codes: Codes
     overrides: dict = Field(default_factory=dict)
     options: dict = Field(default_factory=dict)
+    gpus: int | None = Field(
+        None, ge=0, description="GPUs per annpot job (training, exploration); the reference code's jobs get none"
+    )
     model_selection: int | str | None = Field(None, description="PK or UUID of a finished annpot.model_selection")
 
 
@@ -243,9 +247,13 @@ def _check_options(options: dict) -> list[str]:
     from aiida.engine import CalcJob
 
     known = set(CalcJob.spec_options)
-    return [
+    # every CalcJob gets `options`, the reference code's too, whose plugin has no gpus option
+    gpus = ["options.gpus: give GPUs as the top-level gpus: key (they go to the annpot jobs only)"] * (
+        "gpus" in options
+    )
+    return gpus + [
         f"options.{key}: unknown scheduler option; known: {', '.join(sorted(known))}"
-        for key in sorted(set(options) - known)
+        for key in sorted(set(options) - known - {"gpus"})
     ]
 
 
@@ -303,6 +311,9 @@ def build_from_file(path: str | Path):
         raise CampaignFileError(f"cannot build the campaign inputs: {exc}") from exc
     if campaign.label:
         builder.metadata.label = campaign.label
+    if campaign.gpus is not None:  # the annpot jobs only: the labeller's code may not run on GPUs at all
+        builder.committee.train.train.metadata.options.gpus = campaign.gpus
+        builder.exploration.explore.explore.metadata.options.gpus = campaign.gpus
     if selection is not None:
         _apply_model_selection(builder, selection, campaign)
     error = ActiveLearningWorkChain.spec().inputs.validate(builder._inputs(prune=True))

@@ -90,6 +90,21 @@ class ChebyshevConfig(_Strict):
         return self
 
 
+#: Where the engine runs its tensors: ``auto`` takes the GPU when torch finds one, else the CPU; ``cuda`` insists on
+#: a GPU and fails at the start of the run, naming this setting, where there is none. The node's GPU is the job's
+#: first visible one (a batch job sees only the GPUs it was given, so an index would name the wrong card).
+Device = Literal["auto", "cpu", "cuda"]
+DEVICE_HELP = (
+    "Where tensors live: auto (a GPU when torch finds one, else the CPU), cpu, or cuda (a GPU or an error at the "
+    "start of the run). Results agree to floating-point rounding."
+)
+
+
+def _without_auto_device(data: dict) -> dict:
+    """``device: auto`` (the default) stays out of dumps, as the settings of :func:`_without_unset` do."""
+    return {key: value for key, value in data.items() if not (key == "device" and value == "auto")}
+
+
 def _without_unset(data: dict, keys: tuple[str, ...]) -> dict:
     """``data`` without the ``keys`` whose value is None (or empty): settings added after model files and AiiDA
     nodes were first written stay out of their dumps unless used, so those dumps, digests and hashes are unchanged."""
@@ -305,6 +320,7 @@ class TrainingConfig(_Strict):
         None, description="Delta learning: fit DFT minus this baseline; the model file records it and adds it back."
     )
     dtype: Literal["float32", "float64"] = "float64"
+    device: Device = Field("auto", description=DEVICE_HELP)
     threads: int | None = Field(None, ge=1, description="torch intra-op threads (default: torch's choice).")
     feature_store: Literal["memory", "disk"] | None = Field(
         None,
@@ -321,7 +337,7 @@ class TrainingConfig(_Strict):
 
     @model_serializer(mode="wrap")
     def _compact(self, handler) -> dict:
-        return _without_unset(handler(self), ("feature_store", "memory_budget"))
+        return _without_auto_device(_without_unset(handler(self), ("feature_store", "memory_budget")))
 
     @model_validator(mode="after")
     def _lr_bounds(self) -> TrainingConfig:
@@ -424,6 +440,7 @@ class ExplorationConfig(_Strict):
         None, gt=0.0, description="Seconds; then stop after a recorded frame and exit with code 75 (resume later)."
     )
     dtype: Literal["float32", "float64"] = Field("float32", description="float32 is fast enough for MD.")
+    device: Device = Field("auto", description=DEVICE_HELP)
     skin: float = Field(0.5, ge=0.0, description="Verlet skin (Å) of the neighbour list reused across steps.")
     batch_trajectories: int = Field(
         16,
@@ -434,6 +451,10 @@ class ExplorationConfig(_Strict):
     )
     seed: int = Field(0, ge=0)
     threads: int | None = Field(None, ge=1)
+
+    @model_serializer(mode="wrap")
+    def _compact(self, handler) -> dict:
+        return _without_auto_device(handler(self))
 
     @model_validator(mode="before")
     @classmethod
@@ -458,8 +479,13 @@ class ScoringConfig(_Strict):
         None, description="Training structures (extxyz): their fingerprints feed the duplicate filter."
     )
     dtype: Literal["float32", "float64"] = "float32"
+    device: Device = Field("auto", description=DEVICE_HELP)
     threads: int | None = Field(None, ge=1)
     wall_time: float | None = Field(None, gt=0.0, description="Seconds (accepted for the CalcJob; scoring is short).")
+
+    @model_serializer(mode="wrap")
+    def _compact(self, handler) -> dict:
+        return _without_auto_device(handler(self))
 
 
 class AseLabelSettings(_Strict):

@@ -40,6 +40,10 @@ class ModelFileError(AnnpotError):
     """A model file that is missing, corrupt, or does not match the others of a committee."""
 
 
+class DeviceUnavailableError(AnnpotError):
+    """The configuration asks for a device (``device: cuda``) that this machine does not have."""
+
+
 class TrainingDivergedError(AnnpotError):
     """The loss became NaN or infinite."""
 

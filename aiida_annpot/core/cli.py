@@ -105,6 +105,23 @@ def _records_status(command: Callable) -> Callable:
 
 
 #: ``--trust-baseline``: the explicit trust an import-path baseline needs; files cannot give it to themselves.
+def _config_and_workdir(workdir_help: str) -> Callable:
+    """The CONFIG.yaml argument and ``--workdir`` option of the commands the CalcJobs run."""
+
+    def decorate(command: Callable) -> Callable:
+        command = click.option(
+            "--workdir",
+            type=click.Path(file_okay=False, path_type=Path),
+            default=Path("."),
+            show_default=True,
+            help=workdir_help,
+        )(command)
+        config = click.argument("config_file", metavar="CONFIG.yaml", type=click.Path(dir_okay=False, path_type=Path))
+        return config(command)
+
+    return decorate
+
+
 _trust_baseline = click.option(
     "--trust-baseline",
     "trusted_baselines",
@@ -148,14 +165,7 @@ def cli() -> None:
 
 
 @cli.command()
-@click.argument("config_file", metavar="CONFIG.yaml", type=click.Path(dir_okay=False, path_type=Path))
-@click.option(
-    "--workdir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=Path("."),
-    show_default=True,
-    help="Folder for the model, metrics, learning curve and checkpoint.",
-)
+@_config_and_workdir("Folder for the model, metrics, learning curve and checkpoint.")
 @click.option("--resume", is_flag=True, help="Continue from the checkpoint in WORKDIR, if there is one.")
 @_trust_baseline
 @_records_status
@@ -187,14 +197,7 @@ def train(config_file: Path, workdir: Path, resume: bool, trusted_baselines: tup
 
 
 @cli.command()
-@click.argument("config_file", metavar="CONFIG.yaml", type=click.Path(dir_okay=False, path_type=Path))
-@click.option(
-    "--workdir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=Path("."),
-    show_default=True,
-    help="Folder for the sampled frames and the summary.",
-)
+@_config_and_workdir("Folder for the sampled frames and the summary.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted exploration in WORKDIR.")
 @_trust_baseline
 @_records_status
@@ -221,14 +224,7 @@ def explore(config_file: Path, workdir: Path, resume: bool, trusted_baselines: t
 
 
 @cli.command()
-@click.argument("config_file", metavar="CONFIG.yaml", type=click.Path(dir_okay=False, path_type=Path))
-@click.option(
-    "--workdir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=Path("."),
-    show_default=True,
-    help="Folder for the scored frames and the summary.",
-)
+@_config_and_workdir("Folder for the scored frames and the summary.")
 @click.option("--resume", is_flag=True, hidden=True, help="Accepted for the CalcJob; scoring starts over.")
 @_trust_baseline
 @_records_status
@@ -250,14 +246,7 @@ def score(config_file: Path, workdir: Path, resume: bool, trusted_baselines: tup
 
 
 @cli.command()
-@click.argument("config_file", metavar="CONFIG.yaml", type=click.Path(dir_okay=False, path_type=Path))
-@click.option(
-    "--workdir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=Path("."),
-    show_default=True,
-    help="Folder for the label file.",
-)
+@_config_and_workdir("Folder for the label file.")
 @click.option("--resume", is_flag=True, hidden=True, help="Accepted for the CalcJob; a label starts over.")
 @_records_status
 @_reports_input_errors
@@ -413,17 +402,31 @@ def _write_evaluation(output: Path, summary: dict, parity) -> None:
 @click.option(
     "--output", type=click.Path(file_okay=False, path_type=Path), help="Folder to write metrics.json and parity.csv to."
 )
+@click.option(
+    "--device",
+    type=click.Choice(["auto", "cpu", "cuda"]),
+    default="auto",
+    show_default=True,
+    help="Where the model runs: auto takes a GPU when torch finds one.",
+)
 @_trust_baseline
 @_reports_input_errors
 def evaluate(
-    model: Path, data: Path, members: tuple[Path, ...], output: Path | None, trusted_baselines: tuple[str, ...]
+    model: Path,
+    data: Path,
+    members: tuple[Path, ...],
+    output: Path | None,
+    device: str,
+    trusted_baselines: tuple[str, ...],
 ) -> None:
     """Errors of MODEL (with any --member files, as a committee mean) on the labelled frames of DATA."""
+    from .device import device_record, resolve_device
     from .metrics import parity
     from .modelfile import load_potential
 
     paths = [model, *members]
-    potential = load_potential(paths)
+    resolved = resolve_device(device)
+    potential = load_potential(paths).to(resolved)
     potential.eval()
     features = _load_data(data, potential, trusted_baselines)
     mean = parity(potential, features)
@@ -440,6 +443,7 @@ def evaluate(
             "n_structures": len(features),
             "committee_mean": mean.metrics(),
             "members": members_metrics,
+            "device": device_record(resolved),
         }
         _write_evaluation(output, summary, mean)
         click.echo(f"wrote {output / 'metrics.json'} and {output / 'parity.csv'}")
@@ -478,12 +482,21 @@ def _info_lines(metadata: dict) -> list[str]:
     ]
     versions = metadata.get("versions", {})
     lines.append("versions:     " + ", ".join(f"{name} {version}" for name, version in versions.items()))
-    metrics = {name: values for name, values in metadata.get("metrics", {}).items() if isinstance(values, dict)}
+    rows = {key for key, _, _ in METRIC_ROWS}  # error columns only: not the feature store's or the device's records
+    metrics = {
+        name: values
+        for name, values in metadata.get("metrics", {}).items()
+        if isinstance(values, dict) and rows & set(values)
+    }
     if metrics:
         lines.append("metrics:")
         lines.extend("  " + line for line in _metrics_table(metrics))
     if "epochs" in metadata.get("metrics", {}):
         lines.append(f"epochs:       {metadata['metrics']['epochs']}")
+    device = metadata.get("metrics", {}).get("device")
+    if isinstance(device, dict):  # absent from files written before devices were recorded
+        name = f" ({device['name']})" if device.get("name") else ""
+        lines.append(f"trained on:   {device.get('type', '?')}{name}")
     return lines
 
 

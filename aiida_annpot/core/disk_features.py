@@ -54,7 +54,7 @@ class _FlatArray:
 
     def read(self, ranges: list[tuple[int, int]]) -> torch.Tensor:
         """Rows ``start:start + count`` for each ``(start, count)`` of ``ranges``, concatenated."""
-        out = torch.empty((sum(count for _, count in ranges), *self.row_shape), dtype=self.dtype)
+        out = torch.empty((sum(count for _, count in ranges), *self.row_shape), dtype=self.dtype, device="cpu")
         buffer = memoryview(out.numpy()).cast("B")
         position = 0
         for start, count in ranges:
@@ -78,7 +78,8 @@ class _FlatArray:
 class DiskFeatureSet:
     """Features, Jacobians and labels of ``frames`` in flat files under ``folder`` (created, and emptied first).
 
-    :param potential: provides the descriptor and the element lookup, as for :class:`~.dataset.FeatureSet`.
+    :param potential: provides the descriptor, the element lookup and the device batches go to, as for
+        :class:`~.dataset.FeatureSet`; the files stay on disk whatever the device.
     """
 
     def __init__(
@@ -89,7 +90,7 @@ class DiskFeatureSet:
         dtype: torch.dtype = torch.float32,
         chunk_pairs: int = 200_000,
     ):
-        self.dtype, self.folder = dtype, Path(folder)
+        self.dtype, self.folder, self.device = dtype, Path(folder), potential.device
         shutil.rmtree(self.folder, ignore_errors=True)  # a store left behind by a killed run
         self.folder.mkdir(parents=True)
         self._remove = weakref.finalize(self, shutil.rmtree, str(self.folder), True)
@@ -111,7 +112,9 @@ class DiskFeatureSet:
         stresses, self.has_stress = [], []
         for item in compute_features(frames, potential, dtype, chunk_pairs):
             n_atoms = item.species.shape[0]
-            forces = item.forces if item.forces is not None else torch.full((n_atoms, 3), float("nan"), dtype=dtype)
+            forces = item.forces
+            if forces is None:
+                forces = torch.full((n_atoms, 3), float("nan"), dtype=dtype, device="cpu")
             for name, rows in (
                 ("species", item.species),
                 ("features", item.features),
@@ -127,10 +130,13 @@ class DiskFeatureSet:
             self.volumes.append(item.volume)
             self.energies.append(item.energy)
             self.has_stress.append(item.stress is not None and math.isfinite(item.volume))
-            stresses.append(item.stress if item.stress is not None else torch.full((3, 3), float("nan"), dtype=dtype))
+            stress = item.stress
+            stresses.append(
+                stress if stress is not None else torch.full((3, 3), float("nan"), dtype=dtype, device="cpu")
+            )
         for array in self._arrays.values():
             array.seal()
-        self.stress = torch.stack(stresses) if stresses else torch.zeros((0, 3, 3), dtype=dtype)
+        self.stress = torch.stack(stresses) if stresses else torch.zeros((0, 3, 3), dtype=dtype, device="cpu")
         self.atom_start = _starts(self.n_atoms)
         self.pair_start = _starts(self.n_pairs)
 
@@ -143,13 +149,14 @@ class DiskFeatureSet:
         return sum(array.path.stat().st_size for array in self._arrays.values())
 
     def batch(self, indices) -> Batch:
-        """The structures at ``indices`` as one :class:`~.dataset.Batch`, read from the files."""
+        """The structures at ``indices`` as one :class:`~.dataset.Batch`, read from the files and moved to the
+        model's device (in the reader thread of :meth:`batches`, so the copy overlaps training too)."""
         index = [int(i) for i in indices]
         atom_ranges = [(self.atom_start[i], self.n_atoms[i]) for i in index]
         pair_ranges = [(self.pair_start[i], self.n_pairs[i]) for i in index]
-        sizes = torch.tensor([self.n_atoms[i] for i in index])
+        sizes = torch.tensor([self.n_atoms[i] for i in index], device="cpu")
         offsets = torch.repeat_interleave(
-            torch.cumsum(sizes, 0) - sizes, torch.tensor([self.n_pairs[i] for i in index])
+            torch.cumsum(sizes, 0) - sizes, torch.tensor([self.n_pairs[i] for i in index], device="cpu")
         )
         read = {
             name: array.read(pair_ranges if name in PER_PAIR else atom_ranges) for name, array in self._arrays.items()
@@ -160,13 +167,13 @@ class DiskFeatureSet:
             features=read["features"],
             jacobian=read["jacobian"],
             pairs=NeighborPairs(read["first"] + offsets, read["second"] + offsets, read["vectors"], int(sizes.sum())),
-            structure_index=torch.repeat_interleave(torch.arange(len(index)), sizes),
+            structure_index=torch.repeat_interleave(torch.arange(len(index), device="cpu"), sizes),
             n_atoms=sizes,
-            volumes=torch.tensor([self.volumes[i] for i in index], dtype=self.dtype),
-            energy=torch.tensor([self.energies[i] for i in index], dtype=self.dtype),
+            volumes=torch.tensor([self.volumes[i] for i in index], dtype=self.dtype, device="cpu"),
+            energy=torch.tensor([self.energies[i] for i in index], dtype=self.dtype, device="cpu"),
             forces=read["forces"],
             stress=self.stress[index] if has_stress else None,
-        )
+        ).to(self.device)
 
     def batches(self, groups: Iterable) -> Iterator[Batch]:
         """:meth:`batch` of each group of indices in turn, the next group read ahead by a background thread: two

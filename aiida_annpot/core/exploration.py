@@ -56,6 +56,7 @@ from ..common.config import ExplorationConfig, ExplorationStage
 from . import jsonio
 from .calculator import AnnCalculator
 from .dataset import dataset_hash, read_frames
+from .device import device_record, resolve_device
 from .errors import InputDataError, UnknownElementError
 from .explored import FRAMES, PROGRESS, REFERENCE_FINGERPRINTS, SUMMARY, decode_key, read_explored_frames
 from .generate import min_distance
@@ -84,7 +85,15 @@ STOP_REASONS = ("completed", "deviation", "too_close", "non_finite")
 #: on one thread, 8 on two; bench/RESULTS.md).
 ATOMS_PER_THREAD = 256
 #: Settings that do not change the trajectories beyond floating-point rounding (a resume may change them).
-_NOT_IN_DIGEST = {"models", "structures", "reference_structures", "threads", "wall_time", "batch_trajectories"}
+_NOT_IN_DIGEST = {
+    "models",
+    "structures",
+    "reference_structures",
+    "threads",
+    "wall_time",
+    "batch_trajectories",
+    "device",
+}
 
 
 @dataclass
@@ -257,9 +266,12 @@ def _run_trajectory(ctx: _Context, atoms: Atoms, ids: tuple[int, int], step: int
     return reason or "completed", step
 
 
-def _batch_width(config: ExplorationConfig, structures: list[Atoms], threads: int) -> int:
-    """How many trajectories run side by side: ``batch_trajectories``, fewer where the largest start structures would
-    exceed :data:`ATOMS_PER_THREAD` atoms per thread in a call (one at least)."""
+def _batch_width(config: ExplorationConfig, structures: list[Atoms], threads: int, device_type: str = "cpu") -> int:
+    """How many trajectories run side by side: ``batch_trajectories``, on the CPU fewer where the largest start
+    structures would exceed :data:`ATOMS_PER_THREAD` atoms per thread in a call (one at least). A GPU takes them all:
+    a larger call costs it little more than a small one."""
+    if device_type != "cpu":
+        return config.batch_trajectories
     largest = max(len(atoms) for atoms in structures)
     return max(1, min(config.batch_trajectories, ATOMS_PER_THREAD * threads // max(largest, 1)))
 
@@ -303,9 +315,10 @@ def run_exploration(
     """
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
+    device = resolve_device(config.device)  # first: a missing GPU fails before any work
     if config.threads:
         torch.set_num_threads(config.threads)
-    single = AnnCalculator(config.models, dtype=config.dtype, trusted_baselines=trusted_baselines)  # no Verlet cache
+    single = AnnCalculator(config.models, config.dtype, trusted_baselines=trusted_baselines, device=device)  # no skin
     potential = single.potential
     structures = _load_structures(config, potential)
     dim = reference_fingerprints(single, structures[:1], config.structures).shape[1]
@@ -333,7 +346,7 @@ def run_exploration(
             log(f"structure {s} stage {k}: {reason} after {steps} steps")
 
         # no trajectory starts once the budget is spent, but the first: every call advances at least one frame
-        width = _batch_width(config, structures, torch.get_num_threads())
+        width = _batch_width(config, structures, torch.get_num_threads(), device.type)
         Lockstep(potential.forward_many, width).run(
             (functools.partial(explore, ids) for ids in todo), admit=lambda: not (interrupted or stop.due())
         )
@@ -346,14 +359,14 @@ def run_exploration(
 
 
 def _finish(workdir: Path, config: ExplorationConfig, calc: AnnCalculator, finished: dict, dim: int) -> dict:
-    """Sort the frames, write ``summary.json`` and, with reference structures, their fingerprints (for the duplicate
-    filter)."""
+    """Sort the frames, write ``summary.json`` (with the device that ran the committee: the last session's, for a
+    resumed run) and, with reference structures, their fingerprints (for the duplicate filter)."""
     frames, _ = read_explored_frames(workdir / FRAMES)
     _sort_frames(workdir / FRAMES, frames)
     if config.reference_structures:
         reference = reference_fingerprints(calc, read_frames(config.reference_structures), config.reference_structures)
         np.save(workdir / REFERENCE_FINGERPRINTS, reference)
-    summary = _summarize(frames, finished, config)
+    summary = {**_summarize(frames, finished, config), "device": device_record(calc.potential.device)}
     _write_json(workdir / SUMMARY, summary)
     return summary
 

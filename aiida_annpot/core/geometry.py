@@ -105,9 +105,12 @@ class NeighborSearch:
         pbc: np.ndarray | bool,
         *,
         dtype: torch.dtype = torch.float64,
+        device: torch.device | str = "cpu",
         label: str = "structure",
         check_distance: bool = True,
     ) -> NeighborPairs:
+        """The pairs within the cutoff, as tensors of ``dtype`` on ``device`` (the model's): the search itself runs
+        on the CPU (vesin works on numpy arrays), so on a GPU the pairs cross over once per call."""
         positions = np.ascontiguousarray(positions, dtype=np.float64)
         pbc = np.broadcast_to(np.asarray(pbc, dtype=bool), (3,))
         cell = np.asarray(cell, dtype=np.float64).reshape(3, 3)
@@ -135,7 +138,12 @@ class NeighborSearch:
                 f"{label}: atoms {int(first[k])} and {int(second[k])} are {float(squares[k]) ** 0.5:.3f} Å apart "
                 f"(below {MIN_ALLOWED_DISTANCE} Å)"
             )
-        return NeighborPairs(first=first, second=second, vectors=vectors.to(dtype), n_atoms=positions.shape[0])
+        return NeighborPairs(
+            first=first.to(device),
+            second=second.to(device),
+            vectors=vectors.to(device=device, dtype=dtype),
+            n_atoms=positions.shape[0],
+        )
 
     def _valid(self, positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray) -> bool:
         """Whether the current list covers ``positions``: same cell, and no atom moved by more than skin/2."""

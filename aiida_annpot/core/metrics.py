@@ -74,6 +74,6 @@ def parity(potential, features: FeatureSet | DiskFeatureSet, batch_size: int = 3
             collected["s_pred"].append(select(prediction.stress).detach().reshape(-1) * EV_PER_A3_TO_GPA)
 
     def join(key):
-        return torch.cat(collected[key]).double().numpy() if collected[key] else np.zeros(0)
+        return torch.cat(collected[key]).double().cpu().numpy() if collected[key] else np.zeros(0)
 
     return Parity(*(join(k) for k in ("e_ref", "e_pred", "f_ref", "f_pred", "s_ref", "s_pred")))

@@ -22,6 +22,7 @@ from ..common.config import BaselineConfig, BehlerParrinelloConfig, ChebyshevCon
 from .descriptors import make_descriptor
 from .errors import UnknownElementError
 from .geometry import NeighborPairs
+from .pair_gradients import JacobianGradients, pair_gradients
 
 #: Smallest range width (feature units) a grade is measured in: a feature constant over the training set still
 #: flags a departure, with a large but finite grade.
@@ -80,7 +81,9 @@ class ElementNetworks(torch.nn.Module):
             if index % self.n_layers == self.n_layers - 1:
                 std *= 0.1
             with torch.no_grad():
-                weight.copy_(torch.randn(weight.shape, generator=generator, dtype=weight.dtype) * std)
+                # drawn where the generator is (the CPU): the same initial weights on every device
+                draw = torch.randn(weight.shape, generator=generator, dtype=weight.dtype, device=generator.device)
+                weight.copy_(draw * std)
                 self.biases[index].zero_()
 
     def forward(self, x: torch.Tensor, element: int) -> torch.Tensor:
@@ -138,9 +141,14 @@ class Potential(torch.nn.Module):
     def dtype(self) -> torch.dtype:
         return self.feature_mean.dtype
 
+    @property
+    def device(self) -> torch.device:
+        """Where the weights are (``Potential.to`` moves them); tensors built for the model are built there."""
+        return self.feature_mean.device
+
     def species(self, numbers) -> torch.Tensor:
         """(N,) element indices for atomic numbers; raises for an element the model does not cover."""
-        numbers = torch.as_tensor(numbers, dtype=torch.long)
+        numbers = torch.as_tensor(numbers, dtype=torch.long, device=self.device)
         species = self.species_lookup[numbers]
         if bool((species < 0).any()):
             missing = sorted({chemical_symbols[int(z)] for z in numbers[species < 0]})
@@ -166,7 +174,7 @@ class Potential(torch.nn.Module):
     def predict_from_features(
         self,
         features: torch.Tensor,
-        jacobian: torch.Tensor | None,
+        jacobian: torch.Tensor | JacobianGradients | None,
         species: torch.Tensor,
         pairs: NeighborPairs,
         structure_index: torch.Tensor,
@@ -176,7 +184,8 @@ class Potential(torch.nn.Module):
     ) -> Prediction:
         """Energies, forces and stress of a batch of structures from precomputed features.
 
-        :param features: (N, D); ``jacobian`` (P, D, 3) or None for energies only.
+        :param features: (N, D); ``jacobian`` (P, D, 3), or the descriptor's contraction operator
+            (:meth:`~.descriptors.base.Descriptor.features_and_gradients`; no graph), or None for energies only.
         :param structure_index: (N,) which structure each atom belongs to.
         :param volumes: (S,) cell volumes; stress is returned when given.
         :param create_graph: keep the graph of the forces (training on forces).
@@ -190,7 +199,8 @@ class Potential(torch.nn.Module):
             if jacobian is None:
                 return Prediction(energy, None, None, atomic)
             (dE_dG,) = torch.autograd.grad(atomic.sum(), per_member, create_graph=create_graph)
-        dE_dr = pair_gradients(dE_dG, jacobian, pairs.first)  # (K, P, 3)
+        stored = isinstance(jacobian, torch.Tensor)
+        dE_dr = pair_gradients(dE_dG, jacobian, pairs.first) if stored else jacobian(dE_dG)  # (K, P, 3)
         per_pair = dE_dr.transpose(0, 1).reshape(-1, 3 * self.n_members)  # (P, 3K): rows scatter fast (dim 0)
         zeros = per_pair.new_zeros((pairs.n_atoms, per_pair.shape[1]))  # (index_add with alpha=-1 is 10x slower)
         forces = zeros.index_add(0, pairs.first, per_pair) - zeros.index_add(0, pairs.second, per_pair)
@@ -219,17 +229,20 @@ class Potential(torch.nn.Module):
         :param structures: (numbers, pairs, volume or None) of each structure.
         """
         species = torch.cat([self.species(numbers) for numbers, _, _ in structures])
-        pairs, sizes = _concatenate([pairs for _, pairs, _ in structures], self.dtype)
+        pairs, sizes = _concatenate([pairs for _, pairs, _ in structures], self.dtype, self.device)
         if forces:
-            features, jacobian = self.descriptor.features_and_jacobian(species, pairs)
+            features, jacobian = self.descriptor.features_and_gradients(species, pairs)
         else:
             features, jacobian = self.descriptor(species, pairs), None
         n_structures = len(structures)
-        structure_index = torch.repeat_interleave(torch.arange(n_structures), torch.tensor(sizes))
+        structure_index = torch.repeat_interleave(
+            torch.arange(n_structures, device=self.device), torch.tensor(sizes, device=self.device)
+        )
         periodic = [volume is not None for _, _, volume in structures]
         volumes = None
         if forces and any(periodic):  # a non-periodic structure's stress is dropped: any volume will do
-            volumes = torch.tensor([v if v is not None else 1.0 for _, _, v in structures], dtype=self.dtype)
+            volumes = [v if v is not None else 1.0 for _, _, v in structures]
+            volumes = torch.tensor(volumes, dtype=self.dtype, device=self.device)
         batch = self.predict_from_features(features, jacobian, species, pairs, structure_index, n_structures, volumes)
         results, end = [], 0
         for index, size in enumerate(sizes):
@@ -275,24 +288,20 @@ class Potential(torch.nn.Module):
         return grade.amax(1) if grade.shape[1] else grade.new_zeros(grade.shape[0])
 
 
-def pair_gradients(dE_dG: torch.Tensor, jacobian: torch.Tensor, first: torch.Tensor) -> torch.Tensor:
-    """∂E_k/∂r_p = Σ_d ∂E_k/∂G_{i_p d} J_{p d}: (K, N, D), (P, D, 3), (P,) → (K, P, 3).
-
-    Pair-major: rows of the (N, K, D) gradient are gathered per pair (fast on dim 0) and contracted in one batched
-    product (P, K, D) @ (P, D, 3); the result is a (K, P, 3) view of that (P, K, 3) tensor.
-    """
-    per_pair = dE_dG.transpose(0, 1).contiguous().index_select(0, first)  # (P, K, D)
-    return torch.bmm(per_pair, jacobian).transpose(0, 1)
-
-
-def _concatenate(pairs: Sequence[NeighborPairs], dtype: torch.dtype) -> tuple[NeighborPairs, list[int]]:
-    """The pairs of several structures as one structure of all their atoms; and each structure's atom count."""
+def _concatenate(
+    pairs: Sequence[NeighborPairs], dtype: torch.dtype, device: torch.device | None = None
+) -> tuple[NeighborPairs, list[int]]:
+    """The pairs of several structures as one structure of all their atoms, on ``device`` (a no-op for pairs
+    already there, as :class:`~.geometry.NeighborSearch` makes them for the model; None: the first structure's);
+    and each structure's atom count."""
+    device = pairs[0].first.device if device is None else device
     sizes = [p.n_atoms for p in pairs]
     if len(pairs) == 1:
         (only,) = pairs
-        return NeighborPairs(only.first, only.second, only.vectors.to(dtype), only.n_atoms), sizes
+        first, second = only.first.to(device), only.second.to(device)
+        return NeighborPairs(first, second, only.vectors.to(device=device, dtype=dtype), only.n_atoms), sizes
     offsets = [0, *itertools.accumulate(sizes)][:-1]
-    first = torch.cat([p.first + offset for p, offset in zip(pairs, offsets, strict=True)])
-    second = torch.cat([p.second + offset for p, offset in zip(pairs, offsets, strict=True)])
-    vectors = torch.cat([p.vectors.to(dtype) for p in pairs])
+    first = torch.cat([p.first.to(device) + offset for p, offset in zip(pairs, offsets, strict=True)])
+    second = torch.cat([p.second.to(device) + offset for p, offset in zip(pairs, offsets, strict=True)])
+    vectors = torch.cat([p.vectors.to(device=device, dtype=dtype) for p in pairs])
     return NeighborPairs(first, second, vectors, sum(sizes)), sizes

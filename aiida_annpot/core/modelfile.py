@@ -45,10 +45,11 @@ def save_model(potential: Potential, path: str | Path, member: int = 0, **extra)
 
     :param extra: JSON-serialisable metadata to record (dataset hash, metrics, training settings, …).
     """
-    tensors = {name: getattr(potential, name)[member].detach().contiguous() for name in _BUFFERS + _RANGE_BUFFERS}
+    # from the CPU, wherever the model runs: the digest reads the bytes through numpy, and files load on the CPU
+    tensors = {name: getattr(potential, name)[member].detach().cpu().contiguous() for name in _BUFFERS + _RANGE_BUFFERS}
     for index, (weight, bias) in enumerate(zip(potential.networks.weights, potential.networks.biases, strict=True)):
-        tensors[f"networks.weight.{index}"] = weight[member].detach().contiguous()
-        tensors[f"networks.bias.{index}"] = bias[member].detach().contiguous()
+        tensors[f"networks.weight.{index}"] = weight[member].detach().cpu().contiguous()
+        tensors[f"networks.bias.{index}"] = bias[member].detach().cpu().contiguous()
     metadata = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,

@@ -25,6 +25,7 @@ from ase import Atoms
 from ..common.config import ScoringConfig
 from . import jsonio
 from .calculator import AnnCalculator
+from .device import device_record, resolve_device
 from .errors import InputDataError, UnknownElementError
 from .explored import FRAMES, REFERENCE_FINGERPRINTS, SUMMARY, encode_key
 from .frames import read_frames
@@ -147,9 +148,10 @@ def score_frames(config: ScoringConfig, workdir: str | Path, log=print, trusted_
     """
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
+    device = resolve_device(config.device)  # first: a missing GPU fails before any work
     if config.threads:
         torch.set_num_threads(config.threads)
-    calc = AnnCalculator(config.models, dtype=config.dtype, trusted_baselines=trusted_baselines)
+    calc = AnnCalculator(config.models, dtype=config.dtype, trusted_baselines=trusted_baselines, device=device)
     frames = read_trajectory(config.frames, config.format)
     cutoff = calc.potential.descriptor.cutoff
     # fingerprint length (a block of features per element), known without evaluating a frame: the first frame may
@@ -179,6 +181,7 @@ def score_frames(config: ScoringConfig, workdir: str | Path, log=print, trusted_
         "source": str(config.frames),
         "stages": [{"stage": 0, "frames": len(scored)}],
         "trajectories": [],
+        "device": device_record(device),
     }
     (workdir / SUMMARY).write_text(jsonio.dumps(json.loads(json.dumps(summary)), indent=2))
     log(f"scored {len(scored)} frames of {config.frames} ({unusable} the committee could not evaluate)")

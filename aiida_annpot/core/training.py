@@ -9,6 +9,10 @@ one and the process exits with :data:`~aiida_annpot.core.errors.EXIT_WALL_TIME`.
 Descriptors and pair Jacobians are computed once, before the first epoch, and kept in memory while their estimated
 size fits the memory budget, else in files in the working directory that each batch reads (:mod:`.feature_store`);
 both give the same batches. A resumed run computes them again.
+
+The model, the descriptor calls and the optimisation run on the configured ``device``; the stored features stay in
+host memory and each batch moves to the device. Initial weights and the batch order are drawn on the CPU, so a GPU
+run starts where a CPU run does, and checkpoints load on either.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from ..common.contract import CHECKPOINT_FILE, CURVE_FILE, METRICS_FILE, MODEL_F
 from . import jsonio
 from .baselines import baseline_record, delta_labels, describe_baseline
 from .dataset import Batch, dataset_hash, elements_of, read_frames, validate_labelled
+from .device import describe_device, device_record, resolve_device
 from .errors import InputDataError, ModelFileError, TrainingDivergedError, UnknownElementError
 from .feature_statistics import FeatureStatistics
 from .feature_store import SCRATCH_FOLDER, open_feature_set, plan_feature_store
@@ -105,7 +110,7 @@ def initialise(potential: Potential, statistics: FeatureStatistics, frames, seed
     potential.feature_mean[0] = statistics.mean
     potential.feature_std[0] = torch.where(std > 1e-6, std, torch.ones_like(std))
     reference, scale = fit_reference_energies(frames, potential.elements)
-    potential.reference_energy[0] = torch.as_tensor(reference)
+    potential.reference_energy[0] = torch.as_tensor(reference, device=potential.device)
     potential.energy_scale[0] = scale
     potential.networks.reset_parameters(torch.Generator().manual_seed(seed))
 
@@ -171,6 +176,7 @@ class Trainer:
         self.trusted_baselines = tuple(trusted_baselines)  # import-path baselines the caller trusts, never the file
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.dtype = getattr(torch, config.dtype)
+        self.device = resolve_device(config.device)  # first: a missing GPU fails before any work
         if config.threads:
             torch.set_num_threads(config.threads)
         # energy-only data (e.g. aenet XSF files without forces) trains when the loss has no force term
@@ -196,13 +202,14 @@ class Trainer:
             train_index, validation_index = split_indices(len(frames), config)
             validation_frames = [frames[i] for i in validation_index]
         self.train_frames = [frames[i] for i in train_index]
-        self.potential = self._build_potential(elements)
+        self.potential = self._build_potential(elements).to(self.device)
         self.feature_plan = plan_feature_store(
             config, self.train_frames + validation_frames, self.potential, self.dtype, self.workdir
         )
         scratch = self.workdir / SCRATCH_FOLDER
         where = "in memory" if self.feature_plan.kind == "memory" else f"on disk ({scratch})"
         self.log(f"features and Jacobians {where}: {self.feature_plan.reason}")
+        self.log(f"device: {describe_device(self.device)}")
         self.train_set = open_feature_set(
             self.feature_plan.kind, self.train_frames, self.potential, self.dtype, scratch / "train"
         )
@@ -287,7 +294,7 @@ class Trainer:
 
     def _epoch(self) -> None:
         self.potential.train()
-        order = torch.randperm(len(self.train_set), generator=self.generator)
+        order = torch.randperm(len(self.train_set), generator=self.generator, device="cpu")  # the generator's
         totals = {"loss": 0.0, "energy": 0.0, "forces": 0.0}
         groups = (
             order[start : start + self.config.batch_size] for start in range(0, len(order), self.config.batch_size)
@@ -378,7 +385,7 @@ class Trainer:
     def _load_checkpoint(self) -> None:
         path = self.workdir / CHECKPOINT
         try:
-            state = torch.load(path, weights_only=True)
+            state = torch.load(path, weights_only=True, map_location="cpu")  # written on any device
         except Exception as exc:  # torch raises several types for truncated or foreign files
             raise InputDataError(f"cannot resume: {path} is not a readable checkpoint ({exc})") from exc
         if state.get("dataset_hash") != self.dataset_hash:
@@ -414,6 +421,7 @@ class Trainer:
             "best_validation_loss": self.best_loss,
             "wall_time": self.elapsed,
             "feature_store": self.feature_plan.record(),
+            "device": device_record(self.device),
             **({"stopped": stopped} if stopped else {}),
         }
         save_model(

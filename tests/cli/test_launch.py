@@ -149,6 +149,17 @@ def test_unknown_scheduler_option_is_named(run_cli, write_campaign, count_proces
     _refused(run_cli, count_processes, write_campaign(options={"queue_nam": "debug"}), "options.queue_nam")
 
 
+def test_gpus_go_to_the_annpot_jobs_only(write_campaign, run_cli, count_processes):
+    builder = build_from_file(write_campaign(gpus=1, options={"max_wallclock_seconds": 900}))
+    assert builder.committee.train.train.metadata.options.gpus == 1
+    assert builder.exploration.explore.explore.metadata.options.gpus == 1
+    assert "gpus" not in builder.reference.options.get_dict()
+    assert "gpus" not in build_from_file(write_campaign()).committee.train.train.metadata.options
+    hint = "options.gpus: give GPUs as the top-level gpus: key"
+    _refused(run_cli, count_processes, write_campaign(options={"gpus": 1}), hint)
+    _refused(run_cli, count_processes, write_campaign(gpus=-1), "gpus: Input should be greater than or equal to 0")
+
+
 def test_port_validation_runs_before_submission(run_cli, write_campaign, count_processes):
     """A known key with an invalid value is caught by the work chain's own port validators."""
     overrides = {"exploration": {"config": {"selection": {"trust_lo": 0.5, "trust_hi": 0.1}}}}

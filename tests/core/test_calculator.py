@@ -10,7 +10,7 @@ import pytest
 import torch
 from ase import Atoms, units
 from ase.build import bulk
-from ase.calculators.calculator import PropertyNotImplementedError
+from ase.calculators.calculator import Calculator, PropertyNotImplementedError
 from ase.calculators.fd import calculate_numerical_forces, calculate_numerical_stress
 from ase.md.velocitydistribution import Stationary, thermalize_momenta
 from ase.md.verlet import VelocityVerlet
@@ -274,3 +274,43 @@ def test_fingerprint_on_request_reuses_the_last_evaluation(monkeypatch):
     atoms.positions[0] += 0.1  # a moved atom invalidates both results and the cached evaluation
     moved = atoms.calc.get_property("fingerprint", atoms)
     assert len(calls) == 3 and not np.allclose(moved, lazy)
+
+
+def test_unchanged_atoms_are_not_evaluated_again_and_any_change_is(monkeypatch):
+    """The quick exact comparison keeps ASE's rule: the same atoms (or an equal copy) reuse the results; a moved
+    atom, a changed cell, new initial charges or magnetic moments (arrays the model ignores but ASE counts as
+    changes) each trigger an evaluation, and every edit is reported as ASE's own comparison reports it."""
+    potential = make_potential()
+    atoms = cuau()
+    atoms.calc = AnnCalculator(potential)
+    calls = []
+    original = Potential.forward_many
+    monkeypatch.setattr(Potential, "forward_many", lambda self, *a, **k: calls.append(1) or original(self, *a, **k))
+    atoms.get_forces()
+    atoms.get_potential_energy()
+    atoms.calc.get_property("max_force_std", atoms.copy())  # an equal copy: same state
+    assert len(calls) == 1
+    changes = [
+        lambda a: a.positions.__setitem__((2, 1), a.positions[2, 1] + 1e-9),
+        lambda a: a.set_cell(a.cell.array * 1.0001, scale_atoms=False),
+        lambda a: a.set_initial_charges(np.linspace(0.0, 0.1, len(a))),
+        lambda a: a.set_initial_magnetic_moments(np.ones(len(a))),
+    ]
+    for count, change in enumerate(changes, start=2):
+        change(atoms)
+        assert atoms.calc.check_state(atoms) != []
+        atoms.get_forces()
+        assert len(calls) == count
+    edits = {
+        "nothing": lambda a: None,
+        "momenta (not a change for ASE)": lambda a: a.set_momenta(np.ones((len(a), 3))),
+        "a step below the tolerance": lambda a: a.positions.__setitem__((0, 0), a.positions[0, 0] + 1e-16),
+        "a step above it": lambda a: a.positions.__setitem__((0, 0), a.positions[0, 0] + 1e-12),
+        "cell and charges": lambda a: (a.set_cell(a.cell.array * 1.01), a.set_initial_charges(np.ones(len(a)))),
+        "pbc": lambda a: a.set_pbc([True, True, False]),
+        "charges removed": lambda a: a.arrays.pop("initial_charges"),
+    }
+    for name, edit in edits.items():
+        copy = atoms.copy()
+        edit(copy)
+        assert sorted(atoms.calc.check_state(copy)) == sorted(Calculator.check_state(atoms.calc, copy)), name

@@ -205,7 +205,7 @@ def test_summary_counts_frames_and_stages(nvt_run):
     frames, _ = _frames(nvt_run.workdir)
     stage = np.array([f.info["stage"] for f in frames])
     summary = nvt_run.summary
-    assert set(summary) == {"status", "frames", "stages", "trajectories", "stop_reasons"}
+    assert set(summary) == {"status", "frames", "stages", "trajectories", "stop_reasons", "device"}
     assert summary["frames"] == len(frames)
     assert summary["stages"] == [
         {"stage": k, "temperature": t, "pressure": None, "frames": int(np.sum(stage == k))}

@@ -18,9 +18,12 @@ from ase import Atoms
 from ase.build import bulk
 
 from aiida_annpot.common.config import G2, G4, BehlerParrinelloConfig, ChebyshevConfig, NetworkConfig
+from aiida_annpot.core import model as model_module
+from aiida_annpot.core import pair_gradients as pair_gradients_module
 from aiida_annpot.core.committee import committee_statistics
 from aiida_annpot.core.geometry import NeighborSearch
 from aiida_annpot.core.model import Potential
+from aiida_annpot.core.pair_gradients import contract_by_atom, pair_gradients
 
 CHEBYSHEV = ChebyshevConfig(radial_order=6, radial_cutoff=4.5, angular_order=4, angular_cutoff=3.5)
 BP = BehlerParrinelloConfig(
@@ -385,6 +388,52 @@ def test_several_structures_in_one_call_match_separate_calls(family):
                     np.testing.assert_allclose(value.detach().numpy(), expected.detach().numpy(), atol=1e-12)
     assert together[1].stress is None and together[0].stress is None  # a cluster has none; no forces, none at all
     assert potential.forward_many(requests)[2].stress.shape == (3, 1, 3, 3)
+
+
+@family_param
+@pytest.mark.parametrize("n_members", [1, 4])
+@pytest.mark.parametrize("padding_limit", [2.0, 1.0])
+def test_inference_contraction_equals_the_stored_jacobian(family, n_members, padding_limit, monkeypatch):
+    """Inference contracts ∂E/∂G with the descriptor's operator (for Chebyshev, J's factors, one product per atom),
+    training with the stored J per pair: the same ∂E/∂r_p to rounding, for one and two elements (one and two
+    channels), a bulk cell, a cluster with pairs beyond the angular cutoff and uneven neighbour counts, and both
+    in one call; with the padding limit at 1, the uneven cluster takes the per-pair product."""
+    monkeypatch.setattr(pair_gradients_module, "PADDING_LIMIT", padding_limit)
+    generator = torch.Generator().manual_seed(3)
+    _require(family)
+    copper = Potential(["Cu"], FAMILIES[family], NETWORK, n_members=n_members).double()
+    for potential in (make_potential(family, n_members=n_members), copper):
+        search = NeighborSearch(potential.descriptor.cutoff)
+        structures = [rocksalt().repeat(2), cluster()]
+        if potential is copper:
+            for atoms in structures:
+                atoms.numbers[:] = 29
+        pairs = [search(a.positions, a.cell.array, a.pbc) for a in structures]
+        joined, _ = model_module._concatenate(pairs, torch.float64)
+        numbers = np.concatenate([a.numbers for a in structures])
+        for each_pairs, each_numbers in [*zip(pairs, (a.numbers for a in structures), strict=True), (joined, numbers)]:
+            species = potential.species(each_numbers)
+            features, jacobian = potential.descriptor.features_and_jacobian(species, each_pairs)
+            same_features, operator = potential.descriptor.features_and_gradients(species, each_pairs)
+            torch.testing.assert_close(same_features, features, rtol=0, atol=0)
+            dE_dG = torch.randn((n_members, *features.shape), generator=generator, dtype=torch.float64)
+            expected = pair_gradients(dE_dG, jacobian, each_pairs.first)
+            assert expected.abs().max() > 0.1
+            torch.testing.assert_close(operator(dE_dG), expected, rtol=0, atol=1e-12)
+
+
+def test_contraction_by_atom_matches_its_definition_in_any_pair_order():
+    """Σ_f rows[p, x, f] weights[first[p], f, k] for pairs grouped by atom (one padded product per atom) and for
+    the same pairs shuffled (one product per pair), against einsum."""
+    generator = torch.Generator().manual_seed(5)
+    counts = torch.tensor([3, 0, 5, 1, 4])
+    first = torch.repeat_interleave(torch.arange(5), counts)
+    rows = torch.randn((first.shape[0], 3, 6), generator=generator, dtype=torch.float64)
+    weights = torch.randn((5, 6, 4), generator=generator, dtype=torch.float64)
+    for order in (torch.arange(first.shape[0]), torch.randperm(first.shape[0], generator=generator)):
+        expected = torch.einsum("pxf,pfk->pxk", rows[order], weights[first[order]])
+        torch.testing.assert_close(contract_by_atom(rows[order], first[order], weights), expected, rtol=0, atol=1e-13)
+    assert contract_by_atom(rows[:0], first[:0], weights).shape == (0, 3, 4)
 
 
 # ------------------------------------------------------------------------------------------------ precision

@@ -18,6 +18,7 @@ from click.testing import CliRunner
 
 from aiida_annpot.common.config import ExplorationConfig, ScoringConfig, TrainingConfig
 from aiida_annpot.core.cli import cli
+from aiida_annpot.core.device import device_record, resolve_device
 from aiida_annpot.core.errors import EXIT_INPUT_ERROR, InputDataError, UnknownElementError
 from aiida_annpot.core.exploration import FRAMES, REFERENCE_FINGERPRINTS, SUMMARY, run_exploration
 from aiida_annpot.core.explored import read_explored_frames
@@ -123,6 +124,7 @@ def test_scored_frames_name_their_origin_and_position_in_the_file(explored, scor
         "source": str(explored.workdir / FRAMES),
         "stages": [{"stage": 0, "frames": 12}],
         "trajectories": [],
+        "device": device_record(resolve_device("auto")),  # the scoring config's default
     }
     assert scored.summary == summary
     assert json.loads((scored.workdir / SUMMARY).read_text()) == summary

@@ -11,10 +11,12 @@ it a Jacobian by autograd. Fast descriptors override :meth:`Descriptor.features_
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 
 from ..geometry import NeighborPairs
+from ..pair_gradients import JacobianGradients
 
 
 def cosine_cutoff(r: torch.Tensor, cutoff: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -67,11 +69,23 @@ class Descriptor(torch.nn.Module):
         """
         raise NotImplementedError
 
-    def features_and_jacobian(self, species: torch.Tensor, pairs: NeighborPairs) -> tuple[torch.Tensor, torch.Tensor]:
+    def features_and_gradients(self, species: torch.Tensor, pairs: NeighborPairs) -> tuple[torch.Tensor, Callable]:
+        """Features (N, D) and the force contraction ∂E/∂G (K, N, D) ↦ ∂E/∂r_p (K, P, 3), for inference (no
+        autograd graph). Here through the full Jacobian; a descriptor may contract its factors instead."""
+        features, jacobian = self.features_and_jacobian(species, pairs)
+        return features, JacobianGradients(jacobian, pairs.first)
+
+    def features_and_jacobian(
+        self, species: torch.Tensor, pairs: NeighborPairs, jacobian: bool = True
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Features (N, D) and Jacobian (P, D, 3), here by D batched backward passes through :meth:`forward`.
 
         Summing G over atoms before differentiating is exact because r_p influences only G_{i_p}.
+
+        :param jacobian: False for the features alone (Jacobian None).
         """
+        if not jacobian:
+            return self.forward(species, pairs), None
         vectors = pairs.vectors.detach().requires_grad_(True)
         local = NeighborPairs(pairs.first, pairs.second, vectors, pairs.n_atoms)
         with torch.enable_grad():
@@ -79,6 +93,10 @@ class Descriptor(torch.nn.Module):
             n_features = features.shape[1]
             if vectors.shape[0] == 0:
                 return features.detach(), vectors.new_zeros((0, n_features, 3))
-            basis = torch.eye(n_features, dtype=features.dtype).unsqueeze(1).expand(-1, features.shape[0], -1)
+            basis = (
+                torch.eye(n_features, dtype=features.dtype, device=features.device)
+                .unsqueeze(1)
+                .expand(-1, features.shape[0], -1)
+            )
             (jacobian,) = torch.autograd.grad(features, vectors, grad_outputs=basis, is_grads_batched=True)
         return features.detach(), jacobian.permute(1, 0, 2).contiguous()

@@ -249,7 +249,7 @@ class BehlerParrinelloDescriptor(Descriptor):
             if jacobian:
                 d_g2 = gauss * (dfc2 - 2.0 * eta2 * (r[:, None] - rs2) * fc2)  # (P', K2)
                 jac_g2 = vectors.new_zeros((n_pairs, n_el, self.n_g2, 3))  # (P', n_el, K2, 3)
-                jac_g2[torch.arange(n_pairs), neighbour] = d_g2[:, :, None] * u[:, None, :]
+                jac_g2[torch.arange(n_pairs, device=r.device), neighbour] = d_g2[:, :, None] * u[:, None, :]
                 jacs.append(jac_g2.reshape(n_pairs, n_el * self.n_g2, 3))
 
         if self.n_g4:
