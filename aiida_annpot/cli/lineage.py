@@ -9,8 +9,8 @@ structure) and the reference calculations that labelled it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
+from typing import NamedTuple
 
 import click
 import numpy as np
@@ -26,9 +26,9 @@ def _energy(energy) -> str:
     return "-" if energy is None else f"{energy:.6f}"
 
 
-@dataclass(frozen=True)
-class ReferenceCalculation:
-    """One reference calculation behind a potential, with what its label gave the training set."""
+class ReferenceCalculation(NamedTuple):
+    """One reference calculation behind a potential, with what its label gave the training set (a named tuple:
+    10^4 of them are made in a few milliseconds)."""
 
     pk: int
     uuid: str
@@ -64,8 +64,9 @@ def _frames(dataset) -> dict[str, tuple[str, float]]:
         get_formula([chemical_symbols[z] for z, n in zip(elements, row, strict=True) for _ in range(n)])
         for row in distinct
     ]
-    frames = zip(dataset.get_array("sources"), np.ravel(which), dataset.get_array("energies"), strict=True)
-    return {str(uuid): (formulas[index], float(energy)) for uuid, index, energy in frames if uuid}
+    arrays = (dataset.get_array("sources"), np.ravel(which), dataset.get_array("energies"))
+    frames = zip(*(array.tolist() for array in arrays), strict=True)  # Python scalars: 10x faster to iterate
+    return {uuid: (formulas[index], energy) for uuid, index, energy in frames if uuid}
 
 
 def reference_calculations(potential) -> list[ReferenceCalculation]:
@@ -98,7 +99,8 @@ def reference_calculations(potential) -> list[ReferenceCalculation]:
 
 def learned_from(potential) -> list[tuple]:
     """(calculation, label) nodes of :func:`reference_calculations`, oldest first: the calculations, and their labels
-    among those merged into the datasets (a few bulk queries)."""
+    among those merged into the datasets (None for a frame that came without its label, from an uploaded dataset);
+    a few bulk queries."""
     from aiida.common.links import LinkType
     from aiida.orm import CalculationNode, QueryBuilder
 
@@ -119,7 +121,7 @@ def learned_from(potential) -> list[tuple]:
         query.append(LabelData, with_outgoing="m", project=["id", "attributes.calculation_uuid", "*"])
         for _, uuid, label in sorted(query.distinct().all(), key=lambda row: -row[0]):  # the first label wins
             labels[uuid] = label
-    return [(calculations[row.uuid], labels[row.uuid]) for row in rows]
+    return [(calculations[row.uuid], labels.get(row.uuid)) for row in rows]
 
 
 def _selection_origin(structure, creator) -> list[str]:

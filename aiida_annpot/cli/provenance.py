@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 
-__all__ = ["called_processes", "creator_inputs", "in_chunks", "upstream"]
+__all__ = ["called_depths", "called_processes", "creator_inputs", "in_chunks", "upstream"]
 
 #: Ids per ``IN (...)`` filter: well within PostgreSQL's and SQLite's bound-parameter limits.
 CHUNK = 5000
@@ -63,18 +63,31 @@ def in_chunks(values: Iterable) -> Iterator[list]:
         yield values[start : start + CHUNK]
 
 
-def called_processes(root_pk: int, project: Sequence[str] = (), filters: dict | None = None) -> list[tuple]:
-    """``(depth, id, *project)`` of every process that ``root_pk`` called, directly (depth 1) or through the processes
-    it called, and that matches the QueryBuilder ``filters`` (``{"attributes.paused": True}``); ``project`` names
-    QueryBuilder projections of the process (``attributes.process_label``, ``ctime``, ...)."""
+def called_depths(root_pk: int) -> dict[int, int]:
+    """Id → depth of every process that ``root_pk`` called, directly (depth 1) or through the processes it called."""
+    return dict(_sql(_CALLED, root=root_pk))
+
+
+def called_processes(
+    root_pk: int, project: Sequence[str] = (), filters: dict | None = None, depths: dict[int, int] | None = None
+) -> list[tuple]:
+    """``(depth, id, *project)`` of every process that ``root_pk`` called, at any depth, that matches the
+    QueryBuilder ``filters``; ``project`` names QueryBuilder projections (``attributes.process_label``, ``ctime``).
+
+    With ``filters`` (paused, killed or active processes: few in any profile) the matching processes of the whole
+    profile come back in one query and those the walk reached are kept, rather than sending the walk's ids back in
+    ``IN`` lists; ``depths`` reuses a walk of :func:`called_depths`.
+    """
     from aiida.orm import ProcessNode, QueryBuilder
 
-    depths = dict(_sql(_CALLED, root=root_pk))
+    depths = called_depths(root_pk) if depths is None else depths
+    projections = ["id", *project]
+    if filters:
+        query = QueryBuilder().append(ProcessNode, filters=filters, project=projections)
+        return sorted((depths[row[0]], *row) for row in query.all() if row[0] in depths)
     rows = []
     for chunk in in_chunks(depths):
-        query = QueryBuilder().append(
-            ProcessNode, filters={**(filters or {}), "id": {"in": chunk}}, project=["id", *project]
-        )
+        query = QueryBuilder().append(ProcessNode, filters={"id": {"in": chunk}}, project=projections)
         rows.extend((depths[row[0]], *row) for row in query.all())
     return sorted(rows)
 

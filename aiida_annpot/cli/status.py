@@ -166,16 +166,16 @@ def held_children(node) -> list[str]:
     """Lines naming the campaign's descendants that are paused (still active) or were killed (a fixed number of
     queries, whatever the number of labels; only those processes come back from the database)."""
     from ..workflows.published import TERMINATED_STATES
-    from .provenance import called_processes
+    from .provenance import called_depths, called_processes
 
-    state = "attributes.process_state"
+    depths, state = called_depths(node.pk), "attributes.process_state"
     held = {
         "paused": {"attributes.paused": True, state: {"!in": list(TERMINATED_STATES)}},
         "killed": {state: "killed"},
     }
     lines = []
     for what, filters in held.items():
-        rows = called_processes(node.pk, ("attributes.process_label", "ctime"), filters)
+        rows = called_processes(node.pk, ("attributes.process_label", "ctime"), filters, depths)
         if rows:
             names = ", ".join(f"{label}<{pk}>" for _, pk, label, _ in sorted(rows, key=lambda row: row[-1]))
             lines.append(f"{what}: {names}")
