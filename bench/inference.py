@@ -9,7 +9,10 @@ reported as the range over rounds. ``--clock process`` counts this process's CPU
 one thread it stays meaningful while other work shares the machine (it does not undo the caches and memory
 bandwidth they take).
 
-Run: ``python bench/inference.py [--threads 2] [--seconds 5] [--repeats 3] [--clock wall|process]``
+``--tensor-ops`` adds the models with the descriptor's tensor operations instead of its compiled loops (the path
+that GPUs and training take), in the same rounds.
+
+Run: ``python bench/inference.py [--threads 2] [--seconds 5] [--repeats 3] [--clock wall|process] [--tensor-ops]``
 """
 
 from __future__ import annotations
@@ -33,9 +36,11 @@ DESCRIPTOR = ChebyshevConfig(radial_order=12, angular_order=4, radial_cutoff=5.5
 NETWORK = NetworkConfig(hidden=[32, 32], activation="silu")
 
 
-def committee(size: int) -> Potential:
+def committee(size: int, compiled: bool = True) -> Potential:
     potential = Potential(["Cu"], DESCRIPTOR, NETWORK, n_members=size)
     potential.networks.reset_parameters(torch.Generator().manual_seed(0))  # speed does not depend on the weights
+    if hasattr(potential.descriptor, "compiled"):  # code before the compiled loops has no such switch
+        potential.descriptor.compiled = compiled
     return potential
 
 
@@ -69,6 +74,9 @@ def main() -> None:
         default="wall",
         help="process: CPU time of this process, for one thread on a machine that other work keeps busy",
     )
+    parser.add_argument(
+        "--tensor-ops", action="store_true", help="also the models through tensor operations (no compiled loops)"
+    )
     args = parser.parse_args()
     if args.clock == "process" and args.threads != 1:
         parser.error("--clock process measures one thread only (idle OpenMP threads spin and count as CPU time)")
@@ -81,8 +89,12 @@ def main() -> None:
     )
     print("| atoms | calculator | atom-steps/s | ms/step | × EMT (same round) |\n|---:|---|---:|---:|---:|")
     calculators = {"ASE EMT": EMT}
-    for label, size in (("annpot, 1 model", 1), ("annpot, committee of 4 (per-member forces)", 4)):
-        calculators[label] = lambda size=size: AnnCalculator(committee(size), dtype="float32", skin=0.5)
+    paths = [("", True), (" (tensor ops)", False)] if args.tensor_ops else [("", True)]
+    for suffix, compiled in paths:
+        for label, size in (("annpot, 1 model", 1), ("annpot, committee of 4 (per-member forces)", 4)):
+            calculators[label + suffix] = lambda size=size, compiled=compiled: AnnCalculator(
+                committee(size, compiled), dtype="float32", skin=0.5
+            )
     for n_repeat in (4, 8):
         n_atoms = 4 * n_repeat**3
         rates = {label: [] for label in calculators}

@@ -74,9 +74,13 @@ class _VerletList:
     positions: np.ndarray
     cell: np.ndarray
     pbc: np.ndarray
-    first: torch.Tensor
-    second: torch.Tensor
-    shifts: torch.Tensor
+    first: np.ndarray
+    second: np.ndarray
+    shifts: np.ndarray
+
+
+#: Arrays of the dtypes the pair vectors may be asked in (the compiled loop writes that dtype directly).
+_TEMPLATES = {torch.float32: np.empty(0, np.float32), torch.float64: np.empty(0, np.float64)}
 
 
 class NeighborSearch:
@@ -120,24 +124,18 @@ class NeighborSearch:
         if not self._valid(positions, cell, pbc):
             self._verlet = self._build(positions, cell, pbc)
         listed = self._verlet
-        x = torch.from_numpy(positions)
-        vectors = (x.index_select(0, listed.second) - x.index_select(0, listed.first)).add_(listed.shifts)  # (P', 3)
-        squares = vectors[:, 0] * vectors[:, 0] + vectors[:, 1] * vectors[:, 1] + vectors[:, 2] * vectors[:, 2]
-        kept = squares < self.cutoff**2
-        if bool(kept.all()):
-            first, second = listed.first.clone(), listed.second.clone()  # callers own what they get
-        else:  # a skin list holds more pairs; keeping a subsequence keeps them sorted
-            kept = kept.nonzero().squeeze(1)
-            first, second, vectors, squares = (
-                t.index_select(0, kept) for t in (listed.first, listed.second, vectors, squares)
-            )
-        self.closest = float(squares.min()) ** 0.5 if squares.shape[0] else math.inf
+        from ._geometry_kernel import pairs_within  # numba loads only where neighbour lists are made
+
+        template = _TEMPLATES.get(dtype, _TEMPLATES[torch.float64])
+        first, second, vectors, closest, self.closest = pairs_within(
+            positions, listed.first, listed.second, listed.shifts, self.cutoff, template
+        )
         if check_distance and self.closest < MIN_ALLOWED_DISTANCE:
-            k = int(squares.argmin())
             raise InputDataError(
-                f"{label}: atoms {int(first[k])} and {int(second[k])} are {float(squares[k]) ** 0.5:.3f} Å apart "
+                f"{label}: atoms {int(first[closest])} and {int(second[closest])} are {self.closest:.3f} Å apart "
                 f"(below {MIN_ALLOWED_DISTANCE} Å)"
             )
+        first, second, vectors = torch.from_numpy(first), torch.from_numpy(second), torch.from_numpy(vectors)
         return NeighborPairs(
             first=first.to(device),
             second=second.to(device),
@@ -169,7 +167,7 @@ class NeighborSearch:
             positions=positions.copy(),
             cell=cell.copy(),
             pbc=pbc.copy(),
-            first=torch.from_numpy(ij[:, 0].take(order)),
-            second=torch.from_numpy(ij[:, 1].take(order)),
-            shifts=torch.from_numpy(shifts.take(order, axis=0).astype(np.float64) @ cell),
+            first=ij[:, 0].take(order),
+            second=ij[:, 1].take(order),
+            shifts=shifts.take(order, axis=0).astype(np.float64) @ cell,
         )

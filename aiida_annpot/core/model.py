@@ -23,10 +23,16 @@ from .descriptors import make_descriptor
 from .errors import UnknownElementError
 from .geometry import NeighborPairs
 from .pair_gradients import JacobianGradients, pair_gradients
+from .pair_scatter import scatter_pair_gradients
 
 #: Smallest range width (feature units) a grade is measured in: a feature constant over the training set still
 #: flags a departure, with a large but finite grade.
 RANGE_WIDTH_FLOOR = 1e-6
+#: A feature this many units in the last place (of the coarser of its and the range's dtype) beyond its bound still
+#: counts as inside: inference and training compute features by different loops, and often in different
+#: precisions, so a training structure's features at inference may differ from those the range was taken from in
+#: the last bits.
+ROUNDING_ULPS = 64
 ACTIVATIONS = {
     "tanh": torch.tanh,
     "silu": torch.nn.functional.silu,
@@ -202,8 +208,7 @@ class Potential(torch.nn.Module):
         stored = isinstance(jacobian, torch.Tensor)
         dE_dr = pair_gradients(dE_dG, jacobian, pairs.first) if stored else jacobian(dE_dG)  # (K, P, 3)
         per_pair = dE_dr.transpose(0, 1).reshape(-1, 3 * self.n_members)  # (P, 3K): rows scatter fast (dim 0)
-        zeros = per_pair.new_zeros((pairs.n_atoms, per_pair.shape[1]))  # (index_add with alpha=-1 is 10x slower)
-        forces = zeros.index_add(0, pairs.first, per_pair) - zeros.index_add(0, pairs.second, per_pair)
+        forces = scatter_pair_gradients(per_pair, pairs.first, pairs.second, pairs.n_atoms)
         forces = forces.view(-1, self.n_members, 3).transpose(0, 1).contiguous()  # (K, N, 3)
         stress = None
         if volumes is not None:  # virial Σ_p ∂E/∂r_p ⊗ r_p per structure, (S, 3K, 3)
@@ -278,11 +283,15 @@ class Potential(torch.nn.Module):
         (the union over members: smallest minimum to largest maximum), in units of that feature's range width:
         ``max_d max(min_d - G_d, G_d - max_d, 0) / max(max_d - min_d, RANGE_WIDTH_FLOOR)``. It is 0 inside the
         range and wherever no range is known (infinite bounds, e.g. a model file written before ranges were stored).
+        An excess within rounding of the bound (:data:`ROUNDING_ULPS`) counts as inside.
         """
         lower = self.feature_min.amin(0)[species]  # (N, D)
         upper = self.feature_max.amax(0)[species]
+        eps = max(torch.finfo(features.dtype).eps, torch.finfo(lower.dtype).eps)
         features = features.detach().to(lower.dtype)
         excess = torch.maximum(lower - features, features - upper).clamp(min=0.0)
+        rounding = ROUNDING_ULPS * eps * torch.maximum(lower.abs(), upper.abs())
+        excess = torch.where(excess > rounding, excess, 0.0)
         width = (upper - lower).clamp(min=RANGE_WIDTH_FLOOR)
         grade = excess / width  # an infinite width (no range known) gives 0
         return grade.amax(1) if grade.shape[1] else grade.new_zeros(grade.shape[0])

@@ -129,6 +129,13 @@ def test_grade_formula_per_element_over_the_committee_union():
         assert grades[atom] == pytest.approx(float(excess.max()), rel=1e-12)
     inside = potential.extrapolation_grade(torch.stack([lo, hi, (lo + hi) / 2]), torch.ones(3, dtype=torch.long))
     assert inside.tolist() == [0.0, 0.0, 0.0]
+    # within rounding of a bound (features computed by other loops or in float32) is inside; beyond it is not
+    scale = torch.maximum(lo.abs(), hi.abs())
+    near = torch.stack([hi + 8 * 2.2e-16 * scale, lo - 8 * 2.2e-16 * scale, hi + 1e-9 * scale])
+    assert potential.extrapolation_grade(near, torch.ones(3, dtype=torch.long)).tolist()[:2] == [0.0, 0.0]
+    assert potential.extrapolation_grade(near, torch.ones(3, dtype=torch.long))[2] > 0.0
+    single = potential.extrapolation_grade((hi + 1e-9 * scale).float().unsqueeze(0), torch.ones(1, dtype=torch.long))
+    assert single.tolist() == [0.0]  # float32 features: 1e-9 relative is within their rounding
 
 
 def test_training_frames_are_inside_and_strained_copies_outside(trained_model):

@@ -390,19 +390,30 @@ def test_several_structures_in_one_call_match_separate_calls(family):
     assert potential.forward_many(requests)[2].stress.shape == (3, 1, 3, 3)
 
 
-@family_param
+INFERENCE_PATHS = [
+    pytest.param("bp", "eager", 2.0),
+    pytest.param("bp", "eager", 1.0),
+    pytest.param("chebyshev", "compiled", 2.0),
+    pytest.param("chebyshev", "eager", 2.0),
+    pytest.param("chebyshev", "eager", 1.0),
+]
+
+
+@pytest.mark.parametrize(("family", "path", "padding_limit"), INFERENCE_PATHS)
 @pytest.mark.parametrize("n_members", [1, 4])
-@pytest.mark.parametrize("padding_limit", [2.0, 1.0])
-def test_inference_contraction_equals_the_stored_jacobian(family, n_members, padding_limit, monkeypatch):
-    """Inference contracts ∂E/∂G with the descriptor's operator (for Chebyshev, J's factors, one product per atom),
-    training with the stored J per pair: the same ∂E/∂r_p to rounding, for one and two elements (one and two
-    channels), a bulk cell, a cluster with pairs beyond the angular cutoff and uneven neighbour counts, and both
-    in one call; with the padding limit at 1, the uneven cluster takes the per-pair product."""
+def test_inference_contraction_equals_the_stored_jacobian(family, path, n_members, padding_limit, monkeypatch):
+    """Inference contracts ∂E/∂G with the descriptor's operator (for Chebyshev, J's factors: compiled loops, or
+    tensor operations with one product per atom), training with the stored J per pair: the same features and
+    ∂E/∂r_p to rounding, for one and two elements (one and two channels), a bulk cell, a cluster with pairs beyond
+    the angular cutoff and uneven neighbour counts, and both in one call; with the padding limit at 1, the uneven
+    cluster takes the per-pair product."""
     monkeypatch.setattr(pair_gradients_module, "PADDING_LIMIT", padding_limit)
     generator = torch.Generator().manual_seed(3)
     _require(family)
     copper = Potential(["Cu"], FAMILIES[family], NETWORK, n_members=n_members).double()
     for potential in (make_potential(family, n_members=n_members), copper):
+        if family == "chebyshev":
+            potential.descriptor.compiled = path == "compiled"
         search = NeighborSearch(potential.descriptor.cutoff)
         structures = [rocksalt().repeat(2), cluster()]
         if potential is copper:
@@ -415,7 +426,8 @@ def test_inference_contraction_equals_the_stored_jacobian(family, n_members, pad
             species = potential.species(each_numbers)
             features, jacobian = potential.descriptor.features_and_jacobian(species, each_pairs)
             same_features, operator = potential.descriptor.features_and_gradients(species, each_pairs)
-            torch.testing.assert_close(same_features, features, rtol=0, atol=0)
+            assert (type(operator).__name__ == "CompiledGradients") == (path == "compiled")
+            torch.testing.assert_close(same_features, features, rtol=0, atol=0 if path == "eager" else 1e-12)
             dE_dG = torch.randn((n_members, *features.shape), generator=generator, dtype=torch.float64)
             expected = pair_gradients(dE_dG, jacobian, each_pairs.first)
             assert expected.abs().max() > 0.1

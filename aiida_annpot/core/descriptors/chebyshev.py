@@ -236,6 +236,9 @@ class ChebyshevDescriptor(Descriptor):
         for part in ("radial", "angular"):  # the feature columns the contraction operator reads, channel by channel
             columns = [k for c in range(2 if self.typed else 1) for k in range(self.n_features)[self._columns(c, part)]]
             self.register_buffer(f"{part}_columns", torch.tensor(columns, dtype=torch.long), persistent=False)
+        #: Inference on the CPU through the compiled loops (:mod:`.chebyshev_compiled`); False: the tensor operations.
+        self.compiled = True
+        self._kernel_tables = {}
 
     @property
     def n_block(self) -> int:
@@ -259,9 +262,25 @@ class ChebyshevDescriptor(Descriptor):
         return self._evaluate(species, pairs, "jacobian" if jacobian else None)
 
     def features_and_gradients(self, species: torch.Tensor, pairs: NeighborPairs) -> tuple[torch.Tensor, Callable]:
-        """Features (N, D) and the force contraction from the factors of J (:class:`_PairGradients`), which is
-        never formed."""
+        """Features (N, D) and the force contraction from the factors of J, which is never formed: compiled loops
+        on the CPU (:mod:`.chebyshev_compiled`, unless :attr:`compiled` is False), else :class:`_PairGradients`."""
+        if self.compiled:
+            from . import chebyshev_compiled  # numba loads only where a model is evaluated
+
+            compiled = chebyshev_compiled.usable(pairs) and chebyshev_compiled.features_and_gradients(
+                self, species, pairs
+            )
+            if compiled:
+                return compiled
         return self._evaluate(species, pairs, "gradients")
+
+    def kernel_tables(self, dtype: np.dtype):
+        """The compiled kernels' constants in ``dtype``, made once."""
+        from .chebyshev_compiled import KernelTables
+
+        if dtype not in self._kernel_tables:
+            self._kernel_tables[dtype] = KernelTables(self, dtype)
+        return self._kernel_tables[dtype]
 
     def _evaluate(self, species: torch.Tensor, pairs: NeighborPairs, want: str | None):
         """Features, and J (``want`` "jacobian"), its contraction operator ("gradients") or None."""
