@@ -103,18 +103,28 @@ def _cutoff_rows(length, p0, n, scalars, cutoffs):
 
 
 @numba.njit(**_HELPER)
-def _chebyshev_rows(length, n, order, scalars, values, second_kind):
-    """T_a and U_{a-1} (order+1, n) at x = 2r/R_c - 1 of n pairs, by the three-term recurrence."""
-    one, two = scalars[_ONE], scalars[_TWO]
+def _chebyshev_rows(length, n, order, scalars, values):
+    """T_a (order+1, n) at x = 2r/R_c - 1 of n pairs, by the three-term recurrence."""
+    one = scalars[_ONE]
     for q in range(n):
-        x = scalars[_X_SCALE] * length[q] - one
-        values[0, q], second_kind[0, q] = one, scalars[_ZERO]
-        values[1, q], second_kind[1, q] = x, one
+        values[0, q], values[1, q] = one, scalars[_X_SCALE] * length[q] - one
     for a in range(2, order + 1):
         for q in range(n):
-            twice = two * values[1, q]
-            values[a, q] = twice * values[a - 1, q] - values[a - 2, q]
-            second_kind[a, q] = twice * second_kind[a - 1, q] - second_kind[a - 2, q]
+            values[a, q] = scalars[_TWO] * values[1, q] * values[a - 1, q] - values[a - 2, q]
+
+
+@numba.njit(**_HELPER)
+def _radial_slopes(values, radial, n, radial_slope, scalars, second_kind, slopes):
+    """dφ_a/dr = T_a f_c' + (2/R_c) a U_{a-1} f_c (order+1, n) from the rows T_a and ``radial`` (f_c, f_c');
+    ``second_kind`` holds U_{a-1} (the same recurrence as T, from U_{-1} = 0 and U_0 = 1)."""
+    for q in range(n):
+        second_kind[0, q], second_kind[1, q] = scalars[_ZERO], scalars[_ONE]
+    for a in range(2, values.shape[0]):
+        for q in range(n):
+            second_kind[a, q] = scalars[_TWO] * values[1, q] * second_kind[a - 1, q] - second_kind[a - 2, q]
+    for a in range(values.shape[0]):
+        for q in range(n):
+            slopes[a, q] = values[a, q] * radial[1, q] + radial_slope[a] * second_kind[a, q] * radial[0, q]
 
 
 @numba.njit(**_HELPER)
@@ -170,6 +180,7 @@ def _scratch(width, n_radial, n_mono, n_angular, dtype):
         np.empty((3, width), dtype),  # u of the angular pairs
         np.empty((n_radial, width), dtype),  # T_a
         np.empty((n_radial, width), dtype),  # U_{a-1}
+        np.empty((n_radial, width), dtype),  # dφ_a/dr
         np.empty((n_mono, width), dtype),  # u^m of the angular pairs
         np.empty(width, np.int64),  # the angular pairs among the atom's pairs
         np.empty(width, dtype),  # their type weights
@@ -183,7 +194,7 @@ def _scratch(width, n_radial, n_mono, n_angular, dtype):
 def _atom_features(i, vectors, offsets, pair_weight, radial_order, angular_order, scalars, square, results, scratch):
     """Atom i's features and moments, and its pairs' cutoff functions, into ``results`` (see :func:`features`)."""
     out, moments, cutoffs = results
-    length, unit, angular_unit, values, second_kind, mono, index, typed, w, _, _ = scratch
+    length, unit, angular_unit, values, _, _, mono, index, typed, w, _, _ = scratch
     n_channels, n_mono = moments.shape[1], moments.shape[2]
     n_radial, n_angular = radial_order + 1, angular_order + 1
     n_block = n_radial + n_angular
@@ -191,7 +202,7 @@ def _atom_features(i, vectors, offsets, pair_weight, radial_order, angular_order
     p0, n = offsets[i], offsets[i + 1] - offsets[i]
     _pair_rows(vectors, p0, n, length, unit)
     _cutoff_rows(length, p0, n, scalars, cutoffs)
-    _chebyshev_rows(length, n, radial_order, scalars, values, second_kind)
+    _chebyshev_rows(length, n, radial_order, scalars, values)
     for c in range(n_channels):
         for q in range(n):
             w[q] = cutoffs[0, p0 + q] * pair_weight[p0 + q] if c else cutoffs[0, p0 + q]
@@ -223,7 +234,7 @@ def _atom_features(i, vectors, offsets, pair_weight, radial_order, angular_order
 def _atom_contraction(i, gradient, moments, cutoffs, vectors, offsets, pair_weight, tables, out, scratch):
     """∂E/∂r_p of atom i's pairs into ``out`` (see :func:`contraction`)."""
     radial_order, scalars, radial_slope, square, level_of, degree_value, raised, raised_weight = tables
-    length, unit, angular_unit, values, second_kind, mono, index, typed, along, sums, held = scratch
+    length, unit, angular_unit, values, second_kind, slopes, mono, index, typed, along, sums, held = scratch
     n_channels, n_mono = moments.shape[1], moments.shape[2]
     n_members = gradient.shape[2]
     n_radial, n_angular = radial_order + 1, square.shape[1]
@@ -231,25 +242,24 @@ def _atom_contraction(i, gradient, moments, cutoffs, vectors, offsets, pair_weig
     zero = scalars[_ZERO]
     p0, n = offsets[i], offsets[i + 1] - offsets[i]
     _pair_rows(vectors, p0, n, length, unit)
-    _chebyshev_rows(length, n, radial_order, scalars, values, second_kind)
-    radial = cutoffs[:2, p0 : p0 + n]
+    _chebyshev_rows(length, n, radial_order, scalars, values)
+    _radial_slopes(values, cutoffs[:2, p0 : p0 + n], n, radial_slope, scalars, second_kind, slopes)
     count = _angular_pairs(n, p0, unit, cutoffs, pair_weight, n_channels == 2, index, angular_unit, typed, scalars)
     _monomial_rows(angular_unit, count, n_angular - 1, mono, scalars)
     for k in range(n_members):
-        # radial: (Σ_a g_a dφ_a/dr) u, dφ_a/dr = T_a f_c' + (2/R_c) a U_{a-1} f_c; times t_j in channel 1
+        # radial: (Σ_a g_a dφ_a/dr) u, in channel 1 times t_j
         for q in range(n):
             along[q] = zero
-        for c in range(n_channels):
-            for a in range(n_radial):
-                g = gradient[i, c * n_block + a, k]
-                g_slope = g * radial_slope[a]
-                if c:
-                    for q in range(n):
-                        term = g * values[a, q] * radial[1, q] + g_slope * second_kind[a, q] * radial[0, q]
-                        along[q] += term * pair_weight[p0 + q]
-                else:
-                    for q in range(n):
-                        along[q] += g * values[a, q] * radial[1, q] + g_slope * second_kind[a, q] * radial[0, q]
+        for a in range(n_radial):
+            g = gradient[i, a, k]
+            for q in range(n):
+                along[q] += g * slopes[a, q]
+        if n_channels == 2:
+            for q in range(n):
+                typed_sum = zero
+                for a in range(n_radial):
+                    typed_sum += gradient[i, n_block + a, k] * slopes[a, q]
+                along[q] += typed_sum * pair_weight[p0 + q]
         for q in range(n):
             out[p0 + q, k, 0] = along[q] * unit[0, q]
             out[p0 + q, k, 1] = along[q] * unit[1, q]
