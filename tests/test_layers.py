@@ -52,6 +52,25 @@ def test_plugins_load_and_merge_labels_without_torch():
     assert int(loaded) >= 20 and int(frames) == 1 and "'u'" in sources
 
 
+def test_daemon_workers_load_the_plugins_without_torch_or_vesin():
+    """With torch installed, loading every plugin entry point (what a daemon worker does) imports neither torch nor
+    vesin, which imports torch when it can: hundreds of MB and seconds per worker, for processes that submit
+    calculations, merge labels and select frames. Only the calcfunctions that evaluate a potential load them, when
+    they run."""
+    out = _run(
+        """
+        import sys
+        import importlib.metadata as md
+        for group in ("aiida.data", "aiida.calculations", "aiida.parsers", "aiida.workflows"):
+            for point in md.entry_points(group=group):
+                if point.value.startswith("aiida_annpot"):
+                    point.load()
+        print("torch" in sys.modules, "vesin" in sys.modules)
+        """
+    )
+    assert out.strip() == "False False"
+
+
 def test_status_and_lineage_import_neither_the_work_chains_nor_torch():
     """``aiida-annpot status`` and ``lineage`` read the graph without the work chains, whose calcfunctions import the
     engine's vesin, which imports torch when it is installed (seconds of start-up for every command)."""

@@ -12,7 +12,8 @@ are built from what a file says; an import path is built only when the caller tr
 ``annpot … --trust-baseline``), never because a file names it. AiiDA campaigns take registered names only: their
 configurations travel to the daemon and the cluster, where no one is asked.
 
-This module is torch-free (numpy, vesin, ASE): the AiiDA side imports it at submit time to validate configurations.
+This module is torch-free (numpy, ASE; vesin only when a ZBL baseline computes, through
+:func:`~.frames.half_neighbor_list`): the AiiDA side imports it at submit time to validate configurations.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 import numpy as np
-import vesin
 from ase import Atoms, units
 from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
 from ase.calculators.singlepoint import SinglePointCalculator
@@ -40,6 +40,7 @@ from ..common.baselines import (  # the registry and checks, re-exported
     registered_names,
 )
 from .errors import InputDataError
+from .frames import half_neighbor_list
 
 __all__ = [
     "ENTRY_POINT_GROUP",
@@ -131,7 +132,7 @@ class ZBLCalculator(Calculator):
         _, outer = self.switching_distances(*(grid.ravel() for grid in np.meshgrid(elements, elements)))
         pbc = np.asarray(self.atoms.pbc, dtype=bool)
         box = self.atoms.cell.array if pbc.any() else np.zeros((3, 3))
-        first, second, vectors, distances = vesin.NeighborList(cutoff=float(outer.max()), full_list=False).compute(
+        first, second, vectors, distances = half_neighbor_list(float(outer.max())).compute(
             points=np.ascontiguousarray(self.atoms.positions, dtype=np.float64),
             box=box,
             periodic=pbc.copy(),

@@ -2,8 +2,8 @@
 
 Frames are ASE ``Atoms`` whose calculator holds energy (eV), forces (eV/Å) and optionally stress (eV/Å³, ASE
 convention). This module, with :mod:`.errors`, is all the AiiDA daemon needs of the engine to merge and store
-labels (``merge_dataset``, :class:`~aiida_annpot.data.dataset.AtomisticDataset`): it imports numpy, ASE and vesin,
-never torch.
+labels (``merge_dataset``, :class:`~aiida_annpot.data.dataset.AtomisticDataset`): it imports numpy and ASE, and
+vesin only when a neighbour list is made (:func:`half_neighbor_list`): vesin imports torch where it is installed.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ from pathlib import Path
 
 import ase.io
 import numpy as np
-import vesin
 from ase import Atoms
 
 from .errors import InputDataError
@@ -25,6 +24,7 @@ __all__ = [
     "check_structure",
     "dataset_hash",
     "elements_of",
+    "half_neighbor_list",
     "read_frames",
     "validate_labelled",
 ]
@@ -47,6 +47,14 @@ def check_structure(positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray, la
             raise InputDataError(f"{label} is periodic but its cell has zero volume ({volume:.3g} Å³)")
 
 
+def half_neighbor_list(cutoff: float):
+    """vesin's neighbour list (each pair once) for ``cutoff`` Å, imported on first use: vesin imports torch, which
+    the daemon's workers would otherwise load (seconds and hundreds of MB each) for configurations they only check."""
+    import vesin
+
+    return vesin.NeighborList(cutoff=cutoff, full_list=False)
+
+
 def check_distances(frame: Atoms, label: str = "structure") -> None:
     """Reject a frame with two atoms (or an atom and a periodic image) closer than :data:`MIN_ALLOWED_DISTANCE`."""
     positions = np.ascontiguousarray(frame.positions, dtype=np.float64)
@@ -55,7 +63,7 @@ def check_distances(frame: Atoms, label: str = "structure") -> None:
     check_structure(positions, cell, pbc, label)
     if not np.any(pbc):
         cell = np.zeros((3, 3))
-    search = vesin.NeighborList(cutoff=MIN_ALLOWED_DISTANCE, full_list=False)
+    search = half_neighbor_list(MIN_ALLOWED_DISTANCE)
     first, second, distances = search.compute(points=positions, box=cell, periodic=pbc, quantities="ijd")
     if len(distances):
         k = int(np.argmin(distances))

@@ -10,12 +10,12 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import vesin
 from ase import Atoms
 from ase.build import make_supercell, surface
 from ase.data import covalent_radii
 
 from .errors import InputDataError
+from .frames import half_neighbor_list
 
 #: Draws of one rattled copy before giving up on keeping atoms at least ``min_distance`` apart.
 MAX_RATTLE_DRAWS = 1000
@@ -30,7 +30,7 @@ def min_distance(atoms: Atoms, cutoff: float) -> float:
     """Smallest interatomic distance in Å, periodic images included; ``inf`` when no pair is closer than ``cutoff``."""
     pbc = np.asarray(atoms.pbc, dtype=bool)
     box = atoms.cell.array if pbc.any() else np.zeros((3, 3))
-    (distances,) = vesin.NeighborList(cutoff=cutoff, full_list=False).compute(
+    (distances,) = half_neighbor_list(cutoff).compute(
         points=np.ascontiguousarray(atoms.positions, dtype=np.float64), box=box, periodic=pbc.copy(), quantities="d"
     )
     return float(distances.min()) if distances.size else math.inf
@@ -49,7 +49,7 @@ def overlapping_pair(atoms: Atoms, ratio: float = OVERLAP_RATIO) -> tuple[int, i
     limits = ratio * (covalent_radii[numbers][:, None] + covalent_radii[numbers][None, :])
     pbc = np.asarray(atoms.pbc, dtype=bool)
     box = atoms.cell.array if pbc.any() else np.zeros((3, 3))
-    first, second, distances = vesin.NeighborList(cutoff=float(limits.max()), full_list=False).compute(
+    first, second, distances = half_neighbor_list(float(limits.max())).compute(
         points=np.ascontiguousarray(atoms.positions, dtype=np.float64),
         box=box,
         periodic=pbc.copy(),

@@ -32,6 +32,10 @@ dT_a/dx = a U_{a-1}(x) with U the polynomials of the second kind.
 Layout matters more than arithmetic here: per-pair arrays are pair-major for gathers and sparse sums, the radial
 basis is order-major, small contractions write their long axis contiguously, and the Jacobian (P, D, 3) is filled
 with 2-D operations, since TensorIterator is slow at broadcasting over short last axes.
+
+Inference on the CPU (features and the force contraction, no autograd) runs the same formulas as compiled loops
+over each atom's pairs instead (:mod:`.chebyshev_compiled`): on a few hundred atoms the tensor operations' fixed
+costs are most of a call. Training, autograd and GPUs take the tensor operations.
 """
 
 from __future__ import annotations
