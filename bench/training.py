@@ -2,9 +2,9 @@
 
 The clock starts before the trainer is built, so it includes reading the data and precomputing descriptors and
 Jacobians. After every epoch the current weights are evaluated on the held-out set with the clock paused. Reports
-the wall time to a held-out force RMSE of 0.025 eV/Å and the held-out errors after 300 s and 600 s.
+the wall time to a held-out force RMSE of ``--target`` (0.025 eV/Å) and the held-out errors after 300 s and 600 s.
 
-Run: ``python bench/training.py [--threads 2] [--budget 600]``
+Run: ``python bench/training.py [--threads 2] [--budget 600] [--target 0.025]``
 """
 
 from __future__ import annotations
@@ -59,6 +59,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--budget", type=float, default=600.0, help="training seconds")
     parser.add_argument("--workdir", default=str(emt_data.OUT / "training"))
+    parser.add_argument("--target", type=float, default=TARGET_FORCE_RMSE, help="held-out force RMSE, eV/Å")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     emt_data.load("train"), emt_data.load("test")  # generate outside the clock
@@ -91,9 +92,9 @@ def main() -> None:
         f"setup (read + features + Jacobians): {setup:.1f} s; epochs run: {history[-1][1]}; "
         f"train structures {len(trainer.train_set)}, held-out frames {len(test_set)}"
     )
-    reached = next((h for h in history if h[2] <= TARGET_FORCE_RMSE), None)
+    reached = next((h for h in history if h[2] <= args.target), None)
     print(
-        f"time to held-out force RMSE {TARGET_FORCE_RMSE} eV/Å: "
+        f"time to held-out force RMSE {args.target} eV/Å: "
         + (f"{reached[0]:.0f} s (epoch {reached[1]})" if reached else "not reached")
     )
     for mark in MARKS:

@@ -76,6 +76,9 @@ def test_tensor_path_where_the_compiled_one_does_not_apply():
     assert type(operator).__name__ == "_PairGradients"
     _, operator = descriptor.features_and_gradients(species, pairs)
     assert type(operator).__name__ == "CompiledGradients"
+    beyond = NeighborPairs(pairs.first, pairs.second, pairs.vectors, pairs.n_atoms - 1)  # atom 3 does not exist
+    with pytest.raises((IndexError, RuntimeError), match="out of"):  # the tensor path refuses; no stray write
+        descriptor.features_and_gradients(species, beyond)
 
 
 def test_thread_count_does_not_change_the_results():
@@ -115,6 +118,8 @@ def test_compiled_scatter_matches_index_add(dtype):
     assert forces.dtype == dtype
     torch.testing.assert_close(forces, expected, rtol=0, atol=1e-6 if dtype == torch.float32 else 1e-14)
     assert torch.all(forces[2] == 0) and torch.all(forces[4] == 0)
+    with pytest.raises(IndexError, match="beyond the structure"):
+        scatter_pair_gradients(per_pair, first, second, 5)  # atom 5 does not exist
     tracked = per_pair.clone().requires_grad_(True)  # under autograd: index_add, with a gradient
     scatter_pair_gradients(tracked, first, second, 6).sum().backward()
     assert tracked.grad is not None and np.allclose(tracked.grad.numpy(), 0.0)  # +1 and -1 for every value

@@ -397,10 +397,11 @@ def _driver(serial, parallel, n_atoms: int):
 
 @numba.njit(cache=True)
 def atom_offsets(first, n_atoms):
-    """Where each atom's pairs start, (N+1,), for pairs grouped by central atom in order; (0,) if they are not."""
+    """Where each atom's pairs start, (N+1,), for pairs grouped by central atom in order; (0,) if they are not, or
+    if an index is not an atom's (the tensor path then raises)."""
     offsets = np.zeros(n_atoms + 1, np.int64)
     for p in range(first.shape[0]):
-        if p and first[p] < first[p - 1]:
+        if (p and first[p] < first[p - 1]) or first[p] < 0 or first[p] >= n_atoms:
             return np.zeros(0, np.int64)
         offsets[first[p] + 1] += 1
     for i in range(n_atoms):
