@@ -69,7 +69,7 @@ def _frames(dataset) -> dict[str, tuple[str, float]]:
     return {uuid: (formulas[index], energy) for uuid, index, energy in frames if uuid}
 
 
-def reference_calculations(potential) -> list[ReferenceCalculation]:
+def reference_calculations(potential, datasets: set[int] | None = None) -> list[ReferenceCalculation]:
     """Every reference calculation behind ``potential``, oldest first, whatever code made it: the calculations whose
     labels are frames of the datasets it (or a warm-start parent) was trained on.
 
@@ -78,7 +78,7 @@ def reference_calculations(potential) -> list[ReferenceCalculation]:
     a merged dataset holds every frame of the datasets it was merged from). So the answer is a fixed number of
     queries whatever the number of labels: the potentials and datasets (:mod:`.provenance`), then the calculations
     by UUID; formula and energy come from the dataset's arrays (the frame is the labelled structure, with the
-    label's energy).
+    label's energy). ``datasets``: :func:`trained_on` of ``potential``, when the caller has it already.
     """
     from aiida.orm import CalculationNode, QueryBuilder
 
@@ -86,7 +86,7 @@ def reference_calculations(potential) -> list[ReferenceCalculation]:
     from .provenance import in_chunks
 
     frames = {}
-    for chunk in in_chunks(trained_on(potential)):
+    for chunk in in_chunks(trained_on(potential) if datasets is None else datasets):
         for dataset in QueryBuilder().append(AtomisticDataset, filters={"id": {"in": chunk}}).all(flat=True):
             frames.update(_frames(dataset))
     found = []
@@ -107,8 +107,8 @@ def learned_from(potential) -> list[tuple]:
     from ..data import AtomisticDataset, LabelData
     from .provenance import in_chunks, upstream
 
-    rows = reference_calculations(potential)
     direct = trained_on(potential)
+    rows = reference_calculations(potential, direct)
     calculations, labels = {}, {}
     # the uuids are projected beside the nodes: reading them from the nodes would reload each (AiiDA expires the
     # session's objects when a query's transaction ends)

@@ -31,19 +31,17 @@ def _descendants(node, filters: dict) -> list:
 
 def paused_processes(node) -> list:
     """The campaign node and every descendant process that is paused and not yet terminated."""
-    from ..workflows.published import TERMINATED_STATES
+    from ..workflows.published import paused
 
-    held = _descendants(node, {"attributes.paused": True, "attributes.process_state": {"!in": list(TERMINATED_STATES)}})
-    return [p for p in [node] if p.paused and not p.is_terminated] + held
+    return ([node] if node.paused and not node.is_terminated else []) + _descendants(node, paused())
 
 
 def active_processes(node) -> list:
     """The campaign (if active) and its descendants that have not terminated, callers before the processes they
     called: a kill of the campaign first lets AiiDA's own cascade stop the children in order."""
-    from ..workflows.published import TERMINATED_STATES
+    from ..workflows.published import not_terminated
 
-    active = _descendants(node, {"attributes.process_state": {"!in": list(TERMINATED_STATES)}})
-    return ([node] if not node.is_terminated else []) + active
+    return ([node] if not node.is_terminated else []) + _descendants(node, not_terminated())
 
 
 def _act(action: str, processes: list, timeout: float) -> None:

@@ -165,14 +165,11 @@ def campaign_header(node) -> str:
 def held_children(node) -> list[str]:
     """Lines naming the campaign's descendants that are paused (still active) or were killed (a fixed number of
     queries, whatever the number of labels; only those processes come back from the database)."""
-    from ..workflows.published import TERMINATED_STATES
+    from ..workflows.published import paused
     from .provenance import called_depths, called_processes
 
-    depths, state = called_depths(node.pk), "attributes.process_state"
-    held = {
-        "paused": {"attributes.paused": True, state: {"!in": list(TERMINATED_STATES)}},
-        "killed": {state: "killed"},
-    }
+    depths = called_depths(node.pk)
+    held = {"paused": paused(), "killed": {"attributes.process_state": "killed"}}
     lines = []
     for what, filters in held.items():
         rows = called_processes(node.pk, ("attributes.process_label", "ctime"), filters, depths)

@@ -89,8 +89,7 @@ class NeighborSearch:
     The list holds the pairs within cutoff + skin; it stays valid while no atom has moved more than skin/2 since it
     was built (and the cell is unchanged). Each call recomputes r_ij = x_j - x_i + S·cell for the listed pairs and
     keeps those within the cutoff (one compiled pass, :mod:`._geometry_kernel`), so the list is built only now and
-    then. Pairs are returned sorted by central atom,
-    so per-atom sums over pairs can be sparse row products.
+    then. Pairs are returned sorted by central atom, so per-atom sums over pairs can be sparse row products.
 
     :param cutoff: pairs up to this distance (Å) are returned.
     :param skin: Verlet skin in Å (0 disables caching; MD benefits from ~0.5).

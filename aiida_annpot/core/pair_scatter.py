@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import torch
 
+#: The dtypes the compiled loop takes.
+_FLOATS = (torch.float32, torch.float64)
+
 
 def scatter_pair_gradients(per_pair: torch.Tensor, first: torch.Tensor, second: torch.Tensor, n_atoms: int):
     """(P, W) pair gradients (W = 3·K values per pair) → (N, W): added to each pair's first atom, subtracted from
@@ -19,6 +22,3 @@ def scatter_pair_gradients(per_pair: torch.Tensor, first: torch.Tensor, second: 
         return torch.from_numpy(scatter(per_pair.contiguous().numpy(), first.numpy(), second.numpy(), n_atoms))
     zeros = per_pair.new_zeros((n_atoms, per_pair.shape[1]))  # (index_add with alpha=-1 is 10x slower)
     return zeros.index_add(0, first, per_pair) - zeros.index_add(0, second, per_pair)
-
-
-_FLOATS = (torch.float32, torch.float64)

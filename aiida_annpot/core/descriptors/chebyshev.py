@@ -271,10 +271,8 @@ class ChebyshevDescriptor(Descriptor):
         if self.compiled:
             from . import chebyshev_compiled  # numba loads only where a model is evaluated
 
-            compiled = chebyshev_compiled.usable(pairs) and chebyshev_compiled.features_and_gradients(
-                self, species, pairs
-            )
-            if compiled:
+            compiled = chebyshev_compiled.features_and_gradients(self, species, pairs)
+            if compiled is not None:
                 return compiled
         return self._evaluate(species, pairs, "gradients")
 

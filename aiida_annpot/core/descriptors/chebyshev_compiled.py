@@ -413,29 +413,25 @@ def atom_offsets(first, n_atoms):
 _launch = threading.Lock()
 
 
-def usable(pairs) -> bool:
-    """Whether the compiled loops can take these pairs: on the CPU, in float32 or float64, without autograd."""
-    vectors = pairs.vectors
-    return (
-        vectors.device.type == "cpu"
-        and vectors.dtype in (torch.float32, torch.float64)
-        and not (torch.is_grad_enabled() and vectors.requires_grad)
-    )
-
-
 def features_and_gradients(descriptor, species: torch.Tensor, pairs) -> tuple[torch.Tensor, CompiledGradients] | None:
     """Features (N, D) and the force contraction operator of a :class:`.chebyshev.ChebyshevDescriptor`, compiled,
-    with the contract of its ``features_and_gradients``; None for pairs not grouped by central atom. :func:`usable`
-    must hold."""
+    with the contract of its ``features_and_gradients``; None where the loops do not apply: pairs off the CPU, in
+    another dtype than float32 or float64, followed by autograd, or not grouped by central atom."""
+    vectors = pairs.vectors
+    if (
+        vectors.device.type != "cpu"
+        or vectors.dtype not in (torch.float32, torch.float64)
+        or (torch.is_grad_enabled() and vectors.requires_grad)
+    ):
+        return None
     offsets = atom_offsets(pairs.first.numpy(), pairs.n_atoms)
     if offsets.shape[0] == 0:
         return None
     dtype = np.dtype(str(pairs.vectors.dtype).removeprefix("torch."))
     tables = descriptor.kernel_tables(dtype)
-    vectors = pairs.vectors.detach().numpy()
+    vectors = vectors.detach().numpy()
     n_channels = 2 if descriptor.typed else 1
-    typed = descriptor.typed
-    pair_weight = tables.type_weight[species.numpy()[pairs.second.numpy()]] if typed else np.zeros(0, dtype)
+    pair_weight = tables.type_weight[species.numpy()[pairs.second.numpy()]] if n_channels == 2 else np.zeros(0, dtype)
     with _launch:
         values, moments, cutoffs = features(
             vectors,
